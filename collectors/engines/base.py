@@ -1,0 +1,87 @@
+"""What an adapter needs to reach an instance, the errors it raises, and the adapter registry."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from collectors.registry import ENGINE_FAMILY
+from collectors.spec import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    """Limits every collector session runs under, so nothing it does can block production."""
+
+    connect_timeout_s: float = 5.0
+    statement_timeout_ms: int = 10_000
+    lock_timeout_ms: int = 1_000
+    application_name: str = "dbfleet"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One monitored instance as an adapter sees it; the password is already resolved."""
+
+    name: str
+    engine: str
+    host: str
+    port: int
+    dbname: str = ""
+    user: str = ""
+    password: str | None = field(default=None, repr=False)
+    tls_mode: str = "prefer"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        return ENGINE_FAMILY.get(self.engine, self.engine)
+
+
+class ConnectFailed(Exception):
+    """The instance could not be reached or refused us; `check` names the finding to raise."""
+
+    check = "instance_unreachable"
+
+    def __init__(self, target: Target, message: str):
+        self.target_name = target.name
+        super().__init__(redact(message, target.password))
+
+
+class Unreachable(ConnectFailed):
+    check = "instance_unreachable"
+
+
+class LoginFailed(ConnectFailed):
+    check = "login_failed"
+
+
+def redact(message: str, *secrets: str | None) -> str:
+    """Remove secrets (and anything shaped like password=...) from a driver's message."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return re.sub(r"(?i)(password|pwd|secret|token)=([^;\s]+)", r"\1=***", message)
+
+
+Adapter = Callable[[Target, SessionLimits], Awaitable[Connection]]
+_ADAPTERS: dict[str, Adapter] = {}
+_MODULES = {"postgres": "pg", "mysql": "mysql", "sqlserver": "sqlserver", "oracle": "oracle"}
+
+
+def register_adapter(family: str, adapter: Adapter) -> Adapter:
+    _ADAPTERS[family] = adapter
+    return adapter
+
+
+async def connect(target: Target, limits: SessionLimits = SessionLimits()) -> Connection:
+    """Open a read-only session to the target with the right adapter for its engine."""
+    family = target.family
+    if family not in _ADAPTERS:
+        if family not in _MODULES:
+            raise ValueError(f"no adapter for engine {target.engine!r}")
+        importlib.import_module(f"collectors.engines.{_MODULES[family]}")
+    return await _ADAPTERS[family](target, limits)

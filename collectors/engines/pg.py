@@ -1,0 +1,85 @@
+"""PostgreSQL (and Aurora PostgreSQL) through asyncpg, in a read-only, time-limited session."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from typing import Any
+
+import asyncpg
+
+from collectors.engines.base import LoginFailed, SessionLimits, Target, Unreachable, register_adapter
+
+_LOGIN_ERRORS = (
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+
+class PgConnection:
+    engine = "postgres"
+
+    def __init__(self, conn: asyncpg.Connection, server_version: int, is_standby: bool):
+        self.raw = conn
+        self.server_version = server_version
+        self.is_standby = is_standby
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.raw.fetch(sql, *args)]
+
+    async def close(self) -> None:
+        if not self.raw.is_closed():
+            await self.raw.close(timeout=2)
+
+    def is_closed(self) -> bool:
+        return self.raw.is_closed()
+
+
+def _ssl_for(mode: str) -> Any:
+    if mode in ("disable", "allow", "prefer", "require"):
+        return mode
+    ctx = ssl_module.create_default_context()
+    ctx.check_hostname = mode == "verify-full"
+    return ctx
+
+
+def session_settings(limits: SessionLimits) -> dict[str, str]:
+    """Server settings every dbfleet session starts with."""
+    return {
+        "application_name": limits.application_name,
+        "statement_timeout": str(limits.statement_timeout_ms),
+        "lock_timeout": str(limits.lock_timeout_ms),
+        "idle_in_transaction_session_timeout": "60000",
+        "default_transaction_read_only": "on",
+    }
+
+
+async def connect_pg(target: Target, limits: SessionLimits) -> PgConnection:
+    try:
+        conn = await asyncpg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user or None,
+            password=target.password,
+            database=target.dbname or None,
+            timeout=limits.connect_timeout_s,
+            ssl=_ssl_for(target.tls_mode),
+            server_settings=session_settings(limits),
+            statement_cache_size=0 if target.options.get("pgbouncer") else 100,
+        )
+    except _LOGIN_ERRORS as e:
+        raise LoginFailed(target, f"login failed: {e}") from None
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        reason = "connect timeout" if isinstance(e, asyncio.TimeoutError) else str(e) or type(e).__name__
+        raise Unreachable(target, f"cannot connect to {target.host}:{target.port}: {reason}") from None
+    try:
+        row = await conn.fetchrow(
+            "select current_setting('server_version_num')::int as v, pg_is_in_recovery() as standby"
+        )
+    except BaseException:
+        conn.terminate()
+        raise
+    return PgConnection(conn, row["v"], row["standby"])
+
+
+register_adapter("postgres", connect_pg)

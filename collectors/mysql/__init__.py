@@ -1,0 +1,1 @@
+"""mysql collectors, one module per concern; importing registers them."""

@@ -1,0 +1,1 @@
+"""oracle collectors, one module per concern; importing registers them."""

@@ -1,0 +1,3 @@
+"""PostgreSQL and Aurora PostgreSQL collectors, one module per concern; importing registers them."""
+
+from collectors.postgres import health  # noqa: F401

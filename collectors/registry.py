@@ -1,0 +1,61 @@
+"""The registry of collector specs: a dict, filled by importing the engine packages."""
+
+from __future__ import annotations
+
+import importlib
+
+from collectors.spec import CollectorSpec
+
+_SPECS: dict[tuple[str, str], CollectorSpec] = {}
+
+# Engine families: an aurora-postgres instance runs the postgres collectors, and so on.
+ENGINE_FAMILY = {
+    "postgres": "postgres",
+    "aurora-postgres": "postgres",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "aurora-mysql": "mysql",
+    "sqlserver": "sqlserver",
+    "oracle": "oracle",
+}
+_PACKAGES = ("postgres", "mysql", "sqlserver", "oracle")
+_loaded = False
+
+
+def register(spec: CollectorSpec) -> CollectorSpec:
+    key = (spec.engine, spec.name)
+    if key in _SPECS and _SPECS[key] is not spec:
+        raise ValueError(f"collector {spec.engine}/{spec.name} registered twice")
+    _SPECS[key] = spec
+    return spec
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for pkg in _PACKAGES:
+            importlib.import_module(f"collectors.{pkg}")
+        _loaded = True
+
+
+def all_specs() -> list[CollectorSpec]:
+    _load()
+    return list(_SPECS.values())
+
+
+def specs_for(engine: str, version: int | None = None) -> list[CollectorSpec]:
+    """Specs for an inventory engine name; with a version, only those whose SQL fits it."""
+    _load()
+    family = ENGINE_FAMILY.get(engine, engine)
+    out = []
+    for spec in _SPECS.values():
+        if spec.engine != family:
+            continue
+        if version is not None and spec.sql and min(spec.sql) > version:
+            continue
+        out.append(spec)
+    return out
+
+
+def collector_names() -> list[str]:
+    return sorted({s.name for s in all_specs()})

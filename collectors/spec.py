@@ -1,0 +1,141 @@
+"""The collector contract: a spec is data (version-keyed SQL) plus a pure transform."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Severity(StrEnum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+
+
+class NodeRole(StrEnum):
+    primary = "primary"
+    standby = "standby"
+    any = "any"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """Something a DBA should know about one object on one instance."""
+
+    check: str
+    object: str
+    severity: Severity
+    title: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+    recommendation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One point of a time series, e.g. replication_lag_seconds for one standby."""
+
+    metric: str
+    value: float
+    object: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStat:
+    """Per-interval delta of one normalized statement's counters (all engines share it)."""
+
+    query_id: str
+    user: str
+    database: str
+    calls: int
+    total_ms: float
+    rows: int
+    shared_blks_hit: int = 0
+    shared_blks_read: int = 0
+    temp_blks_written: int = 0
+    interval_s: float = 0.0
+    text: str | None = None
+
+
+@dataclass(slots=True)
+class Result:
+    """What one collector run concluded about one instance."""
+
+    findings: list[Finding] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    query_stats: list[QueryStat] = field(default_factory=list)
+    # Carried to the next run of the same collector on the same instance (counter baselines).
+    state: Any = None
+
+
+@dataclass(slots=True)
+class Context:
+    """What a transform may know besides the rows: who, which version, which thresholds."""
+
+    instance: str
+    engine: str
+    server_version: int = 0
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+    is_standby: bool = False
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # The state the previous successful run returned, None on the first run.
+    previous: Any = None
+    # Peers in the same cluster tag (for checks such as "unused on every replica").
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Connection(Protocol):
+    """What every engine adapter offers a collector: read-only fetches of dict rows."""
+
+    engine: str
+    server_version: int
+    is_standby: bool
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+Transform = Callable[[Sequence[Mapping[str, Any]], Context], Result]
+RunHook = Callable[[Connection, Context], Awaitable[Result]]
+
+
+def _no_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
+    return Result()
+
+
+@dataclass(frozen=True)
+class CollectorSpec:
+    """One collector: SQL keyed by the lowest server version it works on, and a pure transform.
+
+    Versions are integers in the engine's own numbering (PostgreSQL's server_version_num,
+    MySQL's 80022, ...). Multi-step work uses ``run`` instead of ``sql``/``transform``.
+    """
+
+    name: str
+    engine: str
+    description: str
+    sql: Mapping[int, str] = field(default_factory=dict)
+    transform: Transform = _no_transform
+    run: RunHook | None = None
+    interval_s: int = 300
+    timeout_s: float = 30.0
+    role: NodeRole = NodeRole.any
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+
+    def sql_for(self, version: int) -> str:
+        """The SQL under the closest lower version key; ValueError if the server is too old."""
+        keys = sorted(self.sql)
+        i = bisect.bisect_right(keys, version)
+        if i == 0:
+            raise ValueError(f"{self.name} needs {self.engine} version >= {keys[0] if keys else '?'}, server is {version}")
+        return self.sql[keys[i - 1]]
+
+    def applies_to(self, is_standby: bool) -> bool:
+        if self.role is NodeRole.any:
+            return True
+        return (self.role is NodeRole.standby) == is_standby

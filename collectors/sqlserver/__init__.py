@@ -1,0 +1,1 @@
+"""sqlserver collectors, one module per concern; importing registers them."""
