@@ -1,0 +1,203 @@
+"""The store's tables (SQLAlchemy 2 typed declarations); Alembic migrations create them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int]
+    dbname: Mapped[str] = mapped_column(String(200), default="")
+    user: Mapped[str] = mapped_column(String(200), default="")
+    # A reference (env:VAR, file:/path, aws-sm:NAME#key, aws-iam), never the secret itself.
+    credential: Mapped[str | None] = mapped_column(String(500))
+    tls_mode: Mapped[str] = mapped_column(String(16), default="prefer")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Per-collector overrides: {"health": {"enabled": false, "interval_s": 60, "thresholds": {...}}}
+    overrides: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    source: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
+    # Cloud identity and placement: arn, region, resource_id, cluster, role (writer/reader).
+    cloud: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    # Fields a DBA set by hand, which discovery must not overwrite.
+    pinned: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    gone_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+    __table_args__ = (Index("ix_instances_tags", "tags", postgresql_using="gin"),)
+
+
+class CollectorRun(Base):
+    __tablename__ = "collector_runs"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    collector: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))  # ok, error, timeout, skipped
+    error: Mapped[str | None] = mapped_column(Text)
+    findings: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_collector_runs_instance_started", "instance_id", "collector", "started_at"),
+                      Index("ix_collector_runs_started", "started_at"))
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    collector: Mapped[str] = mapped_column(String(64))
+    check: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open acknowledged silenced resolved
+    title: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recommendation: Mapped[str] = mapped_column(Text, default="")
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    opened_at: Mapped[datetime]  # when it last became open (new or reappeared after resolving)
+    resolved_at: Mapped[datetime | None]
+    state_by: Mapped[str | None] = mapped_column(String(200))
+    state_at: Mapped[datetime | None]
+    state_note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_findings_live", "instance_id", "collector", postgresql_where=text("state <> 'resolved'")),
+        Index("ix_findings_state_severity", "state", "severity"),
+        Index("ix_findings_check", "check"),
+    )
+
+
+class QueryText(Base):
+    __tablename__ = "query_texts"
+
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    query_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # viewer, operator, admin
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
+
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+
+class Outbox(Base):
+    """Alert state changes, written in the same transaction as the finding that caused them."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    finding_id: Mapped[int | None] = mapped_column(BigInteger)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # firing, resolved
+    severity: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    processed_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_pending", "id", postgresql_where=text("processed_at is null")),)
+
+
+# Time series: range-partitioned by day, partitions created ahead and dropped after retention by
+# the service (app/store_partitions.py). No primary key: rows are appended with COPY.
+samples = Table(
+    "samples", Base.metadata,
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("instance_id", Integer, nullable=False),
+    Column("collector", String(64), nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("object", Text, nullable=False, server_default=""),
+    Column("value", Float, nullable=False),
+    Index("ix_samples_instance_metric_ts", "instance_id", "metric", "ts"),
+    postgresql_partition_by="RANGE (ts)",
+)
+
+query_stats = Table(
+    "query_stats", Base.metadata,
+    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("instance_id", Integer, nullable=False),
+    Column("query_id", String(128), nullable=False),
+    Column("username", String(200), nullable=False, server_default=""),
+    Column("dbname", String(200), nullable=False, server_default=""),
+    Column("interval_s", Float, nullable=False),
+    Column("calls", BigInteger, nullable=False),
+    Column("total_ms", Float, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("shared_blks_hit", BigInteger, nullable=False, server_default="0"),
+    Column("shared_blks_read", BigInteger, nullable=False, server_default="0"),
+    Column("temp_blks_written", BigInteger, nullable=False, server_default="0"),
+    Index("ix_query_stats_instance_ts", "instance_id", "ts"),
+    postgresql_partition_by="RANGE (ts)",
+)
+
+PARTITIONED_TABLES = ("samples", "query_stats")

@@ -1,0 +1,90 @@
+"""Settings: environment (prefix DBFLEET_, nested with __) over an optional dbfleet.yaml."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class StoreSettings(BaseModel):
+    embedded_dir: Path = Path(".dbfleet/pg")
+    retention_days: int = Field(14, ge=1, description="days of samples and query stats kept")
+    premake_days: int = Field(3, ge=1, description="daily store partitions created ahead")
+    pool_size: int = Field(10, ge=1)
+
+
+class WorkerSettings(BaseModel):
+    concurrency: int = Field(32, ge=1, le=1000, description="instances collected at once")
+    shard: str = Field("0/1", description="i/N, or 'auto' for the StatefulSet pod ordinal")
+    shard_count: int | None = Field(None, ge=1, description="N when shard is 'auto'")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    statement_timeout_ms: int = Field(10_000, ge=100)
+    lock_timeout_ms: int = Field(1_000, ge=10)
+    backoff_base_s: float = Field(30.0, ge=0)
+    backoff_max_s: float = Field(1800.0, ge=0)
+    metrics_port: int = Field(9108, ge=0, le=65535)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class CollectorSettings(BaseModel):
+    """Per-collector overrides; per-tag thresholds are keyed 'key=value'."""
+
+    enabled: bool = True
+    interval_s: int | None = Field(None, ge=5)
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    by_tag: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("by_tag")
+    @classmethod
+    def _tag_keys(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key in v:
+            if "=" not in key:
+                raise ValueError(f"by_tag key {key!r} must be 'tag=value'")
+        return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DBFLEET_", env_nested_delimiter="__", extra="forbid")
+
+    database_url: str | None = Field(None, description="the store; unset = embedded PostgreSQL")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
+    alerting: dict[str, Any] = Field(default_factory=dict)
+    partitions: dict[str, Any] = Field(default_factory=dict)
+    cloud: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get("DBFLEET_CONFIG")
+        if path:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"DBFLEET_CONFIG points at {path}, which is not a file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def collector(self, name: str) -> CollectorSettings:
+        return self.collectors.get(name) or CollectorSettings()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
