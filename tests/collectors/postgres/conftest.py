@@ -1,0 +1,76 @@
+"""Fixtures for the PostgreSQL collector tests: throwaway clusters on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PG15_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PgCluster:
+    """A PostgreSQL server started from a bin dir into a temp dir, owned by the postgres OS user."""
+
+    bindir: Path
+    datadir: Path
+    host: str
+    port: int
+    os_user: str = "postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        subprocess.run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args],
+                       check=True, user=self.os_user, capture_output=True, timeout=60)
+
+    def stop(self) -> None:
+        """Stop this cluster (pg_ctl reads its own postmaster.pid) and remove its files."""
+        if (self.datadir / "postmaster.pid").exists():
+            self.pg_ctl("stop", "-m", "immediate", "-w")
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def start_cluster(bindir: Path = PG15_BIN, settings: Mapping[str, str] | None = None,
+                  os_user: str = "postgres") -> PgCluster:
+    """initdb + start with trust auth on 127.0.0.1; settings go to postgresql.conf verbatim."""
+    root = Path(tempfile.mkdtemp(prefix="dbf_pg_"))
+    shutil.chown(root, os_user)
+    datadir = root / "data"
+    subprocess.run([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust",
+                    "--no-sync", "-E", "UTF8"], check=True, user=os_user, capture_output=True, timeout=120)
+    conf = {"listen_addresses": "'127.0.0.1'", "port": str(free_port()),
+            "unix_socket_directories": f"'{root}'", "fsync": "off", "full_page_writes": "off",
+            **(settings or {})}
+    with open(datadir / "postgresql.conf", "a") as f:
+        f.writelines(f"{k} = {v}\n" for k, v in conf.items())
+    cluster = PgCluster(bindir, datadir, "127.0.0.1", int(conf["port"]), os_user)
+    try:
+        cluster.pg_ctl("start", "-w", "-l", str(root / "server.log"))
+    except subprocess.CalledProcessError:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        cluster.stop()
+        raise RuntimeError(f"cluster did not start: {log[-2000:]}") from None
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def pg15_cluster() -> Iterator[PgCluster]:
+    """A private PostgreSQL 15 with pg_stat_statements preloaded (the shared server lacks it)."""
+    if not (PG15_BIN / "initdb").exists() or os.geteuid() != 0:
+        pytest.skip("needs root and the PostgreSQL 15 binaries")
+    cluster = start_cluster(PG15_BIN, {"shared_preload_libraries": "'pg_stat_statements'"})
+    yield cluster
+    cluster.stop()
