@@ -74,3 +74,22 @@ def pg15_cluster() -> Iterator[PgCluster]:
     cluster = start_cluster(PG15_BIN, {"shared_preload_libraries": "'pg_stat_statements'"})
     yield cluster
     cluster.stop()
+
+
+# --- partitions/replication (dbf_pgp_ databases on the shared PostgreSQL 15) ---
+
+@pytest.fixture
+async def pgp_db():
+    """A fresh database dbf_pgp_<random> on 127.0.0.1:5432, dropped afterwards; yields its name."""
+    import uuid
+
+    import asyncpg
+
+    name = f"dbf_pgp_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database="postgres")
+    await admin.execute(f'create database "{name}"')
+    try:
+        yield name
+    finally:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.close()

@@ -1,0 +1,111 @@
+"""Apply planned partition DDL on a writable connection: one statement per transaction, re-checked live.
+
+Collector sessions are read-only, so apply() opens its own connection (application_name
+dbfleet). Before each statement it looks at the live catalog: the parent must still be the same
+partitioned table, a partition already created or already detached is skipped, and only a
+partition this run just detached may be dropped. Running the same statements twice changes
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+
+from collectors.postgres.partition_plan import PlannedStatement
+
+Status = Literal["ok", "skipped", "refused", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one statement; the app writes one audit_log row per outcome."""
+
+    statement: PlannedStatement
+    status: Status
+    message: str = ""
+
+    @property
+    def sql(self) -> str:
+        return self.statement.sql
+
+
+_PARENT_SQL = """
+select n.nspname, c.relname from pg_partitioned_table pt
+join pg_class c on c.oid = pt.partrelid join pg_namespace n on n.oid = c.relnamespace
+where pt.partrelid = $1::oid
+"""
+_CHILD_SQL = """
+select c.oid, c.relkind, c.relispartition,
+       exists(select 1 from pg_inherits i where i.inhrelid = c.oid and i.inhparent = $3::oid) as attached_here
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where n.nspname = $1 and c.relname = $2
+"""
+
+
+async def apply(target: Mapping[str, Any] | asyncpg.Connection, statements: Sequence[PlannedStatement],
+                lock_timeout_ms: int = 2000, statement_timeout_ms: int = 300_000) -> list[Outcome]:
+    """Run statements one by one (each its own transaction); a failure does not stop the rest."""
+    owned = not isinstance(target, asyncpg.Connection)
+    conn = await asyncpg.connect(**target, server_settings={"application_name": "dbfleet"}) if owned else target
+    try:
+        await conn.execute(f"set lock_timeout = {int(lock_timeout_ms)}")
+        await conn.execute(f"set statement_timeout = {int(statement_timeout_ms)}")
+        detached: set[str] = set()
+        outcomes = []
+        for stmt in statements:
+            outcome = await _apply_one(conn, stmt, detached)
+            if stmt.action == "detach_partition" and outcome.status == "ok":
+                detached.add(stmt.partition)
+            outcomes.append(outcome)
+        return outcomes
+    finally:
+        if owned:
+            await conn.close()
+
+
+async def _apply_one(conn: asyncpg.Connection, stmt: PlannedStatement, detached: set[str]) -> Outcome:
+    try:
+        reason = await _refusal(conn, stmt)
+        if reason:
+            return Outcome(stmt, "refused", reason)
+        skip = await _already_done(conn, stmt, detached)
+        if skip:
+            return Outcome(stmt, "skipped", skip)
+        # No explicit transaction: each statement commits alone, and DETACH CONCURRENTLY
+        # may not run inside a transaction block at all.
+        await conn.execute(stmt.sql)
+        return Outcome(stmt, "ok", _done_message(stmt))
+    except (asyncpg.PostgresError, ValueError) as e:
+        return Outcome(stmt, "error", f"{type(e).__name__}: {e}")
+
+
+async def _refusal(conn: asyncpg.Connection, stmt: PlannedStatement) -> str:
+    """Why the statement must not run at all (the parent is not what the plan saw), or ''."""
+    row = await conn.fetchrow(_PARENT_SQL, stmt.table_oid)
+    if row is None:
+        return f"{stmt.table} (oid {stmt.table_oid}) is not a partitioned table"
+    if (row["nspname"], row["relname"]) != (stmt.schema, stmt.table_name):
+        return f"oid {stmt.table_oid} is now {row['nspname']}.{row['relname']}, not {stmt.table}; re-plan"
+    return ""
+
+
+async def _already_done(conn: asyncpg.Connection, stmt: PlannedStatement, detached: set[str]) -> str:
+    child = await conn.fetchrow(_CHILD_SQL, stmt.part_schema, stmt.part_name, stmt.table_oid)
+    if stmt.action == "create_partition":
+        return f"{stmt.partition} already exists" if child is not None else ""
+    if stmt.action == "detach_partition":
+        return "" if child is not None and child["attached_here"] else f"{stmt.partition} is not attached to {stmt.table}"
+    if child is None:
+        return f"{stmt.partition} does not exist"
+    if stmt.partition not in detached or child["relispartition"] or child["relkind"] != "r":
+        return f"{stmt.partition} was not detached by this run; dbfleet drops only what it just detached"
+    return ""
+
+
+def _done_message(stmt: PlannedStatement) -> str:
+    verbs = {"create_partition": "created", "detach_partition": "detached", "drop_partition": "dropped"}
+    return f"{stmt.partition} {verbs[stmt.action]}"
