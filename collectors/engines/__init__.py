@@ -7,6 +7,7 @@ per-instance backoff. Imports nothing from app/.
 
 from collectors.engines.base import (  # noqa: F401
     ConnectFailed,
+    CredentialUnavailable,
     LoginFailed,
     SessionLimits,
     Target,

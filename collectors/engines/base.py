@@ -32,7 +32,8 @@ class Target:
     port: int
     dbname: str = ""
     user: str = ""
-    password: str | None = field(default=None, repr=False)
+    # Not part of equality: a rotated password or a fresh IAM token must not force a reconnect.
+    password: str | None = field(default=None, repr=False, compare=False)
     tls_mode: str = "prefer"
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -57,6 +58,10 @@ class Unreachable(ConnectFailed):
 
 class LoginFailed(ConnectFailed):
     check = "login_failed"
+
+
+class CredentialUnavailable(ConnectFailed):
+    check = "credential_unavailable"
 
 
 def redact(message: str, *secrets: str | None) -> str:

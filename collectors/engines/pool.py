@@ -8,12 +8,13 @@ from an instance that keeps failing so that it is not hammered every sweep.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from collectors.engines.base import ConnectFailed, SessionLimits, Target, connect
+from collectors.engines.base import ConnectFailed, CredentialUnavailable, SessionLimits, Target, connect
 from collectors.spec import Connection
 
 
@@ -47,8 +48,13 @@ class ConnectionPool:
         return max(0.0, held.retry_at - time.monotonic()) if held else 0.0
 
     @asynccontextmanager
-    async def session(self, target: Target) -> AsyncIterator[Connection]:
-        """The instance's held connection, exclusively for the duration of the block."""
+    async def session(self, target: Target,
+                      password: Callable[[], Awaitable[str | None]] | None = None) -> AsyncIterator[Connection]:
+        """The instance's held connection, exclusively for the duration of the block.
+
+        `password` is called only when a connection must be opened, so secrets and tokens are
+        fetched at connect time and not on every sweep.
+        """
         held = self._held.get(target.name)
         if held is None or held.target != target:
             if held is not None and held.conn is not None:
@@ -56,7 +62,7 @@ class ConnectionPool:
             held = self._held[target.name] = _Held(target)
         async with held.lock:
             if held.conn is None or _is_closed(held.conn):
-                held.conn = await self._open(held)
+                held.conn = await self._open(held, password)
             try:
                 yield held.conn
             except (OSError, ConnectionError) as e:
@@ -67,13 +73,19 @@ class ConnectionPool:
                     await self._drop(held, "connection lost")
                 raise
 
-    async def _open(self, held: _Held) -> Connection:
+    async def _open(self, held: _Held, password: Callable[[], Awaitable[str | None]] | None) -> Connection:
         wait = held.retry_at - time.monotonic()
         if wait > 0:
             raise BackingOff(held.target, f"{held.last_error} (next attempt in {wait:.0f}s, "
                                           f"after {held.failures} consecutive failures)")
+        target = held.target
         try:
-            conn = await connect(held.target, self.limits)
+            if password is not None:
+                try:
+                    target = dataclasses.replace(target, password=await password())
+                except Exception as e:  # noqa: BLE001 - any resolver failure means we cannot log in
+                    raise CredentialUnavailable(target, f"cannot resolve credential: {e}") from None
+            conn = await connect(target, self.limits)
         except ConnectFailed as e:
             held.failures += 1
             held.last_error = str(e)

@@ -1,0 +1,278 @@
+"""Sweeps: run collectors over this worker's shard of the fleet on held-open connections.
+
+One store connection per instance being collected: it holds the advisory locks that keep two
+workers from running the same collector on the same instance during a shard handover, and it
+writes each run's results in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import asyncpg
+from sqlalchemy import select
+
+from app import telemetry
+from app.db import Store
+from app.findings import InstanceRef, record_failure, record_run
+from app.inventory.credentials import resolve_credential
+from app.inventory.store import filtered
+from app.models import Instance
+from app.settings import Settings
+from collectors.engines.base import ConnectFailed, SessionLimits, Target
+from collectors.engines.pool import BackingOff, ConnectionPool
+from collectors.registry import specs_for
+from collectors.runner import run_collector
+from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
+
+log = logging.getLogger(__name__)
+CONNECTIVITY = "connectivity"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        try:
+            i, n = (int(p) for p in text.split("/"))
+        except ValueError:
+            raise ValueError(f"shard {text!r} must be i/N, e.g. 0/3") from None
+        if n < 1 or not 0 <= i < n:
+            raise ValueError(f"shard {text!r}: need 0 <= i < N")
+        return cls(i, n)
+
+    def owns(self, instance_id: int) -> bool:
+        # Like Prometheus hashmod: md5 of the id, low 8 bytes as an unsigned integer, modulo N.
+        digest = hashlib.md5(str(instance_id).encode()).digest()
+        return int.from_bytes(digest[8:], "big") % self.count == self.index
+
+
+@dataclass(frozen=True)
+class Selector:
+    names: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    engine: str | None = None
+
+
+@dataclass
+class SweepSummary:
+    collectors: list[str]
+    instances: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    findings_open: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"collectors": self.collectors, "instances": self.instances, "ok": self.ok, "failed": self.failed,
+                "skipped": self.skipped, "wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3),
+                "findings_open": self.findings_open}
+
+
+class Sweeper:
+    """The collection side of one worker process: connections, per-run state, concurrency."""
+
+    def __init__(self, store: Store, settings: Settings, shard: Shard = Shard()):
+        w = settings.worker
+        self.store = store
+        self.settings = settings
+        self.shard = shard
+        self.pool = ConnectionPool(
+            SessionLimits(connect_timeout_s=w.connect_timeout_s, statement_timeout_ms=w.statement_timeout_ms,
+                          lock_timeout_ms=w.lock_timeout_ms),
+            backoff_base_s=w.backoff_base_s, backoff_max_s=w.backoff_max_s)
+        self.concurrency = w.concurrency
+        self._state: dict[tuple[int, str], Any] = {}
+        self._unreachable_ids: set[int] | None = None  # instances with an open connectivity finding
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def instances(self, selector: Selector = Selector()) -> list[Instance]:
+        stmt = filtered(select(Instance), engine=selector.engine, tags=dict(selector.tags), enabled=True)
+        stmt = stmt.where(Instance.gone_at.is_(None)).order_by(Instance.id)
+        if selector.names:
+            stmt = stmt.where(Instance.name.in_(selector.names))
+        async with self.store.sessions() as session:
+            rows = list((await session.execute(stmt)).scalars())
+        return [i for i in rows if self.shard.owns(i.id)]
+
+    async def sweep(self, collectors: list[str] | None = None, selector: Selector = Selector(),
+                    progress: Callable[[str, str], None] | None = None) -> SweepSummary:
+        """Run the named collectors (all if None) once over the selected instances of this shard."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        summary = SweepSummary(collectors=collectors or ["all"])
+        insts = await self.instances(selector)
+        summary.instances = len(insts)
+        if self._unreachable_ids is None:
+            async with self.store.raw() as conn:
+                self._unreachable_ids = {r[0] for r in await conn.fetch(
+                    "select distinct instance_id from findings where collector = $1 and state <> 'resolved'",
+                    CONNECTIVITY)}
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def one(inst: Instance) -> None:
+            async with sem:
+                status = await self._collect_instance(inst, collectors, summary)
+            if progress:
+                progress(inst.name, status)
+
+        await asyncio.gather(*(one(i) for i in insts))
+        summary.wall_s = time.perf_counter() - wall
+        summary.cpu_s = time.process_time() - cpu
+        async with self.store.raw() as conn:
+            summary.findings_open = await conn.fetchval("select count(*) from findings where state <> 'resolved'")
+        for name in collectors or ["all"]:
+            telemetry.SWEEP_DURATION.labels(name).observe(summary.wall_s)
+        return summary
+
+    def _specs(self, inst: Instance, collectors: list[str] | None) -> list[CollectorSpec]:
+        out = []
+        for spec in specs_for(inst.engine):
+            override = (inst.overrides or {}).get(spec.name, {})
+            if collectors is not None and spec.name not in collectors:
+                continue
+            if not self.settings.collector(spec.name).enabled or override.get("enabled") is False:
+                continue
+            out.append(spec)
+        return out
+
+    def thresholds(self, spec: CollectorSpec, inst: Instance) -> dict[str, Any]:
+        """Spec defaults < config < config by tag < the instance's own override."""
+        cfg = self.settings.collector(spec.name)
+        merged = {**spec.thresholds, **cfg.thresholds}
+        for selector, values in cfg.by_tag.items():
+            key, _, value = selector.partition("=")
+            if (inst.tags or {}).get(key) == value:
+                merged.update(values)
+        merged.update(((inst.overrides or {}).get(spec.name) or {}).get("thresholds", {}))
+        return merged
+
+    async def _collect_instance(self, inst: Instance, collectors: list[str] | None, summary: SweepSummary) -> str:
+        specs = self._specs(inst, collectors)
+        ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
+        target = Target(name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname,
+                        user=inst.user, tls_mode=inst.tls_mode, options=dict(inst.cloud or {}))
+        instance_info = {"name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port,
+                         "user": inst.user, "cloud": inst.cloud}
+
+        async def password() -> str | None:
+            return await resolve_credential(inst.credential, instance_info)
+
+        async with self.store.raw() as store:
+            locked = await _try_locks(store, inst.id, [s.name for s in specs])
+            try:
+                return await self._run_specs(store, target, password, ref, inst, [s for s in specs if s.name in locked],
+                                             summary, skipped=len(specs) - len(locked))
+            finally:
+                if locked:
+                    await store.execute("select pg_advisory_unlock_all()")
+
+    async def _run_specs(self, store: asyncpg.Connection, target: Target, password, ref: InstanceRef, inst: Instance,
+                         specs: list[CollectorSpec], summary: SweepSummary, skipped: int) -> str:
+        summary.skipped += skipped
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            async with self.pool.session(target, password) as conn:
+                await self._connected(store, ref, started, t0)
+                failures = 0
+                for spec in specs:
+                    failures += not await self._run_one(store, conn, spec, ref, inst, summary)
+                return "ok" if failures == 0 else "failed"
+        except ConnectFailed as e:
+            telemetry.INSTANCE_UP.labels(inst.name, inst.engine).set(0)
+            await self._record_unreachable(store, ref, e, specs, started, t0, summary)
+            return "skipped" if isinstance(e, BackingOff) else "unreachable"
+
+    async def _connected(self, store: asyncpg.Connection, ref: InstanceRef, started: datetime, t0: float) -> None:
+        telemetry.INSTANCE_UP.labels(ref.name, ref.engine).set(1)
+        if ref.id in self._unreachable_ids:
+            self._unreachable_ids.discard(ref.id)
+            await record_run(store, ref, CONNECTIVITY, Result(), started, (time.perf_counter() - t0) * 1000)
+
+    async def _record_unreachable(self, store: asyncpg.Connection, ref: InstanceRef, e: ConnectFailed,
+                           specs: list[CollectorSpec], started: datetime, t0: float, summary: SweepSummary) -> None:
+        ms = (time.perf_counter() - t0) * 1000
+        if isinstance(e, BackingOff):
+            summary.skipped += len(specs)
+            for spec in specs:
+                telemetry.RUNS.labels(spec.name, "skipped").inc()
+                await record_failure(store, ref, spec.name, "skipped", str(e), started, ms)
+            return
+        summary.failed += len(specs) or 1
+        summary.errors[ref.name] = str(e)
+        self._unreachable_ids.add(ref.id)
+        finding = Finding(
+            check=e.check, object="server", severity=Severity.critical,
+            title=f"Cannot reach {ref.name}: {e}" if e.check != "credential_unavailable" else f"No credential for {ref.name}: {e}",
+            details={"error": str(e)},
+            recommendation="Check that the server is up, that its host/port in the inventory are right, and that "
+                           "dbfleet's network path and credential are valid. dbfleet retries with exponential backoff.")
+        await record_run(store, ref, CONNECTIVITY, Result(findings=[finding]), started, ms)
+        for spec in specs:
+            telemetry.RUNS.labels(spec.name, "error").inc()
+            await record_failure(store, ref, spec.name, "error", str(e), started, ms)
+
+    async def _run_one(self, store: asyncpg.Connection, conn, spec: CollectorSpec, ref: InstanceRef,
+                       inst: Instance, summary: SweepSummary) -> bool:
+        if not spec.applies_to(conn.is_standby):
+            return True
+        key = (ref.id, spec.name)
+        ctx = Context(instance=ref.name, engine=ref.engine, thresholds=self.thresholds(spec, inst),
+                      tags=ref.tags, previous=self._state.get(key))
+        started = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        try:
+            result = await run_collector(spec, conn, ctx)
+        except (asyncio.TimeoutError, TimeoutError) as e:
+            return await self._failed(store, ref, spec, "timeout", f"timed out after {spec.timeout_s}s {e}".strip(),
+                                      started, t0, summary)
+        except Exception as e:  # noqa: BLE001 - one broken collector must not stop the sweep
+            return await self._failed(store, ref, spec, "error", f"{type(e).__name__}: {e}", started, t0, summary)
+        ms = (time.perf_counter() - t0) * 1000
+        await record_run(store, ref, spec.name, result, started, ms)
+        self._state[key] = result.state
+        summary.ok += 1
+        telemetry.RUNS.labels(spec.name, "ok").inc()
+        telemetry.RUN_DURATION.labels(spec.name).observe(ms / 1000)
+        return True
+
+    async def _failed(self, store: asyncpg.Connection, ref: InstanceRef, spec: CollectorSpec, status: str, error: str,
+                      started: datetime, t0: float, summary: SweepSummary) -> bool:
+        ms = (time.perf_counter() - t0) * 1000
+        log.warning("collector %s on %s: %s", spec.name, ref.name, error)
+        await record_failure(store, ref, spec.name, status, error, started, ms)
+        summary.failed += 1
+        summary.errors[ref.name] = error
+        telemetry.RUNS.labels(spec.name, status).inc()
+        telemetry.RUN_DURATION.labels(spec.name).observe(ms / 1000)
+        return False
+
+
+def _lock_key(collector: str) -> int:
+    return zlib.crc32(collector.encode()) & 0x7FFFFFFF
+
+
+async def _try_locks(store: asyncpg.Connection, instance_id: int, names: list[str]) -> set[str]:
+    """Session advisory locks per (instance, collector); the ones we got."""
+    if not names:
+        return set()
+    got = await store.fetch(
+        "select n, pg_try_advisory_lock($1, k) as ok from unnest($2::text[], $3::int[]) as u(n, k)",
+        instance_id, names, [_lock_key(n) for n in names])
+    return {r["n"] for r in got if r["ok"]}
