@@ -1,3 +1,4 @@
 """PostgreSQL and Aurora PostgreSQL collectors, one module per concern; importing registers them."""
 
 from collectors.postgres import health  # noqa: F401
+from collectors.postgres import query_stats  # noqa: F401
