@@ -39,7 +39,7 @@ join pg_class c on c.oid = pt.partrelid join pg_namespace n on n.oid = c.relname
 where pt.partrelid = $1::oid
 """
 _CHILD_SQL = """
-select c.oid, c.relkind, c.relispartition,
+select c.oid, c.relkind::text as relkind, c.relispartition,
        exists(select 1 from pg_inherits i where i.inhrelid = c.oid and i.inhparent = $3::oid) as attached_here
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where n.nspname = $1 and c.relname = $2

@@ -340,6 +340,8 @@ def plan(tables: list[PartitionedTable], policies: list[PartitionPolicy], now: d
 
 def _create_statements(a: TableAnalysis) -> list[PlannedStatement]:
     t, out = a.table, []
+    if a.step is None:
+        return out
     premake = t.partman_premake if t.managed_by_partman else a.policy.premake
     why = f"premake {premake}: {a.ahead} partition(s) ahead of now, interval {a.step.describe()}"
     for lower, upper in a.to_create:

@@ -261,8 +261,11 @@ async def plan_live(conn: Connection, policies: list[PartitionPolicy], now: date
 
 async def _partitioned_oid(conn: Connection, table: str) -> int:
     # to_regclass parses the name server-side as a bound parameter: no quoting by hand.
-    rows = await conn.fetch(
-        "select pt.partrelid::bigint as oid from pg_partitioned_table pt where pt.partrelid = to_regclass($1)", table)
+    try:
+        rows = await conn.fetch(
+            "select pt.partrelid::bigint as oid from pg_partitioned_table pt where pt.partrelid = to_regclass($1)", table)
+    except Exception as e:  # invalid name syntax: the driver's error class differs by adapter
+        raise NotPartitioned(f"{table!r} is not a valid table name: {e}") from None
     if not rows:
         raise NotPartitioned(f"{table!r} is not a partitioned table in this database")
     return rows[0]["oid"]

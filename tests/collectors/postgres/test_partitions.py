@@ -1,0 +1,258 @@
+"""Partition maintenance: planner and findings on recorded rows; discovery, plan and apply on PG 15."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from collectors.engines.base import Target, connect
+from collectors.postgres.partition_apply import apply
+from collectors.postgres.partition_plan import (
+    DefaultPartition,
+    PartitionPolicy,
+    Step,
+    add_step,
+    infer_step,
+    parse_interval,
+    plan,
+    quote_ident,
+)
+from collectors.postgres.partitions import NotPartitioned, discover, findings_for, plan_live, tables_from_rows
+from collectors.registry import specs_for
+from collectors.runner import run_collector
+from collectors.spec import Context, Severity
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "postgres"
+NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+
+
+def recorded_tables():
+    rows = json.loads((FIXTURES / "partitions_discover_pg15.json").read_text())
+    return {t.name: t for t in tables_from_rows(rows, server_version=150020)}
+
+
+def test_recorded_rows_group_into_tables():
+    tables = recorded_tables()
+    assert set(tables) == {"events", "ids", 'Odd "name"', "empty_parent"}
+    assert tables["events"].default.name == "events_default"
+    assert len(tables["events"].partitions) == 3
+    # Bounds printed in Europe/Paris still mean UTC midnight.
+    assert tables["events"].partitions[-1].upper == datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert tables["ids"].partitions[-1].lower is None  # MINVALUE (ordered last by the SQL)
+
+
+@pytest.mark.parametrize("text, step", [
+    ("1 month", Step(months=1)), ("monthly", Step(months=1)), ("3 months", Step(months=3)),
+    ("1 year", Step(months=12)), ("7 days", Step(days=7)), ("1 week", Step(days=7)),
+    ("daily", Step(days=1)), ("2 hours", Step(seconds=7200)), ("1000", Step(width=1000)), (500, Step(width=500)),
+])
+def test_parse_interval(text, step):
+    assert parse_interval(text) == step
+
+
+@pytest.mark.parametrize("bad", ["", "month", "0 days", "1 fortnight", "1; drop table x"])
+def test_parse_interval_refuses_nonsense(bad):
+    with pytest.raises(ValueError):
+        parse_interval(bad)
+
+
+@pytest.mark.parametrize("name, step", [
+    ("events", Step(months=1)), ('Odd "name"', Step(days=1)), ("ids", Step(width=1000)), ("empty_parent", None),
+])
+def test_infer_step_from_bounds(name, step):
+    assert infer_step(recorded_tables()[name].partitions) == step
+
+
+def test_add_month_clamps_to_month_end():
+    assert add_step(datetime(2027, 1, 31), Step(months=1)) == datetime(2027, 2, 28)
+
+
+# (table, policies, checks expected as (check, object, severity))
+CASES = [
+    ("events", [], {("missing_future_partitions", "public.events", Severity.warning)}),
+    ("events", [PartitionPolicy(table="public.ev*", premake=0)], set()),
+    ("events", [PartitionPolicy(table="public.events", retention="1 month", premake=0)],
+     {("partition_retention_due", "public.events", Severity.info)}),
+    # No default partition and nothing ahead: the next insert past the last bound fails.
+    ("ids", [], {("missing_future_partitions", "public.ids", Severity.critical)}),
+    ("empty_parent", [], set()),
+]
+
+
+@pytest.mark.parametrize("name, policies, expected", CASES)
+def test_findings_on_recorded_rows(name, policies, expected):
+    table = recorded_tables()[name]
+    if name == "ids":
+        table = replace(table, current_key=2500)
+    result = findings_for([table], policies, NOW)
+    assert {(f.check, f.object, f.severity) for f in result.findings} == expected
+
+
+def test_default_rows_block_the_partition_that_covers_them():
+    table = recorded_tables()["events"]
+    table = replace(table, default=DefaultPartition("public", "events_default", 2,
+                                                    datetime(2026, 12, 15, tzinfo=timezone.utc),
+                                                    datetime(2026, 12, 20, tzinfo=timezone.utc)))
+    result = findings_for([table], [], NOW)
+    by_check = {f.check: f for f in result.findings}
+    assert by_check["default_partition_rows"].object == "public.events_default"
+    assert "pg_partman#510" in by_check["default_partition_rows"].recommendation
+    assert by_check["default_partition_rows"].details["blocked_ranges"] == ["[2026-12-01 01:00:00+01:00, 2027-01-01 01:00:00+01:00)"]
+    sqls = [s.sql for s in plan([table], [], NOW)]
+    assert not any("2026-12-01 01:00:00+01:00') TO" in s for s in sqls)
+    # Recorded with TimeZone Europe/Paris: the offset is kept, the instant is still UTC midnight.
+    assert len(sqls) == 4 and "FROM ('2027-01-01 01:00:00+01:00') TO ('2027-02-01 01:00:00+01:00')" in sqls[0]
+
+
+def test_plan_quotes_names_from_the_catalog():
+    table = recorded_tables()['Odd "name"']
+    sqls = [s.sql for s in plan([table], [PartitionPolicy(premake=2)], NOW)]
+    assert sqls == [
+        'CREATE TABLE "public"."Odd ""name""_p20261127" PARTITION OF "public"."Odd ""name""" '
+        "FOR VALUES FROM ('2026-11-27') TO ('2026-11-28')",
+        'CREATE TABLE "public"."Odd ""name""_p20261128" PARTITION OF "public"."Odd ""name""" '
+        "FOR VALUES FROM ('2026-11-28') TO ('2026-11-29')",
+    ]
+
+
+@pytest.mark.parametrize("version, keep, expected", [
+    (150020, False, ['ALTER TABLE "public"."ids" DETACH PARTITION "public"."ids_1" CONCURRENTLY',
+                     'DROP TABLE "public"."ids_1"']),
+    (150020, True, ['ALTER TABLE "public"."ids" DETACH PARTITION "public"."ids_1" CONCURRENTLY']),
+    (130010, False, ['ALTER TABLE "public"."ids" DETACH PARTITION "public"."ids_1"', 'DROP TABLE "public"."ids_1"']),
+])
+def test_retention_detach_concurrently_only_where_allowed(version, keep, expected):
+    table = replace(recorded_tables()["ids"], current_key=3500, server_version=version)
+    policy = PartitionPolicy(table="public.*", premake=0, retention=1500, keep_table=keep)
+    assert [s.sql for s in plan([table], [policy], NOW)] == expected
+
+
+def test_partman_tables_are_reported_never_planned():
+    table = replace(recorded_tables()["ids"], current_key=2500, partman_premake=4)
+    assert plan([table], [], NOW) == []
+    [finding] = findings_for([table], [], NOW).findings
+    assert finding.details["managed_by"] == "pg_partman" and "run_maintenance" in finding.recommendation
+
+
+def test_quote_ident_doubles_quotes():
+    assert quote_ident('a"; drop table x; --') == '"a""; drop table x; --"'
+
+
+def test_policy_validation_rejects_bad_interval():
+    with pytest.raises(ValueError):
+        PartitionPolicy.model_validate({"table": "*", "interval": "every tuesday"})
+
+
+# --- against the real PostgreSQL 15 on 127.0.0.1:5432 ---
+
+PLANTED = """
+create table events (id bigint, created_at timestamptz not null) partition by range (created_at);
+create table events_p2026_07 partition of events for values from ('2026-07-01 00:00+00') to ('2026-08-01 00:00+00');
+create table events_p2026_10 partition of events for values from ('2026-10-01 00:00+00') to ('2026-11-01 00:00+00');
+create table events_p2026_11 partition of events for values from ('2026-11-01 00:00+00') to ('2026-12-01 00:00+00');
+create table events_default partition of events default;
+insert into events values (1, '2026-12-03 10:00+00'), (2, '2026-12-09 08:00+00');
+create table metrics (ts timestamptz not null, v float8) partition by range (ts);
+create table metrics_p2026_06 partition of metrics for values from ('2026-06-01 00:00+00') to ('2026-07-01 00:00+00');
+"""
+CLEAN = """
+create table metrics (ts timestamptz not null, v float8) partition by range (ts);
+""" + "\n".join(
+    f"create table metrics_{m} partition of metrics for values from ('{y}-{m:02d}-01 00:00+00') to ('{y2}-{m2:02d}-01 00:00+00');"
+    for y, m, y2, m2 in [(2026, 10, 2026, 11), (2026, 11, 2026, 12), (2026, 12, 2027, 1), (2027, 1, 2027, 2),
+                         (2027, 2, 2027, 3), (2027, 3, 2027, 4)])
+POLICIES = [{"table": "public.metrics", "retention": "3 months", "premake": 0}]
+
+
+async def _session(db: str):
+    return await connect(Target("pgp", "postgres", "127.0.0.1", 5432, db, "postgres"))
+
+
+async def _collect(db: str, policies=POLICIES):
+    conn = await _session(db)
+    try:
+        [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
+        ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": policies}, now=NOW)
+        return await run_collector(spec, conn, ctx)
+    finally:
+        await conn.close()
+
+
+async def _setup(db: str, ddl: str) -> None:
+    c = await asyncpg.connect(host="127.0.0.1", user="postgres", database=db)
+    await c.execute(ddl)
+    await c.close()
+
+
+async def test_planted_problems_yield_exactly_these_findings(pgp_db):
+    await _setup(pgp_db, PLANTED)
+    result = await _collect(pgp_db)
+    assert {(f.check, f.object, f.severity) for f in result.findings} == {
+        ("missing_future_partitions", "public.events", Severity.warning),
+        ("default_partition_rows", "public.events_default", Severity.warning),
+        ("partition_retention_due", "public.metrics", Severity.info),
+    }
+    by_check = {f.check: f for f in result.findings}
+    rows = by_check["default_partition_rows"].details
+    assert (rows["rows"], rows["min_key"], rows["max_key"]) == (2, "2026-12-03 10:00:00+00:00", "2026-12-09 08:00:00+00:00")
+    assert by_check["partition_retention_due"].details["partitions"] == ["public.metrics_p2026_06"]
+
+
+async def test_clean_database_yields_no_partition_findings(pgp_db):
+    await _setup(pgp_db, CLEAN)
+    assert (await _collect(pgp_db)).findings == []
+
+
+async def test_plan_then_apply_is_idempotent(pgp_db):
+    await _setup(pgp_db, PLANTED)
+    policies = [PartitionPolicy.model_validate(p) for p in POLICIES]
+    conn = await _session(pgp_db)
+    try:
+        statements = await plan_live(conn, policies, NOW)
+        assert [s.action for s in statements] == ["create_partition"] * 4 + ["detach_partition", "drop_partition"]
+        # December holds the default's rows, so it is not planned (it would fail, pg_partman#510).
+        assert "FROM ('2027-01-01 00:00:00+00:00') TO ('2027-02-01 00:00:00+00:00')" in statements[0].sql
+        # metrics has no default partition, so the detach may be CONCURRENTLY on 15.
+        assert statements[4].sql.endswith('DETACH PARTITION "public"."metrics_p2026_06" CONCURRENTLY')
+        params = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": pgp_db}
+        first = await apply(params, statements, lock_timeout_ms=1000)
+        assert [o.status for o in first] == ["ok"] * 6, [o.message for o in first]
+        assert await plan_live(conn, policies, NOW) == []
+        second = await apply(params, statements, lock_timeout_ms=1000)
+        assert {o.status for o in second} == {"skipped"}
+        names = {t.name: t for t in await discover(conn)}
+        assert len(names["events"].partitions) == 7 and "metrics" in names
+        assert await conn.fetch("select 1 from pg_class where relname = 'metrics_p2026_06'") == []
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("bogus", ["public.no_such_table", "public.plain", 'public.events"; drop table plain; --'])
+async def test_a_name_that_is_not_a_partitioned_table_is_refused(pgp_db, bogus):
+    await _setup(pgp_db, PLANTED + "create table plain (x int);")
+    conn = await _session(pgp_db)
+    try:
+        with pytest.raises(NotPartitioned):
+            await plan_live(conn, [], NOW, table=bogus)
+        assert len(await plan_live(conn, [], NOW, table="public.events")) == 4
+        assert await conn.fetch("select 1 from pg_class where relname = 'plain'") != []
+    finally:
+        await conn.close()
+
+
+async def test_apply_refuses_a_statement_whose_parent_is_not_partitioned(pgp_db):
+    await _setup(pgp_db, PLANTED + "create table plain (x int);")
+    conn = await _session(pgp_db)
+    try:
+        [stmt, *_] = await plan_live(conn, [], NOW, table="public.events")
+        plain_oid = (await conn.fetch("select 'plain'::regclass::oid::bigint as o"))[0]["o"]
+    finally:
+        await conn.close()
+    forged = replace(stmt, table_name="plain", table_oid=plain_oid)
+    [outcome] = await apply({"host": "127.0.0.1", "user": "postgres", "database": pgp_db}, [forged])
+    assert outcome.status == "refused" and "not a partitioned table" in outcome.message
