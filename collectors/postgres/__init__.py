@@ -3,3 +3,4 @@
 from collectors.postgres import health  # noqa: F401
 from collectors.postgres import query_stats  # noqa: F401
 from collectors.postgres import partitions  # noqa: F401
+from collectors.postgres import replication  # noqa: F401

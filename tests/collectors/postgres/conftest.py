@@ -105,3 +105,44 @@ def pg18_cluster() -> Iterator[PgCluster]:
     cluster = start_cluster(bindir, {"shared_preload_libraries": "'pg_stat_statements'"})
     yield cluster
     cluster.stop()
+
+
+@dataclass
+class ReplicaPair:
+    primary: PgCluster
+    standby: PgCluster
+    standby_name: str
+    slot: str
+
+
+def start_standby(primary: PgCluster, name: str, slot: str) -> PgCluster:
+    """pg_basebackup -R -X stream -c fast -C -S slot from the primary, then start it on its own port."""
+    root = Path(tempfile.mkdtemp(prefix="dbf_pgp_standby_"))
+    shutil.chown(root, primary.os_user)
+    datadir = root / "data"
+    subprocess.run([str(primary.bindir / "pg_basebackup"), "-h", primary.host, "-p", str(primary.port),
+                    "-U", "postgres", "-D", str(datadir), "-R", "-X", "stream", "-c", "fast", "-C", "-S", slot],
+                   check=True, user=primary.os_user, capture_output=True, timeout=120)
+    port = free_port()
+    with open(datadir / "postgresql.auto.conf", "a") as f:
+        # cluster_name is the walreceiver's application_name, i.e. the standby's name on the primary.
+        f.write(f"port = {port}\nunix_socket_directories = '{root}'\ncluster_name = '{name}'\n")
+    standby = PgCluster(primary.bindir, datadir, "127.0.0.1", port, primary.os_user)
+    standby.pg_ctl("start", "-w", "-l", str(root / "server.log"))
+    return standby
+
+
+@pytest.fixture(scope="module")
+def pg15_replica_pair() -> Iterator[ReplicaPair]:
+    """A PostgreSQL 15 primary and one streaming standby (physical slot dbf_standby_slot)."""
+    if not (PG15_BIN / "pg_basebackup").exists() or os.geteuid() != 0:
+        pytest.skip("needs root and the PostgreSQL 15 binaries")
+    primary = start_cluster(PG15_BIN, {"wal_level": "replica", "max_wal_senders": "5"})
+    try:
+        standby = start_standby(primary, "dbf_standby", "dbf_standby_slot")
+    except BaseException:
+        primary.stop()
+        raise
+    yield ReplicaPair(primary, standby, "dbf_standby", "dbf_standby_slot")
+    standby.stop()
+    primary.stop()
