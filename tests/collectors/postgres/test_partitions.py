@@ -256,3 +256,32 @@ async def test_apply_refuses_a_statement_whose_parent_is_not_partitioned(pgp_db)
     forged = replace(stmt, table_name="plain", table_oid=plain_oid)
     [outcome] = await apply({"host": "127.0.0.1", "user": "postgres", "database": pgp_db}, [forged])
     assert outcome.status == "refused" and "not a partitioned table" in outcome.message
+
+
+async def test_partitions_collector_on_postgresql_18(pg18_cluster):
+    """The same planted problems on the embedded PostgreSQL 18: same findings, plan applies cleanly."""
+    admin = await asyncpg.connect(host=pg18_cluster.host, port=pg18_cluster.port, user="postgres", database="postgres")
+    await admin.execute("create database dbf_pgp_pg18")
+    try:
+        c = await asyncpg.connect(host=pg18_cluster.host, port=pg18_cluster.port, user="postgres", database="dbf_pgp_pg18")
+        await c.execute(PLANTED)
+        await c.close()
+        conn = await connect(Target("pg18", "postgres", pg18_cluster.host, pg18_cluster.port, "dbf_pgp_pg18", "postgres"))
+        try:
+            assert conn.server_version >= 180000
+            [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
+            ctx = Context(instance="pg18", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
+            result = await run_collector(spec, conn, ctx)
+            assert {(f.check, f.object) for f in result.findings} == {
+                ("missing_future_partitions", "public.events"), ("default_partition_rows", "public.events_default"),
+                ("partition_retention_due", "public.metrics")}
+            policies = [PartitionPolicy.model_validate(p) for p in POLICIES]
+            statements = await plan_live(conn, policies, NOW)
+            params = {"host": pg18_cluster.host, "port": pg18_cluster.port, "user": "postgres", "database": "dbf_pgp_pg18"}
+            assert {o.status for o in await apply(params, statements)} == {"ok"}
+            assert await plan_live(conn, policies, NOW) == []
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute("drop database dbf_pgp_pg18 with (force)")
+        await admin.close()
