@@ -285,3 +285,30 @@ async def test_partitions_collector_on_postgresql_18(pg18_cluster):
     finally:
         await admin.execute("drop database dbf_pgp_pg18 with (force)")
         await admin.close()
+
+
+async def test_pg_partman_tables_are_reported_from_its_config_and_never_planned(pgp_db):
+    admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database=pgp_db)
+    try:
+        if not await admin.fetchval("select count(*) from pg_available_extensions where name = 'pg_partman'"):
+            pytest.skip("apt-get install postgresql-15-partman")
+        await admin.execute("""
+            create schema partman; create extension pg_partman schema partman;
+            create table pm (ts timestamptz not null) partition by range (ts);
+            select partman.create_parent('public.pm', 'ts', 'native', 'daily', p_premake := 2);
+            update partman.part_config set premake = 5 where parent_table = 'public.pm';
+        """)
+    finally:
+        await admin.close()
+    conn = await _session(pgp_db)
+    try:
+        now = datetime.now(timezone.utc)
+        tables = await discover(conn)
+        assert [t.partman_premake for t in tables] == [5]
+        [finding] = findings_for(tables, [PartitionPolicy(premake=1)], now).findings
+        assert (finding.check, finding.object, finding.details["managed_by"]) == (
+            "missing_future_partitions", "public.pm", "pg_partman")
+        assert finding.details["premake"] == 5 and finding.details["partitions_ahead"] == 2
+        assert await plan_live(conn, [], now) == []
+    finally:
+        await conn.close()
