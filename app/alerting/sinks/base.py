@@ -1,0 +1,76 @@
+"""What every sink shares: the two failure kinds, HTTP status classification, secret redaction."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.alerting.notification import Notification
+from app.inventory.credentials import CredentialError, resolve_credential
+
+
+class SinkError(Exception):
+    """A failed send; the message never contains a secret."""
+
+
+class RetryableError(SinkError):
+    """Worth retrying with backoff: timeouts, connection errors, 429, 5xx."""
+
+
+class PermanentError(SinkError):
+    """Retrying cannot help: a rejected payload, bad credentials, a missing secret."""
+
+
+class SinkConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    send_resolved: bool = True
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class Sink(Protocol):
+    async def send(self, notification: Notification) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def redact(text: str, secrets: list[str | None]) -> str:
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+async def secret(reference: str | None, what: str) -> str:
+    """Resolve a secret reference; a missing secret is a permanent failure naming the reference."""
+    try:
+        value = await resolve_credential(reference)
+    except CredentialError as e:
+        raise PermanentError(f"{what}: {e}") from None
+    if not value:
+        raise PermanentError(f"{what}: no secret reference configured")
+    return value
+
+
+async def post(client: httpx.AsyncClient, url: str, what: str, secrets: list[str | None],
+               ok: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> httpx.Response:
+    """POST and classify the outcome. Errors name the sink and status, never the URL or secrets."""
+    try:
+        response = await client.post(url, **kwargs)
+    except httpx.TimeoutException:
+        raise RetryableError(f"{what}: timed out") from None
+    except httpx.TransportError as e:
+        raise RetryableError(f"{what}: {type(e).__name__}: {redact(str(e), [url, *secrets])}") from None
+    if response.status_code in ok:
+        return response
+    body = redact(response.text[:300], [url, *secrets])
+    message = f"{what}: HTTP {response.status_code}: {body}"
+    if response.status_code == 429 or response.status_code >= 500 or response.status_code == 408:
+        raise RetryableError(message)
+    raise PermanentError(message)
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
