@@ -201,3 +201,130 @@ query_stats = Table(
 )
 
 PARTITIONED_TABLES = ("samples", "query_stats")
+
+
+# --- Alerting (app/alerting: alert state, groups, notification log and queue, silences) ---------
+
+
+class Alert(Base):
+    """The latest state of each alert, applied from the outbox in id order."""
+
+    __tablename__ = "alerts"
+
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # firing, resolved
+    severity: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime | None]
+    outbox_id: Mapped[int] = mapped_column(BigInteger)  # the newest outbox row applied
+    changed_at: Mapped[datetime]  # when the outbox row was written (latency is measured from it)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_alerts_firing", "status", postgresql_where=text("status = 'firing'")),)
+
+
+class AlertGroup(Base):
+    """One group per (route, group_by label values); flushed when next_flush_at passes."""
+
+    __tablename__ = "alert_groups"
+
+    group_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    route_id: Mapped[str] = mapped_column(String(200))
+    receiver: Mapped[str] = mapped_column(String(100))
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    next_flush_at: Mapped[datetime]
+    last_flush_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_alert_groups_next_flush_at", "next_flush_at"),)
+
+
+class AlertGroupMember(Base):
+    __tablename__ = "alert_group_members"
+
+    group_key: Mapped[str] = mapped_column(ForeignKey("alert_groups.group_key", ondelete="CASCADE"),
+                                           primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+    __table_args__ = (Index("ix_alert_group_members_fingerprint", "fingerprint"),)
+
+
+class NotificationLog(Base):
+    """What each receiver was last told about each group (Alertmanager's nflog), for dedup."""
+
+    __tablename__ = "notification_log"
+
+    group_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    receiver: Mapped[str] = mapped_column(String(100), primary_key=True)
+    firing: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    resolved: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    sent_at: Mapped[datetime]
+
+
+class AlertNotification(Base):
+    """The durable send queue: a row per notification, sent in id order per (receiver, group)."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    receiver: Mapped[str] = mapped_column(String(100))
+    group_key: Mapped[str] = mapped_column(Text)
+    dedup_key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # alert, reminder, test
+    status: Mapped[str] = mapped_column(String(16))  # firing, resolved
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    oldest_change_at: Mapped[datetime | None]  # the earliest outbox row behind it
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    sent_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_notifications_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+        Index("ix_notifications_order", "receiver", "group_key", "id", postgresql_where=text("state = 'pending'")),
+        Index("ix_notifications_created", "created_at"),
+    )
+
+
+class Silence(Base):
+    __tablename__ = "silences"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, server_default=text("gen_random_uuid()::text"))
+    matchers: Mapped[list[str]] = mapped_column(JSONB)
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    reminded_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_silences_ends_at", "ends_at"),)
+
+
+class ReceiverStatus(Base):
+    __tablename__ = "receiver_status"
+
+    receiver: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_success_at: Mapped[datetime | None]
+    last_error_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    failed_total: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class RuleAlert(Base):
+    """Threshold rule state per series, so the outbox only gets transitions."""
+
+    __tablename__ = "rule_alerts"
+
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    instance_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    object: Mapped[str] = mapped_column(Text, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # firing, resolved
+    since: Mapped[datetime]
+    changed_at: Mapped[datetime]
