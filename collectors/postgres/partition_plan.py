@@ -269,8 +269,7 @@ def current_point(table: PartitionedTable, now: datetime) -> datetime | int | No
 
 def analyse(table: PartitionedTable, policy: PartitionPolicy, now: datetime) -> TableAnalysis:
     bounded = sorted_bounded(table.partitions)
-    explicit = policy.interval if policy.interval is not None else None
-    step = parse_interval(explicit) if explicit is not None else infer_step(table.partitions)
+    step = parse_interval(policy.interval) if policy.interval is not None else infer_step(table.partitions)
     result = TableAnalysis(table=table, policy=policy, step=step)
     point = current_point(table, now)
     if not bounded or step is None or point is None:

@@ -8,6 +8,7 @@ connection, one statement per transaction under lock_timeout.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -147,14 +148,8 @@ async def discover(conn: Connection) -> list[PartitionedTable]:
             changes["current_key"] = await _current_key(conn, t)
         if t.qualified in partman:
             changes["partman_premake"] = partman[t.qualified]
-        out.append(_replace(t, **changes))
+        out.append(replace(t, **changes))
     return out
-
-
-def _replace(t: PartitionedTable, **changes: Any) -> PartitionedTable:
-    from dataclasses import replace
-
-    return replace(t, **changes)
 
 
 def policies_from(ctx: Context) -> list[PartitionPolicy]:
