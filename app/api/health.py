@@ -1,0 +1,49 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import telemetry
+from app.api.deps import StoreDep
+from app.db import StoreNotReady
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(store: StoreDep, response: Response) -> dict[str, str]:
+    try:
+        await store.check_ready()
+    except StoreNotReady as e:
+        response.status_code = 503
+        return {"status": "not ready", "reason": str(e)}
+    return {"status": "ready"}
+
+
+async def refresh_fleet_gauges(store) -> None:
+    """Fleet gauges are read from the store at scrape time, so every API replica agrees."""
+    async with store.raw() as conn:
+        findings = await conn.fetch(
+            "select severity, \"check\", count(*) as n from findings where state <> 'resolved' group by 1, 2")
+        engines = await conn.fetch("select engine, count(*) as n from instances where gone_at is null group by 1")
+        pending = await conn.fetchval("select count(*) from outbox where processed_at is null")
+    telemetry.FINDINGS_OPEN.clear()
+    for r in findings:
+        telemetry.FINDINGS_OPEN.labels(r["severity"], r["check"]).set(r["n"])
+    telemetry.INSTANCES.clear()
+    for r in engines:
+        telemetry.INSTANCES.labels(r["engine"]).set(r["n"])
+    telemetry.OUTBOX_PENDING.set(pending)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(store: StoreDep) -> Response:
+    await refresh_fleet_gauges(store)
+    return Response(generate_latest(telemetry.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,95 @@
+"""Inventory routes: create, read, update, delete, list, import and export instances."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app.api.deps import AdminDep, SessionDep, ViewerDep
+from app.inventory import io
+from app.inventory.schemas import InstanceIn, InstanceOut, InstancePatch
+from app.inventory.store import filtered, parse_tag_selectors, upsert_instances
+from app.models import AuditLog, Instance
+
+router = APIRouter(prefix="/api/v1", tags=["instances"])
+
+
+async def _get(session: SessionDep, name: str) -> Instance:
+    inst = (await session.execute(select(Instance).where(Instance.name == name))).scalar_one_or_none()
+    if inst is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no instance named {name!r}")
+    return inst
+
+
+@router.get("/instances", response_model=list[InstanceOut])
+async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None = None,
+                         tag: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
+                         enabled: bool | None = None) -> list[Instance]:
+    try:
+        tags = parse_tag_selectors(tag)
+    except ValueError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from None
+    stmt = filtered(select(Instance), engine=engine, tags=tags, enabled=enabled).order_by(Instance.name)
+    return list((await session.execute(stmt)).scalars())
+
+
+@router.post("/instances", response_model=InstanceOut, status_code=201)
+async def create_instance(body: InstanceIn, session: SessionDep, who: AdminDep) -> Instance:
+    if (await session.execute(select(Instance.id).where(Instance.name == body.name))).first():
+        raise HTTPException(status.HTTP_409_CONFLICT, f"an instance named {body.name!r} exists; PATCH it instead")
+    await upsert_instances(session, [body], who.name, action="instance.create")
+    return await _get(session, body.name)
+
+
+@router.get("/instances/{name}", response_model=InstanceOut)
+async def get_instance(name: str, session: SessionDep, _: ViewerDep) -> Instance:
+    return await _get(session, name)
+
+
+@router.patch("/instances/{name}", response_model=InstanceOut)
+async def update_instance(name: str, body: InstancePatch, session: SessionDep, who: AdminDep) -> Instance:
+    inst = await _get(session, name)
+    merged = InstanceIn.model_validate({
+        "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
+        "user": inst.user, "credential": inst.credential, "tls_mode": inst.tls_mode, "tags": inst.tags,
+        "enabled": inst.enabled, "overrides": inst.overrides,
+        **body.model_dump(exclude_unset=True)})
+    await upsert_instances(session, [merged], who.name, action="instance.update")
+    await session.refresh(inst)
+    return inst
+
+
+@router.delete("/instances/{name}", status_code=204)
+async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Response:
+    inst = await _get(session, name)
+    await session.delete(inst)
+    session.add(AuditLog(actor=who.name, action="instance.delete", target=name, details={}))
+    return Response(status_code=204)
+
+
+@router.post("/instances:import")
+async def import_instances(request: Request, session: SessionDep, who: AdminDep,
+                           format: Annotated[str | None, Query(pattern="^(yaml|csv)$")] = None) -> dict:
+    """Body: the YAML or CSV file. All or nothing; re-importing the same file changes nothing."""
+    text = (await request.body()).decode("utf-8", errors="replace")
+    fmt = format or io.format_for("", request.headers.get("content-type", ""))
+    try:
+        items = io.parse(text, fmt)
+        report = await upsert_instances(session, items, who.name)
+    except io.InventoryFileError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, {"errors": e.errors}) from None
+    except IntegrityError:
+        raise HTTPException(status.HTTP_409_CONFLICT, "a concurrent change conflicted; nothing was imported") from None
+    return report.as_dict()
+
+
+@router.get("/instances:export")
+async def export_instances(session: SessionDep, _: ViewerDep,
+                           format: Annotated[str, Query(pattern="^(yaml|csv)$")] = "yaml") -> Response:
+    insts = (await session.execute(select(Instance).order_by(Instance.name))).scalars()
+    if format == "csv":
+        return Response(io.dump_csv(insts), media_type="text/csv")
+    return Response(io.dump_yaml(insts), media_type="application/yaml")

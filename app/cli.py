@@ -1,0 +1,363 @@
+"""The `dbfleet` command: serve, worker, migrate, sweep, findings, inventory, keys, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.settings import Settings, get_settings
+
+cli = typer.Typer(help="Fleet database operations and monitoring for DBAs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+inventory_cli = typer.Typer(help="Import and export the instance inventory.", no_args_is_help=True)
+keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
+config_cli = typer.Typer(help="Configuration.", no_args_is_help=True)
+cli.add_typer(inventory_cli, name="inventory")
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(config_cli, name="config")
+console = Console()
+err = Console(stderr=True)
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except (ValidationError, FileNotFoundError) as e:
+        err.print(f"[red]configuration error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+async def _store(settings: Settings, migrated: bool = True):
+    from app.db import Store, StoreNotReady, resolve_store_url
+
+    store = Store(await resolve_store_url(settings.database_url, settings.store.embedded_dir), settings.store.pool_size)
+    if migrated:
+        try:
+            await store.check_ready()
+        except StoreNotReady as e:
+            await store.dispose()
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+    return store
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade the store to the latest schema (Alembic upgrade head) and create its partitions."""
+    from app.db import migrate as upgrade
+    from app.db import resolve_store_url
+    from app.scheduler import upkeep
+
+    settings = _settings()
+
+    async def go() -> None:
+        url = await resolve_store_url(settings.database_url, settings.store.embedded_dir)
+        await asyncio.to_thread(upgrade, url)
+        store = await _store(settings)
+        await upkeep(store, settings)
+        await store.dispose()
+
+    _run(go())
+    console.print("store migrated to head")
+
+
+@cli.command()
+def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
+    """Serve the REST API and /metrics."""
+    import uvicorn
+
+    from app.db import resolve_store_url
+    from app.main import create_app
+
+    settings = _settings()
+    url = _run(resolve_store_url(settings.database_url, settings.store.embedded_dir))
+    _run(_check_migrated(settings))
+    uvicorn.run(create_app(settings, url), host=host or settings.api.host, port=port or settings.api.port,
+                log_level="info")
+
+
+async def _check_migrated(settings: Settings) -> None:
+    store = await _store(settings)
+    await store.dispose()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+@cli.command()
+def worker(shard: Annotated[Optional[str], typer.Option(help="i/N, or 'auto' for the StatefulSet ordinal")] = None) -> None:
+    """Run the scheduler, collectors and alert dispatcher for this worker's shard."""
+    from app.scheduler import run_worker
+    from app.telemetry import setup_logging
+
+    settings = _settings()
+    if shard:
+        settings = settings.model_copy(update={"shard": shard})
+    setup_logging()
+
+    async def go() -> None:
+        store = await _store(settings)
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        try:
+            await run_worker(store, settings, stop)
+        finally:
+            await store.dispose()
+
+    try:
+        _run(go())
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def sweep(
+    collector: Annotated[Optional[list[str]], typer.Option(help="collector name (repeatable); default all")] = None,
+    instance: Annotated[Optional[list[str]], typer.Option(help="instance name (repeatable)")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(help="key=value (repeatable)")] = None,
+    repeat: Annotated[int, typer.Option(min=1, help="sweeps to run back to back")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per sweep")] = False,
+) -> None:
+    """Run sweeps now, with a progress bar and a summary table (or --json)."""
+    from app.inventory.store import parse_tag_selectors
+    from app.sweep import Selector, Sweeper
+    from collectors.registry import collector_names
+
+    settings = _settings()
+    unknown = sorted(set(collector or []) - set(collector_names()))
+    if unknown:
+        err.print(f"[red]unknown collector(s): {', '.join(unknown)}[/red]; known: {', '.join(collector_names())}")
+        raise typer.Exit(2)
+    try:
+        selector = Selector(names=tuple(instance or ()), tags=tuple(parse_tag_selectors(tag).items()))
+    except ValueError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+    async def go() -> None:
+        store = await _store(settings)
+        sweeper = Sweeper(store, settings)
+        try:
+            for _ in range(repeat):
+                summary = await _one_sweep(sweeper, collector, selector, as_json)
+                if as_json:
+                    print(json.dumps(summary.as_json()), flush=True)
+                else:
+                    _print_summary(summary)
+        finally:
+            await sweeper.close()
+            await store.dispose()
+
+    _run(go())
+
+
+async def _one_sweep(sweeper, collectors, selector, quiet: bool):
+    if quiet:
+        return await sweeper.sweep(collectors, selector)
+    total = len(await sweeper.instances(selector))
+    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[last]}"))
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("sweep", total=total, last="")
+        return await sweeper.sweep(collectors, selector,
+                                   progress=lambda name, status: bar.update(task, advance=1, last=f"{name}: {status}"))
+
+
+def _print_summary(summary) -> None:
+    table = Table(title="sweep summary")
+    for col in ("instances", "collector runs ok", "failed", "skipped", "wall s", "cpu s", "open findings"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.instances), str(summary.ok), str(summary.failed), str(summary.skipped),
+                  f"{summary.wall_s:.2f}", f"{summary.cpu_s:.2f}", str(summary.findings_open))
+    console.print(table)
+    for name, error in sorted(summary.errors.items()):
+        console.print(f"  [red]{name}[/red]: {error}")
+
+
+@cli.command()
+def findings(
+    instance: Optional[str] = None,
+    severity: Annotated[Optional[list[str]], typer.Option(help="info, warning, critical")] = None,
+    state: Annotated[Optional[list[str]], typer.Option(help="open, acknowledged, silenced, resolved")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List findings (live ones by default)."""
+    settings = _settings()
+    rows = _run(_load_findings(settings, instance, severity, state))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_findings(rows)
+
+
+async def _load_findings(settings: Settings, instance, severity, state) -> list[dict]:
+    from sqlalchemy import select
+
+    from app.findings import finding_json
+    from app.models import Finding, Instance
+
+    store = await _store(settings)
+    try:
+        stmt = select(Finding, Instance.name).join(Instance).where(
+            Finding.state.in_(state or ["open", "acknowledged", "silenced"])).order_by(Instance.name, Finding.check)
+        if instance:
+            stmt = stmt.where(Instance.name == instance)
+        if severity:
+            stmt = stmt.where(Finding.severity.in_(severity))
+        async with store.sessions() as session:
+            return [finding_json(f, name) for f, name in (await session.execute(stmt)).all()]
+    finally:
+        await store.dispose()
+
+
+def print_findings(rows: list[dict]) -> None:
+    table = Table(title=f"{len(rows)} findings")
+    for col in ("instance", "severity", "check", "object", "title"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["instance"], f"[{SEVERITY_STYLE[r['severity']]}]{r['severity']}[/]", r["check"], r["object"],
+                      r["title"])
+    console.print(table)
+
+
+@inventory_cli.command("import")
+def inventory_import(path: Path, format: Annotated[Optional[str], typer.Option(help="yaml or csv")] = None) -> None:
+    """Validate and upsert instances from YAML or CSV; any error writes nothing."""
+    from app.inventory import io
+    from app.inventory.store import upsert_instances
+
+    settings = _settings()
+    try:
+        items = io.parse(path.read_text(), format or io.format_for(path.name))
+    except io.InventoryFileError as e:
+        err.print(f"[red]{e}[/red]\nnothing was imported")
+        raise typer.Exit(1) from None
+    except OSError as e:
+        err.print(f"[red]cannot read {path}: {e.strerror}[/red]")
+        raise typer.Exit(1) from None
+
+    async def go():
+        store = await _store(settings)
+        try:
+            async with store.sessions() as session, session.begin():
+                return await upsert_instances(session, items, actor="cli")
+        finally:
+            await store.dispose()
+
+    report = _run(go())
+    console.print(f"created {len(report.created)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}")
+
+
+@inventory_cli.command("export")
+def inventory_export(format: Annotated[str, typer.Option(help="yaml or csv")] = "yaml") -> None:
+    """Print the inventory as YAML or CSV (credential references only, never secrets)."""
+    from sqlalchemy import select
+
+    from app.inventory import io
+    from app.models import Instance
+
+    if format not in ("yaml", "csv"):
+        err.print("[red]--format must be yaml or csv[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+
+    async def go():
+        store = await _store(settings)
+        try:
+            async with store.sessions() as session:
+                insts = list((await session.execute(select(Instance).order_by(Instance.name))).scalars())
+        finally:
+            await store.dispose()
+        return io.dump_csv(insts) if format == "csv" else io.dump_yaml(insts)
+
+    sys.stdout.write(_run(go()))
+
+
+@keys_cli.command("create")
+def keys_create(role: Annotated[str, typer.Option(help="viewer, operator or admin")] = "viewer",
+                name: Annotated[str, typer.Option(help="who or what uses the key")] = "cli") -> None:
+    """Create an API key and print it once."""
+    from app.auth import Role, create_key
+    from app.models import AuditLog
+
+    if role not in Role.__members__:
+        err.print("[red]--role must be viewer, operator or admin[/red]")
+        raise typer.Exit(2)
+    settings = _settings()
+
+    async def go() -> str:
+        store = await _store(settings)
+        try:
+            async with store.sessions() as session, session.begin():
+                key = await create_key(session, name, Role[role])
+                session.add(AuditLog(actor="cli", action="key.create", target=name, details={"role": role}))
+                return key
+        finally:
+            await store.dispose()
+
+    print(_run(go()))
+
+
+@config_cli.command("check")
+def config_check() -> None:
+    """Validate dbfleet.yaml and the environment; print every error with its path."""
+    settings = _settings()
+    problems: list[str] = []
+    try:
+        from app.alerting.cli import config_check as alerting_check
+
+        problems += alerting_check(settings)
+    except ImportError:
+        pass
+    for line in problems:
+        err.print(f"[red]{line}[/red]")
+    if problems:
+        raise typer.Exit(1)
+    console.print("configuration is valid")
+
+
+@cli.command()
+def demo(port: int = 8080, data_dir: Path = Path(".dbfleet")) -> None:
+    """Embedded store + demo fleet + one sweep + API and worker, until Ctrl-C."""
+    from app.demo import run_demo
+
+    _run(run_demo(_settings(), port=port, data_dir=data_dir))
+
+
+def _mount_optional() -> None:
+    """Sub-commands owned by optional parts, mounted when present."""
+    for module, attr, name in (("app.alerting.cli", "alerts_app", "alerts"), ("app.cloud_cli", "discover_app", "discover"),
+                               ("app.partitions_cli", "partitions_app", "partitions")):
+        try:
+            cli.add_typer(getattr(importlib.import_module(module), attr), name=name)
+        except (ImportError, AttributeError):
+            continue
+
+
+_mount_optional()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,44 @@
+"""create_app(): the FastAPI application with its routers, lifespan and /metrics."""
+
+from __future__ import annotations
+
+import importlib
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.db import Store
+from app.settings import Settings
+
+# Routers in app/api; optional ones (alerting) are included when their module exists.
+ROUTERS = ("health", "instances", "findings", "runs", "keys", "queries", "replication", "partitions",
+           "alerts", "silences", "receivers")
+
+
+def create_app(settings: Settings, store_url: str, check_migrated: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.store = Store(store_url, pool_size=settings.store.pool_size)
+        app.state.settings = settings
+        app.state.sweeper = None
+        app.state.background = set()
+        if check_migrated:
+            await app.state.store.check_ready()
+        try:
+            yield
+        finally:
+            if app.state.sweeper is not None:
+                await app.state.sweeper.close()
+            await app.state.store.dispose()
+
+    app = FastAPI(title="dbfleet", version="0.1.0", lifespan=lifespan,
+                  description="Fleet database operations and monitoring for DBAs.")
+    for name in ROUTERS:
+        try:
+            module = importlib.import_module(f"app.api.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"app.api.{name}":
+                raise
+            continue
+        app.include_router(module.router)
+    return app

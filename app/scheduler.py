@@ -1,0 +1,107 @@
+"""The worker: APScheduler jobs (one per collector, each a sweep of this shard), store upkeep,
+the alert dispatcher, and the worker's own /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import start_http_server
+
+from app import telemetry
+from app.db import Store
+from app.settings import Settings
+from app.store_partitions import maintain_store_partitions
+from app.sweep import Shard, Sweeper
+from collectors.registry import all_specs
+
+log = logging.getLogger(__name__)
+
+
+def resolve_shard(settings: Settings, hostname: str | None = None) -> Shard:
+    """i/N from settings, or with 'auto' the ordinal of a StatefulSet pod (name-<ordinal>)."""
+    text = settings.shard or settings.worker.shard
+    if text != "auto":
+        return Shard.parse(text)
+    count = settings.shard_count or settings.worker.shard_count
+    if not count:
+        raise ValueError("shard 'auto' needs the shard count (DBFLEET_SHARD_COUNT)")
+    host = hostname or socket.gethostname()
+    match = re.search(r"-(\d+)$", host)
+    if not match:
+        raise ValueError(f"shard 'auto': hostname {host!r} does not end in a StatefulSet ordinal")
+    return Shard.parse(f"{match.group(1)}/{count}")
+
+
+def collector_intervals(settings: Settings) -> dict[str, int]:
+    """Each collector name's interval: config override or the spec's default (smallest across engines)."""
+    out: dict[str, int] = {}
+    for spec in all_specs():
+        interval = settings.collector(spec.name).interval_s or spec.interval_s
+        out[spec.name] = min(out.get(spec.name, interval), interval)
+    return {k: v for k, v in out.items() if settings.collector(k).enabled}
+
+
+async def upkeep(store: Store, settings: Settings) -> None:
+    async with store.raw() as conn:
+        changed = await maintain_store_partitions(conn, settings.store.premake_days, settings.store.retention_days)
+        await conn.execute("delete from collector_runs where started_at < now() - make_interval(days => $1)",
+                           settings.store.retention_days)
+        await conn.execute("delete from outbox where processed_at < now() - interval '7 days'")
+    if changed["created"] or changed["dropped"]:
+        log.info("store partitions: %s", changed)
+
+
+async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serve_metrics: bool = True) -> None:
+    shard = resolve_shard(settings)
+    sweeper = Sweeper(store, settings, shard)
+    await upkeep(store, settings)
+    if serve_metrics and settings.worker.metrics_port:
+        start_http_server(settings.worker.metrics_port, registry=telemetry.REGISTRY)
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for name, interval in collector_intervals(settings).items():
+        scheduler.add_job(sweeper.sweep, "interval", seconds=interval, args=[[name]], id=f"collector:{name}",
+                          max_instances=1, coalesce=True, misfire_grace_time=interval, next_run_time=_now())
+    scheduler.add_job(upkeep, "interval", hours=1, args=[store, settings], id="store-upkeep", max_instances=1)
+    for job in _extra_jobs(store, settings):
+        scheduler.add_job(**job)
+    scheduler.start()
+    dispatcher = _start_dispatcher(store, settings, stop)
+    log.info("worker shard %d/%d running %d collector jobs", shard.index, shard.count, len(scheduler.get_jobs()))
+    try:
+        await stop.wait()
+    finally:
+        scheduler.shutdown(wait=False)
+        if dispatcher is not None:
+            await asyncio.wait_for(asyncio.shield(dispatcher), 10)
+        await sweeper.close()
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)
+
+
+def _start_dispatcher(store: Store, settings: Settings, stop: asyncio.Event) -> asyncio.Task | None:
+    try:
+        from app.alerting.dispatcher import run_dispatcher
+    except ImportError:
+        return None
+    return asyncio.create_task(run_dispatcher(store, settings, stop))
+
+
+def _extra_jobs(store: Store, settings: Settings) -> list[dict]:
+    """Jobs owned by optional parts (cloud discovery), when they are configured."""
+    try:
+        from app.inventory.discovery_aws import discovery_job
+    except ImportError:
+        return []
+    interval = int(settings.cloud.get("aws", {}).get("interval_s", 0) or 0)
+    if not interval:
+        return []
+    return [dict(func=discovery_job, trigger="interval", seconds=interval, args=[store, settings],
+                 id="discover:aws", max_instances=1)]
