@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import json
 from typing import Any
 
@@ -63,8 +64,8 @@ def test_worker_replicas_equal_shards_and_shard_comes_from_the_ordinal(rendered)
     worker = sts["spec"]["template"]["spec"]["containers"][0]
     assert worker["args"] == ["worker"]
     env = env_of(worker)
-    assert env["DBFLEET_WORKER__SHARD"]["value"] == "auto"
-    assert env["DBFLEET_WORKER__SHARD_COUNT"]["value"] == str(shards)
+    assert env["DBFLEET_SHARD"]["value"] == "auto"
+    assert env["DBFLEET_SHARD_COUNT"]["value"] == str(shards)
     assert env["DBFLEET_WORKER__METRICS_PORT"]["value"] == "9108"
     assert {"name": "metrics", "containerPort": 9108, "protocol": "TCP"} in worker["ports"]
     headless = one(docs, "Service", sts["spec"]["serviceName"])
@@ -246,3 +247,42 @@ def test_dashboard_config_map_ships_the_docs_dashboard():
     shipped = json.loads(cm["data"]["dbfleet.json"])
     assert shipped == json.loads((CHART_DIR / "dashboards" / "dbfleet.json").read_text())
     assert shipped["uid"] == "dbfleet-fleet"
+
+
+def _apply_container_env(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The literal env a pod would get (Secret references aside), and no DBFLEET_* from this shell."""
+    for name in [n for n in os.environ if n.startswith("DBFLEET_")]:
+        monkeypatch.delenv(name)
+    for name, entry in env_of(container).items():
+        if "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
+
+
+def test_rendered_worker_pods_resolve_their_shard_and_config_in_dbfleet(tmp_path, monkeypatch):
+    # The chart and the app agree: the env and dbfleet.yaml a worker pod gets load into
+    # dbfleet's Settings (extra keys forbidden), and pod ordinal i becomes shard i of N.
+    from app.scheduler import resolve_shard
+    from app.settings import Settings
+
+    docs = render(ci_values())
+    sts = one(docs, "StatefulSet", f"{FULLNAME}-worker")
+    _apply_container_env(sts["spec"]["template"]["spec"]["containers"][0], monkeypatch)
+    config = tmp_path / "dbfleet.yaml"
+    config.write_text(one(docs, "ConfigMap", f"{FULLNAME}-config")["data"]["dbfleet.yaml"])
+    monkeypatch.setenv("DBFLEET_CONFIG", str(config))  # where the pod has the ConfigMap mounted
+    settings = Settings()
+    assert settings.worker.concurrency == 64
+    assert settings.collector("health").interval_s == 60
+    assert settings.worker.metrics_port == 9108
+    shards = [resolve_shard(settings, hostname=f"{sts['metadata']['name']}-{i}") for i in range(3)]
+    assert [(s.index, s.count) for s in shards] == [(0, 3), (1, 3), (2, 3)]
+
+
+def test_rendered_api_pod_listens_on_the_pod_network(monkeypatch):
+    from app.settings import Settings
+
+    api = one(render(), "Deployment", f"{FULLNAME}-api")["spec"]["template"]["spec"]["containers"][0]
+    _apply_container_env(api, monkeypatch)
+    monkeypatch.delenv("DBFLEET_CONFIG")  # the mounted file is tested with the workers above
+    settings = Settings()
+    assert (settings.api.host, settings.api.port) == ("0.0.0.0", 8080)
