@@ -1,0 +1,126 @@
+"""Shared fixtures: a migrated store database per test session, target databases, API clients.
+
+Everything talks to the machine's real PostgreSQL at 127.0.0.1:5432 (user postgres, trust).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from app.auth import Role, create_key
+from app.db import Store, migrate
+from app.main import create_app
+from app.settings import Settings
+from app.store_partitions import maintain_store_partitions
+
+PG_HOST = os.environ.get("DBFLEET_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("DBFLEET_TEST_PG_PORT", "5432"))
+PG_ADMIN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
+
+
+def pg_url(db: str) -> str:
+    return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{db}"
+
+
+async def create_database(name: str, sql: str | None = None) -> str:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    if sql:
+        conn = await asyncpg.connect(pg_url(name))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+    return pg_url(name)
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def store_url() -> AsyncIterator[str]:
+    name = f"dbf_test_store_{os.getpid()}"
+    url = await create_database(name)
+    migrate(url)
+    yield url
+    await drop_database(name)
+
+
+@pytest.fixture(scope="session")
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = Store(store_url, pool_size=20)
+    async with s.raw() as conn:
+        await maintain_store_partitions(conn, premake_days=2, retention_days=14)
+    yield s
+    await s.dispose()
+
+
+@pytest.fixture
+async def clean_store(store: Store) -> Store:
+    """The shared store with inventory, findings, runs, keys, audit and outbox emptied."""
+    async with store.raw() as conn:
+        await conn.execute("truncate instances, api_keys, audit_log, outbox, samples, query_stats, query_texts "
+                           "restart identity cascade")
+    return store
+
+
+@pytest.fixture
+async def target_db() -> AsyncIterator:
+    """Factory: create a database (optionally with SQL) to monitor; all are dropped afterwards."""
+    made: list[str] = []
+
+    async def make(sql: str | None = None, prefix: str = "dbf_t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        await create_database(name, sql)
+        return name
+
+    yield make
+    for name in made:
+        await drop_database(name)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(worker={"backoff_base_s": 0, "connect_timeout_s": 2})
+
+
+@pytest.fixture
+async def app(clean_store: Store, settings: Settings):
+    application = create_app(settings, clean_store.url)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def keys(app, clean_store: Store) -> dict[str, str]:
+    out = {}
+    async with clean_store.sessions() as session, session.begin():
+        for role in Role:
+            out[role.name] = await create_key(session, f"test-{role.name}", role)
+    return out
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+        yield c
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
