@@ -1,1 +1,7 @@
-"""sqlserver collectors, one module per concern; importing registers them."""
+"""SQL Server collectors, one module per concern; importing registers them.
+
+Owns the SQL Server SQL (T-SQL against DMVs and catalog views) and its pure transforms, plus
+common.py, the engine-neutral helpers the Oracle family shares. Imports nothing from app/.
+"""
+
+from collectors.sqlserver import health, index_advice, partitions, query_stats, replication  # noqa: F401
