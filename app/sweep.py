@@ -160,6 +160,10 @@ class Sweeper:
             if (inst.tags or {}).get(key) == value:
                 merged.update(values)
         merged.update(((inst.overrides or {}).get(spec.name) or {}).get("thresholds", {}))
+        if "partition_policies" in spec.thresholds and not merged.get("partition_policies"):
+            from app.partitions import policies_for
+
+            merged["partition_policies"] = policies_for(self.settings, inst)
         return merged
 
     async def _collect_instance(self, inst: Instance, collectors: list[str] | None, summary: SweepSummary) -> str:
