@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 import zlib
@@ -98,6 +99,7 @@ class Sweeper:
         self.concurrency = w.concurrency
         self._state: dict[tuple[int, str], Any] = {}
         self._unreachable_ids: set[int] | None = None  # instances with an open connectivity finding
+        self._clusters: dict[str, list[tuple[str, dict[str, str]]]] = {}
 
     async def close(self) -> None:
         await self.pool.close()
@@ -118,6 +120,7 @@ class Sweeper:
         summary = SweepSummary(collectors=collectors or ["all"])
         insts = await self.instances(selector)
         summary.instances = len(insts)
+        await self._load_clusters()
         if self._unreachable_ids is None:
             async with self.store.raw() as conn:
                 self._unreachable_ids = {r[0] for r in await conn.fetch(
@@ -139,6 +142,25 @@ class Sweeper:
         for name in collectors or ["all"]:
             telemetry.SWEEP_DURATION.labels(name).observe(summary.wall_s)
         return summary
+
+    async def _load_clusters(self) -> None:
+        """Cluster membership from the `cluster` tag, across all shards (peers may live elsewhere)."""
+        async with self.store.raw() as conn:
+            rows = await conn.fetch("select name, tags from instances where tags ? 'cluster' and gone_at is null")
+        clusters: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        for r in rows:
+            tags = json.loads(r["tags"]) if isinstance(r["tags"], str) else dict(r["tags"])
+            clusters.setdefault(tags["cluster"], []).append((r["name"], tags))
+        self._clusters = clusters
+
+    def cluster_context(self, inst: Instance) -> dict[str, Any]:
+        """What collectors may know about the instance's cluster peers (tags cluster= and role=)."""
+        cluster = (inst.tags or {}).get("cluster")
+        if not cluster:
+            return {}
+        peers = [(n, t) for n, t in self._clusters.get(cluster, []) if n != inst.name]
+        standbys = [t.get("replication_name", n) for n, t in peers if t.get("role") in ("standby", "replica", "reader")]
+        return {"cluster": cluster, "cluster_peers": [n for n, _ in peers], "expected_standbys": standbys}
 
     def _specs(self, inst: Instance, collectors: list[str] | None) -> list[CollectorSpec]:
         out = []
@@ -238,7 +260,7 @@ class Sweeper:
             return True
         key = (ref.id, spec.name)
         ctx = Context(instance=ref.name, engine=ref.engine, thresholds=self.thresholds(spec, inst),
-                      tags=ref.tags, previous=self._state.get(key))
+                      tags=ref.tags, previous=self._state.get(key), extra=self.cluster_context(inst))
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         try:

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import telemetry
 from app.api.deps import StoreDep
+from app.api.replication import latest_lag
 from app.db import StoreNotReady
 
 router = APIRouter(tags=["health"])
@@ -34,6 +35,11 @@ async def refresh_fleet_gauges(store) -> None:
             "select severity, \"check\", count(*) as n from findings where state <> 'resolved' group by 1, 2")
         engines = await conn.fetch("select engine, count(*) as n from instances where gone_at is null group by 1")
         pending = await conn.fetchval("select count(*) from outbox where processed_at is null")
+        up = await conn.fetch(
+            "select i.name, i.engine, not exists(select 1 from findings f where f.instance_id = i.id "
+            "and f.collector = 'connectivity' and f.state <> 'resolved') as up "
+            "from instances i where i.enabled and i.gone_at is null")
+    lag = await latest_lag(store)
     telemetry.FINDINGS_OPEN.clear()
     for r in findings:
         telemetry.FINDINGS_OPEN.labels(r["severity"], r["check"]).set(r["n"])
@@ -41,6 +47,13 @@ async def refresh_fleet_gauges(store) -> None:
     for r in engines:
         telemetry.INSTANCES.labels(r["engine"]).set(r["n"])
     telemetry.OUTBOX_PENDING.set(pending)
+    telemetry.INSTANCE_UP.clear()
+    for r in up:
+        telemetry.INSTANCE_UP.labels(r["name"], r["engine"]).set(1 if r["up"] else 0)
+    telemetry.REPLICATION_LAG.clear()
+    for item in lag:
+        if item["lag_seconds"] is not None:
+            telemetry.REPLICATION_LAG.labels(item["instance"], item["standby"]).set(item["lag_seconds"])
 
 
 @router.get("/metrics", include_in_schema=False)
