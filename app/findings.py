@@ -160,6 +160,16 @@ async def _write_series(conn: asyncpg.Connection, instance_id: int, collector: s
                 instance_id, [t[0] for t in texts], [t[1] for t in texts])
 
 
+def resolved_outbox(finding: Any, inst: Any, now: datetime) -> Any:
+    """The outbox row for a finding resolved by hand (the ORM path of the API)."""
+    from app.models import Outbox
+
+    ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
+    f = Finding(finding.check, finding.object, finding.severity, finding.title, {}, finding.recommendation)
+    return Outbox(finding_id=finding.id, fingerprint=finding.fingerprint, status="resolved", severity=finding.severity,
+                  labels=_labels(ref, f), annotations=_annotations(f), starts_at=finding.opened_at, ends_at=now)
+
+
 def finding_json(row: Any, instance_name: str) -> dict[str, Any]:
     """The one JSON shape of a finding, for the API and every --json output."""
     return {

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import case, select, tuple_
 
 from app.api.deps import OperatorDep, SessionDep, ViewerDep
-from app.findings import STATES, finding_json
+from app.findings import STATES, finding_json, resolved_outbox
 from app.inventory.store import parse_tag_selectors
 from app.models import AuditLog, Finding, Instance
 
@@ -81,11 +81,12 @@ async def list_findings(
 
 async def _change_state(session: SessionDep, finding_id: int, new_state: str, who: str, note: str | None) -> dict:
     row = (await session.execute(
-        select(Finding, Instance.name).join(Instance).where(Finding.id == finding_id).with_for_update(of=Finding)
+        select(Finding, Instance).join(Instance).where(Finding.id == finding_id).with_for_update(of=Finding)
     )).first()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding {finding_id}")
-    finding, name = row
+    finding, inst = row
+    name = inst.name
     if finding.state == "resolved" and new_state != "resolved":
         raise HTTPException(status.HTTP_409_CONFLICT, f"finding {finding_id} is resolved; nothing to {new_state}")
     before = finding.state
@@ -93,6 +94,7 @@ async def _change_state(session: SessionDep, finding_id: int, new_state: str, wh
     finding.state, finding.state_by, finding.state_at, finding.state_note = new_state, who, now, note
     if new_state == "resolved":
         finding.resolved_at = now
+        session.add(resolved_outbox(finding, inst, now))
     session.add(AuditLog(actor=who, action=f"finding.{new_state}", target=f"{name}/{finding.check}/{finding.object}",
                          details={"finding_id": finding_id, "from": before, "note": note}))
     await session.flush()
