@@ -87,8 +87,8 @@ async def _change_state(session: SessionDep, finding_id: int, new_state: str, wh
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding {finding_id}")
     finding, inst = row
     name = inst.name
-    if finding.state == "resolved" and new_state != "resolved":
-        raise HTTPException(status.HTTP_409_CONFLICT, f"finding {finding_id} is resolved; nothing to {new_state}")
+    if finding.state == "resolved":
+        raise HTTPException(status.HTTP_409_CONFLICT, f"finding {finding_id} is already resolved")
     before = finding.state
     now = datetime.now(timezone.utc)
     finding.state, finding.state_by, finding.state_at, finding.state_note = new_state, who, now, note
