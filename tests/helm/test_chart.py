@@ -286,3 +286,16 @@ def test_rendered_api_pod_listens_on_the_pod_network(monkeypatch):
     monkeypatch.delenv("DBFLEET_CONFIG")  # the mounted file is tested with the workers above
     settings = Settings()
     assert (settings.api.host, settings.api.port) == ("0.0.0.0", 8080)
+
+
+def test_created_service_account_is_not_used_by_the_pre_install_hook():
+    # The hook Job runs before the release's ServiceAccount exists; naming it would stall the Job.
+    docs = render({"serviceAccount": {"create": True, "annotations": {"eks.amazonaws.com/role-arn": "arn:x"}}})
+    sa = one(docs, "ServiceAccount", FULLNAME)
+    kubernetes_validate.validate(sa, KUBE_VERSION, strict=True)
+    specs = pod_specs(docs)
+    assert specs[f"Deployment/{FULLNAME}-api"]["serviceAccountName"] == FULLNAME
+    assert specs[f"StatefulSet/{FULLNAME}-worker"]["serviceAccountName"] == FULLNAME
+    assert "serviceAccountName" not in specs[f"Job/{FULLNAME}-migrate"]
+    named = pod_specs(render({"serviceAccount": {"create": True}, "migrations": {"serviceAccountName": "migrator"}}))
+    assert named[f"Job/{FULLNAME}-migrate"]["serviceAccountName"] == "migrator"
