@@ -6,18 +6,28 @@ Everything talks to the machine's real PostgreSQL at 127.0.0.1:5432 (user postgr
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from app.auth import Role, create_key
-from app.db import Store, migrate
-from app.main import create_app
-from app.settings import Settings
-from app.store_partitions import maintain_store_partitions
+# Test folders mirror the packages (tests/app, tests/collectors) and have no __init__.py, so once
+# pytest puts tests/ on sys.path they would shadow the real `app` and `collectors` as namespace
+# packages (the editable install's finder comes after the path). Put the repository first and
+# import both packages now, before any test module is collected.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import app  # noqa: E402,F401
+import collectors  # noqa: E402,F401
+
+from app.auth import Role, create_key  # noqa: E402
+from app.db import Store, migrate  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.store_partitions import maintain_store_partitions  # noqa: E402
 
 PG_HOST = os.environ.get("DBFLEET_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("DBFLEET_TEST_PG_PORT", "5432"))
