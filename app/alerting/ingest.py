@@ -75,25 +75,34 @@ async def ingest_outbox(conn: asyncpg.Connection, config: AlertingConfig, tree: 
         rows = await conn.fetch(_CLAIM, config.batch_size)
         if not rows:
             return 0
-        alerts, groups, members = [], {}, set()
+        alerts, routed = [], []
         for r in _latest_per_alert(rows):
             labels = {k: str(v) for k, v in as_dict(r["labels"]).items()}
             ann = _annotations(r, labels, config)
             alerts.append((r["fingerprint"], r["status"], r["severity"], json.dumps(labels), json.dumps(ann),
                            r["starts_at"], r["ends_at"], r["id"], r["created_at"]))
-            for route in tree.match(labels):
-                if route.receiver == "null":
-                    continue
-                key = route.group_key(labels)
-                groups[key] = (key, route.id, route.receiver, json.dumps(route.group_labels(labels)),
-                               route.group_wait.total_seconds())
-                members.add((key, r["fingerprint"]))
+            routed.append((r["fingerprint"], labels))
         await conn.execute(_UPSERT_ALERTS, *map(list, zip(*alerts)), now)
-        if groups:
-            k, rid, rc, lab, wait = zip(*sorted(groups.values()))
-            await conn.execute(_UPSERT_GROUPS, list(k), list(rid), list(rc), list(lab), now, list(wait))
-            gk, fp = zip(*sorted(members))
-            await conn.execute(_ADD_MEMBERS, list(gk), list(fp))
+        await route_into_groups(conn, tree, routed, now)
         await conn.execute("update outbox set processed_at = $2 where id = any($1::bigint[])",
                            [r["id"] for r in rows], now)
         return len(rows)
+
+
+async def route_into_groups(conn: asyncpg.Connection, tree: RoutingTree,
+                            alerts: list[tuple[str, dict[str, str]]], now: datetime) -> None:
+    """Put each alert into the group of every route it reaches (new groups wait group_wait)."""
+    groups, members = {}, set()
+    for fingerprint, labels in alerts:
+        for route in tree.match(labels):
+            if route.receiver == "null":
+                continue
+            key = route.group_key(labels)
+            groups[key] = (key, route.id, route.receiver, json.dumps(route.group_labels(labels)),
+                           route.group_wait.total_seconds())
+            members.add((key, fingerprint))
+    if groups:
+        k, rid, rc, lab, wait = zip(*sorted(groups.values()))
+        await conn.execute(_UPSERT_GROUPS, list(k), list(rid), list(rc), list(lab), now, list(wait))
+        gk, fp = zip(*sorted(members))
+        await conn.execute(_ADD_MEMBERS, list(gk), list(fp))
