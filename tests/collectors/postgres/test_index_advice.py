@@ -356,3 +356,26 @@ async def test_pg18_without_hypopg_falls_back_to_the_scan_heuristic(pg18_cluster
         assert found(result) == expected and hypo_left is None and session["ro"] == "on"
     finally:
         await _drop(host, port, "dbf_pgq_planted18")
+
+
+async def test_parameterised_queries_are_costed_with_a_generic_plan_on_pg18(pg18_cluster):
+    host, port = pg18_cluster.host, pg18_cluster.port
+    app = await _fresh_db(host, port, "dbf_pgq_explain18")
+    try:
+        await app.execute("create table t (a int, b int); "
+                          "insert into t select g, g from generate_series(1, 20000) g; analyze t")
+        await app.close()
+        conn = await connect(Target("t", "postgres", host, port, "dbf_pgq_explain18", "postgres"))
+        try:
+            await conn.fetch("set plan_cache_mode = force_generic_plan")
+            cost, plan = await hypothetical._explain(conn, "select * from t where a = $1 and b > $2")
+            assert cost > 100 and '"Seq Scan"' in plan and "$1" in plan
+            # Why not EXPLAIN (GENERIC_PLAN) on 16+: asyncpg must bind values, and the planner
+            # folds the bound NULLs into a constant-false plan with no cost to compare.
+            bound = await conn.fetch("explain (generic_plan, format json) select * from t where a = $1", None)
+            assert '"Node Type": "Result"' in bound[0]["QUERY PLAN"]
+            assert await conn.fetch("select name from pg_prepared_statements where from_sql") == []
+        finally:
+            await conn.close()
+    finally:
+        await _drop(host, port, "dbf_pgq_explain18")
