@@ -18,7 +18,10 @@ ENGINE_FAMILY = {
     "sqlserver": "sqlserver",
     "oracle": "oracle",
 }
-_PACKAGES = ("postgres", "mysql", "sqlserver", "oracle")
+# Cloud families read the provider's monitoring API about an instance, not the instance itself.
+CLOUD_FAMILIES = ("aws", "azure")
+FAMILIES = frozenset(ENGINE_FAMILY.values()) | frozenset(CLOUD_FAMILIES)
+_PACKAGES = ("postgres", "mysql", "sqlserver", "oracle", "cloud")
 _loaded = False
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from collectors.registry import ENGINE_FAMILY, all_specs, specs_for
+from collectors.registry import ENGINE_FAMILY, FAMILIES, all_specs, specs_for
 from collectors.spec import CollectorSpec, Context, NodeRole, Result
 
 SPECS = all_specs()
@@ -25,7 +25,7 @@ def test_engine_and_name_are_unique():
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
 def test_spec_is_well_formed(spec: CollectorSpec):
-    assert spec.engine in set(ENGINE_FAMILY.values())
+    assert spec.engine in FAMILIES
     assert spec.name and spec.name == spec.name.strip() and " " not in spec.name
     assert len(spec.description.strip()) >= 10, "a one-line description a DBA can read"
     assert "\n" not in spec.description
