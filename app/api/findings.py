@@ -114,6 +114,12 @@ async def acknowledge(finding_id: int, session: SessionDep, who: OperatorDep, bo
     return await _change_state(session, finding_id, "acknowledged", who.name, body.note if body else None)
 
 
+@router.post("/findings/{finding_id}:silence")
+async def silence(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+    """Hide a known, accepted finding; it stays silenced until it resolves (alert silences: /silences)."""
+    return await _change_state(session, finding_id, "silenced", who.name, body.note if body else None)
+
+
 @router.post("/findings/{finding_id}:resolve")
 async def resolve(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
     """Resolve by hand; if the problem is still there, the next run opens it again."""

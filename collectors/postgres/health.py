@@ -54,6 +54,8 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
         Sample("uptime_seconds", float(first["uptime_s"])),
         Sample("connections_used", float(first["connections"])),
         Sample("connections_max", float(first["max_connections"])),
+        Sample("server_version_num", float(ctx.server_version)),
+        Sample("is_standby", 1.0 if first["standby"] else 0.0),
     ]
     result.findings += _connection_findings(first, t)
     for row in rows:
