@@ -236,6 +236,7 @@ async def test_real_server_deltas_text_and_slow_query(cluster_fixture, request):
         version, first, second, third = await _three_runs(cluster.host, cluster.port, "dbf_pgq_qs", app)
         assert version >= (180000 if cluster_fixture == "pg18_cluster" else 150000)
         assert first.query_stats == [] and first.state["counters"]
+        assert json.loads(json.dumps(third.state)) == third.state  # the store keeps it as JSON
         sleep = _sleep_stat(second)
         assert sleep.calls == 5 and sleep.total_ms >= 100 and sleep.text.startswith("select pg_sleep")
         assert sleep.user == "postgres" and sleep.database == "dbf_pgq_qs"
