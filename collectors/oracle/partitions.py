@@ -1,0 +1,207 @@
+"""Partition maintenance for single-column RANGE partitioned tables on a DATE/TIMESTAMP key.
+
+HIGH_VALUE is a LONG holding the bound as an expression, e.g.
+TO_DATE(' 2024-01-01 00:00:00', 'SYYYY-MM-DD HH24:MI:SS', 'NLS_CALENDAR=GREGORIAN'),
+TIMESTAMP' 2024-01-01 00:00:00' or MAXVALUE; `parse_high_value` reads it. Interval-partitioned
+tables get new partitions on insert and need no premake: they are skipped for that, with the
+reason in the result state. Plans: ADD PARTITION (or SPLIT of a MAXVALUE partition) ahead,
+DROP PARTITIONS ... UPDATE INDEXES past retention.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from collectors.registry import register
+from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
+from collectors.sqlserver.common import future_bounds, infer_step, num, policy_for
+
+SQL = """
+SELECT pt.owner, pt.table_name, pt.partitioning_type, pt."INTERVAL" AS interval_expr,
+       kc.column_name AS key_column, tc.data_type AS key_type,
+       p.partition_name, p.partition_position, p.high_value, p.num_rows, p.tablespace_name
+FROM dba_part_tables pt
+JOIN dba_part_key_columns kc
+  ON kc.owner = pt.owner AND kc.name = pt.table_name AND kc.object_type = 'TABLE' AND kc.column_position = 1
+JOIN dba_tab_columns tc ON tc.owner = pt.owner AND tc.table_name = pt.table_name AND tc.column_name = kc.column_name
+JOIN dba_tab_partitions p ON p.table_owner = pt.owner AND p.table_name = pt.table_name
+WHERE pt.partitioning_type = 'RANGE' AND pt.partitioning_key_count = 1
+  AND pt.owner NOT IN (SELECT username FROM dba_users WHERE oracle_maintained = 'Y')
+ORDER BY pt.owner, pt.table_name, p.partition_position
+"""
+
+THRESHOLDS = {"premake": 4, "retention_days": None, "policies": {}}
+
+_TO_DATE = re.compile(r"TO_DATE\(\s*'\s*(\d{4}-\d{2}-\d{2}(?:\s+\d{2}:\d{2}:\d{2})?)\s*'", re.I)
+_TIMESTAMP = re.compile(r"TIMESTAMP\s*'\s*(\d{4}-\d{2}-\d{2}(?:\s+\d{2}:\d{2}:\d{2})?)(?:\.\d+)?\s*'", re.I)
+
+
+def parse_high_value(text: str | None) -> datetime | str | None:
+    """A datetime for a date bound, 'MAXVALUE' for the catch-all, None for anything else."""
+    if text is None:
+        return None
+    if text.strip().upper() == "MAXVALUE":
+        return "MAXVALUE"
+    m = _TO_DATE.search(text) or _TIMESTAMP.search(text)
+    if m is None:
+        return None
+    value = m.group(1)
+    return datetime.fromisoformat(value if " " in value else value + " 00:00:00")
+
+
+@dataclass(slots=True)
+class RangeTable:
+    owner: str
+    table: str
+    key_type: str
+    interval: str | None
+    partitions: list[tuple[str, datetime | str, int | None]] = field(default_factory=list)  # name, bound, rows
+
+    @property
+    def name(self) -> str:
+        return f"{self.owner}.{self.table}"
+
+    @property
+    def bounds(self) -> list[datetime]:
+        return [b for _, b, _ in self.partitions if isinstance(b, datetime)]
+
+    @property
+    def maxvalue(self) -> tuple[str, datetime | str, int | None] | None:
+        last = self.partitions[-1] if self.partitions else None
+        return last if last and last[1] == "MAXVALUE" else None
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(value: datetime, key_type: str) -> str:
+    if key_type.upper().startswith("TIMESTAMP"):
+        return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
+    return f"TO_DATE('{value:%Y-%m-%d %H:%M:%S}', 'YYYY-MM-DD HH24:MI:SS')"
+
+
+def plan_premake(t: RangeTable, now: datetime, premake: int) -> list[str]:
+    """ADD PARTITION after the last bound, or SPLIT the MAXVALUE partition, until `premake`
+    partitions start after now."""
+    step, bounds = infer_step(t.bounds), t.bounds
+    if step is None or t.interval:
+        return []
+    naive = now.replace(tzinfo=None)
+    out, lower = [], bounds[-1]
+    # The partition below the first bound after now is the current one, so ask for one more bound.
+    for bound in future_bounds(bounds, step, naive, premake + 1):
+        name = _q(f"P_{lower:%Y%m%d}")
+        if t.maxvalue:
+            out.append(f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} SPLIT PARTITION {_q(t.maxvalue[0])} AT "
+                       f"({literal(bound, t.key_type)}) INTO (PARTITION {name}, PARTITION {_q(t.maxvalue[0])}) "
+                       "UPDATE INDEXES")
+        else:
+            out.append(f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} ADD PARTITION {name} "
+                       f"VALUES LESS THAN ({literal(bound, t.key_type)})")
+        lower = bound
+    return out
+
+
+def expired_partitions(t: RangeTable, now: datetime, retention_days: int) -> list[str]:
+    """Partitions whose every row is older than the cutoff (rows < HIGH_VALUE <= cutoff)."""
+    cutoff = now.replace(tzinfo=None) - timedelta(days=retention_days)
+    names = [name for name, bound, _ in t.partitions if isinstance(bound, datetime) and bound <= cutoff]
+    if t.interval and names and names[0] == t.partitions[0][0]:
+        names = names[1:]  # the range section of an interval table must keep a partition
+    if len(names) == len(t.partitions):
+        names = names[1:]  # a table cannot lose its last partition
+    return names
+
+
+def plan_retention(t: RangeTable, now: datetime, retention_days: int) -> list[str]:
+    return [f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} DROP PARTITIONS {_q(name)} UPDATE INDEXES"
+            for name in expired_partitions(t, now, retention_days)]
+
+
+def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[RangeTable]:
+    tables: dict[tuple, RangeTable] = {}
+    for r in sorted(rows, key=lambda r: (r["owner"], r["table_name"], r["partition_position"])):
+        if not (r["key_type"] == "DATE" or str(r["key_type"]).startswith("TIMESTAMP")):
+            continue
+        t = tables.setdefault((r["owner"], r["table_name"]),
+                              RangeTable(r["owner"], r["table_name"], r["key_type"], r.get("interval_expr")))
+        rows_in = None if r.get("num_rows") is None else int(num(r["num_rows"]))
+        t.partitions.append((r["partition_name"], parse_high_value(r["high_value"]), rows_in))
+    return [t for t in tables.values() if t.bounds]
+
+
+def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
+    thresholds = {**THRESHOLDS, **ctx.thresholds}
+    result = Result(state={"skipped": {}})
+    for t in tables_from_rows(rows):
+        policy = policy_for(t.name, thresholds)
+        if t.interval:
+            result.state["skipped"][t.name] = (f"interval partitioned ({t.interval}): Oracle creates "
+                                               "partitions on insert, no premake needed")
+        elif infer_step(t.bounds) is None:
+            result.state["skipped"][t.name] = "cannot infer the partition interval from HIGH_VALUE bounds"
+        else:
+            result.findings += _premake_findings(t, ctx.now, int(policy["premake"]))
+        if policy.get("retention_days") is not None:
+            if (f := _retention_finding(t, ctx.now, int(policy["retention_days"]))) is not None:
+                result.findings.append(f)
+    return result
+
+
+def _premake_findings(t: RangeTable, now: datetime, premake: int) -> list[Finding]:
+    naive = now.replace(tzinfo=None)
+    ahead = max(0, sum(1 for b in t.bounds if b > naive) - 1)
+    out = []
+    if t.maxvalue and (t.maxvalue[2] or 0) > 0:
+        out.append(Finding(
+            check="catchall_partition_rows", object=t.name, severity=Severity.warning,
+            title=f"{t.maxvalue[2]:,} rows in the MAXVALUE partition {t.maxvalue[0]} of {t.name}",
+            details={"partition": t.maxvalue[0], "rows": t.maxvalue[2], "note": "NUM_ROWS is from the last statistics gathering",
+                     "sql": SQL.strip()},
+            recommendation="SPLIT of a MAXVALUE partition that holds rows rewrites them; split just above "
+                           "the newest row first, in a quiet period, with UPDATE INDEXES.",
+        ))
+    if ahead >= premake:
+        return out
+    plan = plan_premake(t, now, premake)
+    out.append(Finding(
+        check="missing_future_partitions", object=t.name,
+        severity=Severity.critical if ahead == 0 else Severity.warning,
+        title=f"{t.name} has {ahead} partition(s) ahead of now, policy wants {premake}",
+        details={"ahead": ahead, "premake": premake, "last_bound": t.bounds[-1].isoformat(), "plan": plan,
+                 "sql": SQL.strip()},
+        recommendation=";\n".join(plan) + ";\nOr convert the table to interval partitioning "
+                       "(ALTER TABLE ... SET INTERVAL (NUMTOYMINTERVAL(1, 'MONTH'))) so Oracle adds them itself.",
+    ))
+    return out
+
+
+def _retention_finding(t: RangeTable, now: datetime, days: int) -> Finding | None:
+    names = expired_partitions(t, now, days)
+    if not names:
+        return None
+    plan = plan_retention(t, now, days)
+    return Finding(
+        check="partition_retention_due", object=t.name, severity=Severity.warning,
+        title=f"{len(names)} partition(s) of {t.name} are entirely older than {days} days",
+        details={"partitions": names, "retention_days": days, "plan": plan, "sql": SQL.strip()},
+        recommendation=";\n".join(plan) + ";\nUPDATE INDEXES keeps global indexes usable while the "
+                       "partition goes; the data is gone (take an export first if it must be kept).",
+    )
+
+
+SPEC = register(CollectorSpec(
+    name="partitions",
+    engine="oracle",
+    description="Range partitions ahead of now, rows in MAXVALUE, partitions past retention, with DDL plans",
+    sql={120100: SQL},
+    transform=transform,
+    interval_s=3600,
+    timeout_s=30,
+    thresholds=THRESHOLDS,
+))

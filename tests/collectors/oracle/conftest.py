@@ -1,0 +1,34 @@
+"""Recorded Oracle rows (tests/collectors/fixtures/oracle) and a context builder."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from collectors.spec import Context
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "oracle"
+
+
+def load(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def context(scenario: dict, collector: str, **extra) -> Context:
+    part = scenario.get(collector, {})
+    return Context(instance="ora-prod-1", engine="oracle", server_version=190300,
+                   thresholds={**part.get("thresholds", {}), **extra},
+                   now=datetime.fromisoformat(scenario["now"]), previous=part.get("previous"))
+
+
+@pytest.fixture(scope="session")
+def planted() -> dict:
+    return load("planted")
+
+
+@pytest.fixture(scope="session")
+def clean() -> dict:
+    return load("clean")
