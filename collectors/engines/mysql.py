@@ -97,12 +97,14 @@ def _ssl_for(mode: str) -> ssl_module.SSLContext | None:
 
 async def _open(target: Target, limits: SessionLimits) -> aiomysql.Connection:
     try:
-        return await aiomysql.connect(
+        # aiomysql's connect_timeout covers the TCP connect only; a server that accepts and never
+        # sends its handshake would hang us, so the whole login gets the same deadline.
+        return await asyncio.wait_for(aiomysql.connect(
             host=target.host, port=target.port, user=target.user or None,
             password=target.password or "", db=target.dbname or None,
             connect_timeout=limits.connect_timeout_s, autocommit=True, charset="utf8mb4",
             program_name=limits.application_name, ssl=_ssl_for(target.tls_mode),
-        )
+        ), limits.connect_timeout_s)
     except pymysql.err.OperationalError as e:
         errno = e.args[0] if e.args else 0
         if errno in _LOGIN_ERRNOS:
