@@ -35,7 +35,7 @@ where a.outbox_id < excluded.outbox_id
 # DO UPDATE (not DO NOTHING) waits for a flush holding the group and re-inserts it if it was deleted.
 _UPSERT_GROUPS = """
 insert into alert_groups as g (group_key, route_id, receiver, labels, created_at, next_flush_at)
-select k, r, rc, l, $5, $5 + make_interval(secs => w)
+select k, r, rc, l, $5::timestamptz, $5::timestamptz + make_interval(secs => w)
 from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $6::float8[]) as t(k, r, rc, l, w)
 order by k
 on conflict (group_key) do update set receiver = excluded.receiver

@@ -18,8 +18,8 @@ from app.alerting.pipeline.silence import ActiveSilence
 from app.alerting.routing import RoutingTree
 
 _DUE = """
-select * from silences where starts_at <= $1 - $2::interval and ends_at > $1
-  and (reminded_at is null or reminded_at <= $1 - $3::interval)
+select * from silences where starts_at <= $1::timestamptz - $2::interval and ends_at > $1
+  and (reminded_at is null or reminded_at <= $1::timestamptz - $3::interval)
 order by id for update skip locked
 """
 _HIDDEN = """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -32,7 +33,7 @@ async def al_store() -> AsyncIterator[Store]:
     await admin.execute(f'drop database if exists "{name}" with (force)')
     await admin.execute(f'create database "{name}"')
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    migrate(url)
+    await asyncio.to_thread(migrate, url)
     store = Store(url, pool_size=10)
     yield store
     await store.dispose()
