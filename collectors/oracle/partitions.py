@@ -114,7 +114,7 @@ def expired_partitions(t: RangeTable, now: datetime, retention_days: int) -> lis
     if t.interval and names and names[0] == t.partitions[0][0]:
         names = names[1:]  # the range section of an interval table must keep a partition
     if len(names) == len(t.partitions):
-        names = names[1:]  # a table cannot lose its last partition
+        names = names[:-1]  # a table cannot lose its last partition: keep the newest
     return names
 
 
