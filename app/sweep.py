@@ -259,8 +259,11 @@ class Sweeper:
         if not spec.applies_to(conn.is_standby):
             return True
         key = (ref.id, spec.name)
+        extra = self.cluster_context(inst)
+        if spec.peer_metrics and extra.get("cluster_peers"):
+            extra.update(await _peer_metrics(store, spec, extra["cluster_peers"]))
         ctx = Context(instance=ref.name, engine=ref.engine, thresholds=self.thresholds(spec, inst),
-                      tags=ref.tags, previous=self._state.get(key), extra=self.cluster_context(inst))
+                      tags=ref.tags, previous=self._state.get(key), extra=extra)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         try:
@@ -288,6 +291,23 @@ class Sweeper:
         telemetry.RUNS.labels(spec.name, status).inc()
         telemetry.RUN_DURATION.labels(spec.name).observe(ms / 1000)
         return False
+
+
+_PEER_METRIC = """
+select object, sum(value) as value from (
+  select distinct on (s.instance_id, s.object) s.object, s.value
+  from samples s join instances i on i.id = s.instance_id
+  where i.name = any($1::text[]) and s.metric = $2 and s.ts > now() - make_interval(secs => $3)
+  order by s.instance_id, s.object, s.ts desc) latest
+group by object
+"""
+
+
+async def _peer_metrics(store: asyncpg.Connection, spec: CollectorSpec, peers: list[str]) -> dict[str, dict[str, float]]:
+    """Latest values of the spec's peer metrics, summed per object over the cluster peers."""
+    window_s = 3 * spec.interval_s
+    return {f"peer_{metric}": {r["object"]: r["value"] for r in await store.fetch(_PEER_METRIC, peers, metric, window_s)}
+            for metric in spec.peer_metrics}
 
 
 def _lock_key(collector: str) -> int:

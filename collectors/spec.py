@@ -126,6 +126,10 @@ class CollectorSpec:
     timeout_s: float = 30.0
     role: NodeRole = NodeRole.any
     thresholds: Mapping[str, Any] = field(default_factory=dict)
+    # Metrics this collector reads from its cluster peers (instances sharing the `cluster` tag):
+    # the runner puts each metric's latest values, summed over peers per object, into
+    # ctx.extra[f"peer_{metric}"] — e.g. an index is unused only if no replica scans it either.
+    peer_metrics: tuple[str, ...] = ()
 
     def sql_for(self, version: int) -> str:
         """The SQL under the closest lower version key; ValueError if the server is too old."""

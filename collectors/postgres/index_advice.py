@@ -20,7 +20,7 @@ from typing import Any
 
 from collectors.postgres import capacity, hypothetical
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
+from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Severity
 
 WINDOW_SQL = """
 select 'window' as kind, coalesce(d.stats_reset, pg_postmaster_start_time()) as stats_since, now() as now
@@ -107,7 +107,9 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     findings += hypothetical.missing_indexes(by["table"], by["hypothetical"], by["hypopg"], t)
     findings += capacity.bloat_findings(by["table_bloat"], by["index_bloat"], t)
     findings += capacity.sequence_findings(by["sequence"], t)
-    return Result(findings=findings)
+    # Each index's scan count, so that cluster peers can tell whether an index is used anywhere.
+    samples = [Sample("index_scans", float(ix["idx_scan"]), ix["qualified"]) for ix in indexes]
+    return Result(findings=findings, samples=samples)
 
 
 def _when(value: datetime | str) -> datetime:
@@ -288,4 +290,5 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=120,
     thresholds=THRESHOLDS,
+    peer_metrics=("index_scans",),
 ))
