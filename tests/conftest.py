@@ -5,6 +5,7 @@ Everything talks to the machine's real PostgreSQL at 127.0.0.1:5432 (user postgr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import uuid
@@ -66,7 +67,8 @@ async def drop_database(name: str) -> None:
 async def store_url() -> AsyncIterator[str]:
     name = f"dbf_test_store_{os.getpid()}"
     url = await create_database(name)
-    migrate(url)
+    # Alembic's env.py runs its own event loop, so it cannot run on this one.
+    await asyncio.to_thread(migrate, url)
     yield url
     await drop_database(name)
 
