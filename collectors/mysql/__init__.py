@@ -1,1 +1,7 @@
-"""mysql collectors, one module per concern; importing registers them."""
+"""MySQL, MariaDB and Aurora MySQL collectors, one module per concern; importing registers them.
+
+SQL is keyed by server version, and MySQL (< 100000) and MariaDB (>= 100000) numbers never
+overlap, so one dict holds both flavours. Imports nothing from app/.
+"""
+
+from collectors.mysql import health, query_stats  # noqa: F401
