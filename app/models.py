@@ -278,6 +278,8 @@ class AlertNotification(Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sent, failed
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime]
+    # Held by a dispatcher while it sends; a crashed dispatcher's lease runs out and another sends.
+    lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     oldest_change_at: Mapped[datetime | None]  # the earliest outbox row behind it
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,8 +1,9 @@
-"""Send due notifications: claim them SKIP LOCKED (in id order per receiver and group, so a resolve
-never overtakes its trigger), send concurrently while holding the rows, then record the outcomes.
+"""Send due notifications under a lease: claim a batch (SKIP LOCKED, committed at once with
+lease_until), send concurrently, record each outcome the moment it is known.
 
-Holding the row locks across the send is what makes a crash safe: if this process dies the
-transaction aborts, the rows are still pending and another dispatcher sends them.
+Only a notification whose send was in flight when a dispatcher died is sent again, after its
+lease runs out, and with the same idempotency key. Notifications of one (receiver, group) go in
+id order, so a resolve never overtakes its trigger.
 """
 
 from __future__ import annotations
@@ -17,18 +18,23 @@ import asyncpg
 from app.alerting.config import AlertingConfig
 from app.alerting.ingest import as_dict
 from app.alerting.notification import Notification
-from app.alerting.pipeline.record import Outcome, record
+from app.alerting.pipeline.record import Outcome, record_outcome, record_receivers
 from app.alerting.pipeline.retry import backoff, give_up
 from app.alerting.sinks import PermanentError, RetryableError, Sink
 
 log = logging.getLogger(__name__)
+HARD_STOP_MARGIN_S = 5.0  # above the sink's own timeout
+LEASE_MARGIN_S = 10.0  # above the hard stop: a live dispatcher always records before its lease ends
 
 _CLAIM = """
-select n.id, n.receiver, n.payload, n.attempts, n.created_at from notifications n
-where n.state = 'pending' and n.next_attempt_at <= $1
-  and not exists (select 1 from notifications p where p.state = 'pending' and p.receiver = n.receiver
-                  and p.group_key = n.group_key and p.id < n.id)
-order by n.id limit $2 for update skip locked
+update notifications n set lease_until = $1::timestamptz + make_interval(secs => $3)
+where n.id in (
+  select c.id from notifications c
+  where c.state = 'pending' and c.next_attempt_at <= $1 and (c.lease_until is null or c.lease_until <= $1)
+    and not exists (select 1 from notifications p where p.state = 'pending' and p.receiver = c.receiver
+                    and p.group_key = c.group_key and p.id < c.id)
+  order by c.id limit $2 for update skip locked)
+returning n.id, n.receiver, n.payload, n.attempts, n.created_at
 """
 
 
@@ -37,6 +43,7 @@ class Sender:
         self.config = config
         self.sinks = sinks
         self.timeouts = {r.name: r.timeout_s for r in config.receivers}
+        self.lease_s = max(self.timeouts.values(), default=10.0) + HARD_STOP_MARGIN_S + LEASE_MARGIN_S
         self.limit = asyncio.Semaphore(config.send_concurrency)
 
     async def attempt(self, row: dict[str, Any], now: datetime) -> Outcome:
@@ -47,27 +54,36 @@ class Sender:
         n = Notification.from_json(as_dict(row["payload"]), id=row["id"])
         try:
             async with self.limit:
-                # A hard stop above the sink's own timeout: a hung sink must not hold rows forever.
-                await asyncio.wait_for(sink.send(n), self.timeouts.get(receiver, 10.0) + 5)
+                await asyncio.wait_for(sink.send(n), self.timeouts.get(receiver, 10.0) + HARD_STOP_MARGIN_S)
         except PermanentError as e:
             return Outcome(row["id"], receiver, "failed", str(e))
         except (RetryableError, asyncio.TimeoutError) as e:
-            error = str(e) or f"{receiver}: timed out"
-            if give_up(row["created_at"], now, self.config.retry):
-                return Outcome(row["id"], receiver, "failed", f"gave up after retrying: {error}")
-            return Outcome(row["id"], receiver, "pending", error,
-                           now + backoff(row["attempts"] + 1, self.config.retry))
+            return self._retry(row, now, str(e) or f"{receiver}: timed out")
         except Exception as e:  # noqa: BLE001 - a sink bug: retry, and log the type only (no secrets)
             log.error("sink %s raised %s unexpectedly", receiver, type(e).__name__)
-            return Outcome(row["id"], receiver, "pending", f"{receiver}: unexpected {type(e).__name__}",
-                           now + backoff(row["attempts"] + 1, self.config.retry))
+            return self._retry(row, now, f"{receiver}: unexpected {type(e).__name__}")
         return Outcome(row["id"], receiver, "sent")
 
+    def _retry(self, row: dict[str, Any], now: datetime, error: str) -> Outcome:
+        if give_up(row["created_at"], now, self.config.retry):
+            return Outcome(row["id"], row["receiver"], "failed", f"gave up after retrying: {error}")
+        return Outcome(row["id"], row["receiver"], "pending", error,
+                       now + backoff(row["attempts"] + 1, self.config.retry))
+
     async def send_due(self, conn: asyncpg.Connection, now: datetime) -> list[Outcome]:
-        async with conn.transaction():
-            rows = [dict(r) for r in await conn.fetch(_CLAIM, now, self.config.batch_size)]
-            if not rows:
-                return []
-            outcomes = await asyncio.gather(*(self.attempt(r, now) for r in rows))
-            await record(conn, outcomes, now)
-            return outcomes
+        rows = [dict(r) for r in await conn.fetch(_CLAIM, now, self.config.batch_size, self.lease_s)]
+        if not rows:
+            return []
+        writing = asyncio.Lock()  # one asyncpg connection: one statement at a time
+
+        async def one(row: dict[str, Any]) -> Outcome:
+            outcome = await self.attempt(row, now)
+            async with writing:
+                await record_outcome(conn, outcome, now)
+            return outcome
+
+        outcomes = list(await asyncio.gather(*(one(r) for r in rows)))
+        await record_receivers(conn, outcomes, now)
+        return outcomes
+
+
