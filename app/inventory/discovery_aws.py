@@ -1,0 +1,289 @@
+"""RDS and Aurora discovery: describe instances and clusters, upsert them into the inventory.
+
+Rules a DBA can rely on:
+- an instance is matched by its ARN (a manual row with the same endpoint is adopted, and the
+  fields it already had are pinned), so renames in the inventory survive;
+- fields listed in `pinned` (set by hand) are never overwritten;
+- an instance that disappears from the region is marked gone (gone_at), never deleted, and is
+  revived if it comes back; with a tag filter, instances outside the filter are left alone;
+- every change writes an audit row by "discovery:aws"; a dry run writes nothing.
+The caller owns the transaction (commit at the job or command boundary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.inventory.cloud_settings import CloudSettings
+from app.models import AuditLog, Instance
+from collectors.cloud.clients import CloudApiError, aws_client, check_region, explain
+
+log = logging.getLogger(__name__)
+ACTOR = "discovery:aws"
+MANAGED = ("engine", "host", "port", "dbname", "tags", "cloud")
+ENGINES = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mariadb", "aurora-postgresql": "aurora-postgres",
+           "aurora-mysql": "aurora-mysql", "aurora": "aurora-mysql"}
+DEFAULT_DB = {"postgres": "postgres", "aurora-postgres": "postgres", "sqlserver": "master"}
+_TAG_KEY = re.compile(r"[^A-Za-z0-9_.\-/]")
+
+
+class DiscoveryError(Exception):
+    """Discovery could not list the region; nothing was written."""
+
+
+@dataclass
+class Change:
+    name: str
+    arn: str
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> {"from": .., "to": ..}
+
+
+@dataclass
+class DiscoveryDiff:
+    region: str
+    dry_run: bool = False
+    added: list[Change] = field(default_factory=list)
+    changed: list[Change] = field(default_factory=list)
+    gone: list[Change] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    pinned_kept: dict[str, list[str]] = field(default_factory=dict)  # name -> pinned fields that differ
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def map_engine(rds_engine: str) -> str | None:
+    """RDS engine name -> inventory engine; None for engines we do not monitor (docdb, neptune)."""
+    if rds_engine in ENGINES:
+        return ENGINES[rds_engine]
+    for prefix in ("sqlserver", "oracle"):
+        if rds_engine.startswith(prefix + "-"):
+            return prefix
+    return None
+
+
+def _tags(tag_list: list[dict[str, str]] | None) -> dict[str, str]:
+    """AWS tag keys may hold spaces or ':'; the inventory's may not, so those become '_'."""
+    out = {}
+    for tag in tag_list or []:
+        key = _TAG_KEY.sub("_", tag["Key"])
+        out[key if re.match(r"[A-Za-z_]", key) else f"_{key}"] = tag.get("Value", "")
+    return out
+
+
+def _list_rds(client: Any) -> tuple[list[dict], list[dict]]:
+    instances = [i for page in client.get_paginator("describe_db_instances").paginate()
+                 for i in page["DBInstances"]]
+    clusters = [c for page in client.get_paginator("describe_db_clusters").paginate()
+                for c in page["DBClusters"]]
+    return instances, clusters
+
+
+def _role(db: dict, cluster: dict | None) -> str:
+    if cluster is not None:
+        member = next((m for m in cluster.get("DBClusterMembers", [])
+                       if m["DBInstanceIdentifier"] == db["DBInstanceIdentifier"]), None)
+        return "writer" if member and member.get("IsClusterWriter") else "reader"
+    return "reader" if db.get("ReadReplicaSourceDBInstanceIdentifier") else "writer"
+
+
+def desired_row(db: dict, cluster: dict | None, region: str) -> dict[str, Any] | None:
+    """The inventory fields RDS says an instance has; None if it cannot be monitored (yet)."""
+    engine = map_engine(db.get("Engine", ""))
+    endpoint = db.get("Endpoint") or {}
+    if engine is None or not endpoint.get("Address"):
+        return None
+    cloud = {"provider": "aws", "arn": db["DBInstanceArn"], "region": region, "instance_id": db["DBInstanceIdentifier"],
+             "rds_engine": db["Engine"], "engine_version": db.get("EngineVersion"),
+             "instance_class": db.get("DBInstanceClass"), "role": _role(db, cluster),
+             "dbi_resource_id": db.get("DbiResourceId"), "multi_az": bool(db.get("MultiAZ")),
+             "iam_auth": bool(db.get("IAMDatabaseAuthenticationEnabled"))}
+    if cluster is not None:
+        cloud.update(cluster=cluster["DBClusterIdentifier"], cluster_arn=cluster.get("DBClusterArn"),
+                     cluster_endpoint=cluster.get("Endpoint"), reader_endpoint=cluster.get("ReaderEndpoint"))
+    else:
+        cloud["allocated_storage_gb"] = db.get("AllocatedStorage")
+        if db.get("ReadReplicaSourceDBInstanceIdentifier"):
+            cloud["replica_source"] = db["ReadReplicaSourceDBInstanceIdentifier"]
+    dbname = db.get("DBName") or (cluster or {}).get("DatabaseName") or DEFAULT_DB.get(engine, "")
+    secret = (db.get("MasterUserSecret") or (cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
+    return {"name": db["DBInstanceIdentifier"], "engine": engine, "host": endpoint["Address"],
+            "port": int(endpoint.get("Port") or 0), "dbname": dbname,
+            "tags": {**_tags((cluster or {}).get("TagList")), **_tags(db.get("TagList"))}, "cloud": cloud,
+            # Only on insert: the DBA usually replaces these with a monitoring user and reference.
+            "user": db.get("MasterUsername") or "", "tls_mode": "require",
+            "credential": f"aws-sm:{secret}#password" if secret else ("aws-iam" if cloud["iam_auth"] else None)}
+
+
+def _field_diff(inst: Instance, row: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    changes: dict[str, dict[str, Any]] = {}
+    kept: list[str] = []
+    for name in MANAGED:
+        old, new = getattr(inst, name), row[name]
+        if old == new:
+            continue
+        if name in (inst.pinned or {}):
+            kept.append(name)
+        elif name == "cloud":
+            for key in sorted(set(old or {}) | set(new)):
+                if (old or {}).get(key) != new.get(key):
+                    changes[f"cloud.{key}"] = {"from": (old or {}).get(key), "to": new.get(key)}
+        else:
+            changes[name] = {"from": old, "to": new}
+    return changes, kept
+
+
+class _Existing:
+    """The inventory rows discovery can touch: AWS rows by ARN, any row by endpoint and by name."""
+
+    def __init__(self, rows: list[Instance]):
+        self.by_arn = {(r.cloud or {}).get("arn"): r for r in rows if r.source == "aws" and (r.cloud or {}).get("arn")}
+        self.manual_by_endpoint = {(r.host.lower(), r.port): r for r in rows if r.source == "manual"}
+        self.names = {r.name for r in rows}
+
+    def free_name(self, name: str, region: str) -> str:
+        for candidate in (name, f"{name}.{region}"):
+            if candidate not in self.names:
+                self.names.add(candidate)
+                return candidate
+        n = 2
+        while f"{name}.{region}.{n}" in self.names:
+            n += 1
+        self.names.add(f"{name}.{region}.{n}")
+        return f"{name}.{region}.{n}"
+
+
+def _matches(tags: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(tags.get(k) == v for k, v in wanted.items())
+
+
+async def _rows_in_scope(session: AsyncSession) -> list[Instance]:
+    return list((await session.execute(select(Instance))).scalars())
+
+
+def _audit(session: AsyncSession, action: str, change: Change) -> None:
+    session.add(AuditLog(actor=ACTOR, action=action, target=change.name,
+                         details={"arn": change.arn, "changes": change.fields}))
+
+
+def _add(session: AsyncSession, row: dict[str, Any], existing: _Existing, region: str, diff: DiscoveryDiff) -> None:
+    name = existing.free_name(row["name"], region)
+    change = Change(name, row["cloud"]["arn"], {k: {"from": None, "to": v} for k, v in row.items() if k != "name"})
+    diff.added.append(change)
+    if not diff.dry_run:
+        session.add(Instance(**{**row, "name": name}, source="aws", pinned={}))
+        _audit(session, "instance.discovered", change)
+
+
+def _adopt(session: AsyncSession, inst: Instance, row: dict[str, Any], diff: DiscoveryDiff) -> None:
+    """A manual row for the same endpoint: keep what the DBA typed (pinned), add the cloud identity."""
+    pinned = {k: True for k in MANAGED if k != "cloud" and getattr(inst, k) != row[k]}
+    change = Change(inst.name, row["cloud"]["arn"], {"source": {"from": "manual", "to": "aws"},
+                                                     "cloud": {"from": inst.cloud, "to": row["cloud"]}})
+    diff.changed.append(change)
+    if pinned:
+        diff.pinned_kept[inst.name] = sorted(pinned)
+    if not diff.dry_run:
+        inst.source, inst.cloud, inst.pinned = "aws", row["cloud"], {**(inst.pinned or {}), **pinned}
+        _audit(session, "instance.adopted", change)
+
+
+def _update(session: AsyncSession, inst: Instance, row: dict[str, Any], diff: DiscoveryDiff) -> None:
+    changes, kept = _field_diff(inst, row)
+    if kept:
+        diff.pinned_kept[inst.name] = kept
+    if inst.gone_at is not None:
+        changes["gone_at"] = {"from": inst.gone_at.isoformat(), "to": None}
+    if not changes:
+        diff.unchanged.append(inst.name)
+        return
+    change = Change(inst.name, row["cloud"]["arn"], changes)
+    diff.changed.append(change)
+    if not diff.dry_run:
+        for name in MANAGED:
+            if name not in kept and any(k == name or k.startswith(f"{name}.") for k in changes):
+                setattr(inst, name, row[name])
+        inst.gone_at = None
+        _audit(session, "instance.returned" if "gone_at" in changes else "instance.updated", change)
+
+
+def _mark_gone(session: AsyncSession, inst: Instance, now: datetime, diff: DiscoveryDiff) -> None:
+    change = Change(inst.name, inst.cloud["arn"], {"gone_at": {"from": None, "to": now.isoformat()}})
+    diff.gone.append(change)
+    if not diff.dry_run:
+        inst.gone_at = now
+        _audit(session, "instance.gone", change)
+
+
+def _region_of(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 else ""
+
+
+async def list_region(region: str, endpoint_url: str | None = None,
+                      client_factory: Callable[[str], Any] | None = None) -> tuple[list[dict], list[dict]]:
+    """(DB instances, DB clusters) of a region, paginated; DiscoveryError says what went wrong."""
+    try:
+        check_region(region, endpoint_url)
+        client = client_factory(region) if client_factory else aws_client("rds", region, endpoint_url)
+        return await asyncio.to_thread(_list_rds, client)
+    except CloudApiError as e:
+        raise DiscoveryError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - botocore errors become one readable message
+        raise DiscoveryError(str(explain(e, "RDS DescribeDBInstances/DescribeDBClusters", region,
+                                         "rds:DescribeDBInstances and rds:DescribeDBClusters"))) from None
+
+
+async def discover_aws(session: AsyncSession, region: str, tags_filter: dict[str, str] | None = None,
+                       dry_run: bool = False, endpoint_url: str | None = None,
+                       client_factory: Callable[[str], Any] | None = None) -> DiscoveryDiff:
+    """Bring the inventory in line with one region's RDS/Aurora instances; returns the diff."""
+    instances, clusters = await list_region(region, endpoint_url, client_factory)
+    by_cluster = {c["DBClusterIdentifier"]: c for c in clusters}
+    listed = {db["DBInstanceArn"] for db in instances}
+    existing = _Existing(await _rows_in_scope(session))
+    diff = DiscoveryDiff(region=region, dry_run=dry_run)
+    now = datetime.now(timezone.utc)
+    for db in sorted(instances, key=lambda d: d["DBInstanceIdentifier"]):
+        row = desired_row(db, by_cluster.get(db.get("DBClusterIdentifier") or ""), region)
+        if row is None or not _matches(row["tags"], tags_filter or {}):
+            continue
+        if (inst := existing.by_arn.get(row["cloud"]["arn"])) is not None:
+            _update(session, inst, row, diff)
+        elif (inst := existing.manual_by_endpoint.get((row["host"].lower(), row["port"]))) is not None:
+            _adopt(session, inst, row, diff)
+        else:
+            _add(session, row, existing, region, diff)
+    for arn, inst in existing.by_arn.items():
+        if _region_of(arn) == region and arn not in listed and inst.gone_at is None:
+            _mark_gone(session, inst, now, diff)
+    if not dry_run:
+        await session.flush()
+    return diff
+
+
+async def discovery_job(store: Any, settings: Any) -> list[DiscoveryDiff]:
+    """The scheduled job: every configured region in its own transaction; one failing region
+    (denied, throttled, unknown) is logged and does not stop the others."""
+    cfg = CloudSettings.of(settings).aws
+    diffs = []
+    for region in cfg.regions:
+        try:
+            async with store.sessions() as session, session.begin():
+                diff = await discover_aws(session, region, cfg.tags, endpoint_url=cfg.endpoint_url)
+        except DiscoveryError as e:
+            log.warning("AWS discovery in %s failed: %s", region, e)
+            continue
+        log.info("AWS discovery in %s: %d added, %d changed, %d gone, %d unchanged", region,
+                 len(diff.added), len(diff.changed), len(diff.gone), len(diff.unchanged))
+        diffs.append(diff)
+    return diffs

@@ -1,0 +1,216 @@
+"""RDS/Aurora discovery against moto's RDS, into a real migrated store database per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import boto3
+import pytest
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "collectors" / "cloud"))
+from cloud_fakes import FaultProxy  # noqa: E402
+
+from app.db import Store, migrate  # noqa: E402
+from app.inventory.discovery_aws import DiscoveryError, discover_aws, discovery_job, map_engine  # noqa: E402
+from app.models import AuditLog, Instance  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+TEMPLATE = f"dbf_cl_template_{os.getpid()}"
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def template_db():
+    """Migrated once; each test copies it (CREATE DATABASE ... TEMPLATE) instead of migrating."""
+    await _admin(f'drop database if exists "{TEMPLATE}" with (force)')
+    await _admin(f'create database "{TEMPLATE}"')
+    await asyncio.to_thread(migrate, f"{PG}/{TEMPLATE}")
+    yield TEMPLATE
+    await _admin(f'drop database if exists "{TEMPLATE}" with (force)')
+
+
+@pytest.fixture
+async def store(template_db):
+    name = f"dbf_cl_{uuid.uuid4().hex[:10]}"
+    await _admin(f'create database "{name}" template "{template_db}"')
+    s = Store(f"{PG}/{name}", pool_size=2)
+    yield s
+    await s.dispose()
+    await _admin(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+# moto keeps one global backend per region, so each test gets a region of its own instead of a
+# reset that would wipe state other test modules set up.
+_regionS = iter(["eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "us-west-1", "us-west-2",
+                 "ap-south-1", "ap-northeast-1", "ap-southeast-2", "ca-central-1", "sa-east-1"])
+
+
+@pytest.fixture
+def region() -> str:
+    return next(_regionS)
+
+
+def make_fleet(url: str, region: str) -> object:
+    rds = boto3.client("rds", region_name=region, endpoint_url=url)
+    common = {"MasterUsername": "admin", "MasterUserPassword": "Secret-pw1"}
+    rds.create_db_instance(DBInstanceIdentifier="orders-pg", Engine="postgres", DBInstanceClass="db.t3.micro",
+                           AllocatedStorage=100, DBName="orders", Tags=[{"Key": "env", "Value": "prod"},
+                                                                        {"Key": "cost center", "Value": "42"}], **common)
+    rds.create_db_instance_read_replica(DBInstanceIdentifier="orders-pg-ro", SourceDBInstanceIdentifier="orders-pg")
+    rds.create_db_instance(DBInstanceIdentifier="shop-maria", Engine="mariadb", EngineVersion="10.11.6", DBInstanceClass="db.t3.micro",
+                           AllocatedStorage=20, Tags=[{"Key": "env", "Value": "dev"}], **common)
+    rds.create_db_cluster(DBClusterIdentifier="billing", Engine="aurora-postgresql", DatabaseName="billing",
+                          Tags=[{"Key": "env", "Value": "prod"}], **common)
+    for member in ("billing-1", "billing-2"):
+        rds.create_db_instance(DBInstanceIdentifier=member, Engine="aurora-postgresql", DBInstanceClass="db.r6g.large",
+                               DBClusterIdentifier="billing")
+    return rds
+
+
+async def rows(store: Store) -> dict[str, Instance]:
+    async with store.sessions() as s:
+        return {i.name: i for i in (await s.execute(select(Instance))).scalars()}
+
+
+async def audit(store: Store) -> list[AuditLog]:
+    async with store.sessions() as s:
+        return list((await s.execute(select(AuditLog).order_by(AuditLog.id))).scalars())
+
+
+async def discover(store: Store, url: str, region: str, **kw):
+    async with store.sessions() as s, s.begin():
+        return await discover_aws(s, region, endpoint_url=url, **kw)
+
+
+@pytest.mark.parametrize("rds_engine, expected", [
+    ("postgres", "postgres"), ("aurora-postgresql", "aurora-postgres"), ("aurora-mysql", "aurora-mysql"),
+    ("mysql", "mysql"), ("mariadb", "mariadb"), ("sqlserver-se", "sqlserver"), ("oracle-ee-cdb", "oracle"),
+    ("docdb", None), ("neptune", None),
+])
+def test_engine_mapping(rds_engine, expected):
+    assert map_engine(rds_engine) == expected
+
+
+async def test_discovers_instances_clusters_tags_and_roles(store, moto_url, region):
+    make_fleet(moto_url, region)
+    diff = await discover(store, moto_url, region)
+    assert sorted(c.name for c in diff.added) == ["billing-1", "billing-2", "orders-pg", "orders-pg-ro", "shop-maria"]
+    got = await rows(store)
+    pg = got["orders-pg"]
+    assert (pg.engine, pg.port, pg.dbname, pg.source) == ("postgres", 5432, "orders", "aws")
+    assert pg.host.startswith("orders-pg.") and pg.tags == {"env": "prod", "cost_center": "42"}
+    assert pg.cloud["arn"] == f"arn:aws:rds:{region}:123456789012:db:orders-pg"
+    assert (pg.cloud["region"], pg.cloud["role"], pg.cloud["allocated_storage_gb"]) == (region, "writer", 100)
+    assert got["orders-pg-ro"].cloud["role"] == "reader" and got["orders-pg-ro"].cloud["replica_source"] == "orders-pg"
+    writer, reader = got["billing-1"], got["billing-2"]
+    assert writer.engine == "aurora-postgres" and writer.dbname == "billing" and writer.tags == {"env": "prod"}
+    assert (writer.cloud["cluster"], writer.cloud["role"], reader.cloud["role"]) == ("billing", "writer", "reader")
+    assert got["shop-maria"].engine == "mariadb" and got["shop-maria"].port == 3306
+    log = await audit(store)
+    assert len(log) == 5 and {a.actor for a in log} == {"discovery:aws"}
+    assert {a.action for a in log} == {"instance.discovered"}
+    # A second run finds nothing to do and writes no audit rows.
+    again = await discover(store, moto_url, region)
+    assert (again.added, again.changed, again.gone, len(again.unchanged)) == ([], [], [], 5)
+    assert len(await audit(store)) == 5
+
+
+async def test_removed_instance_is_marked_gone_pinned_field_kept_and_changes_audited(store, moto_url, region):
+    rds = make_fleet(moto_url, region)
+    await discover(store, moto_url, region)
+    async with store.sessions() as s, s.begin():
+        maria = (await s.execute(select(Instance).where(Instance.name == "shop-maria"))).scalar_one()
+        maria.dbname, maria.pinned = "shop", {"dbname": True}
+    rds.delete_db_instance(DBInstanceIdentifier="orders-pg-ro", SkipFinalSnapshot=True)
+    rds.add_tags_to_resource(ResourceName=(await rows(store))["shop-maria"].cloud["arn"],
+                             Tags=[{"Key": "team", "Value": "web"}])
+    diff = await discover(store, moto_url, region)
+    assert [c.name for c in diff.gone] == ["orders-pg-ro"]
+    assert [c.name for c in diff.changed] == ["shop-maria"]
+    assert diff.changed[0].fields == {"tags": {"from": {"env": "dev"}, "to": {"env": "dev", "team": "web"}}}
+    got = await rows(store)
+    assert got["orders-pg-ro"].gone_at is not None  # kept, not deleted
+    assert got["shop-maria"].dbname == "shop" and got["shop-maria"].tags["team"] == "web"
+    actions = [(a.action, a.target) for a in await audit(store)][-2:]
+    assert sorted(actions) == [("instance.gone", "orders-pg-ro"), ("instance.updated", "shop-maria")]
+
+
+async def test_dry_run_writes_nothing(store, moto_url, region):
+    make_fleet(moto_url, region)
+    diff = await discover(store, moto_url, region, dry_run=True)
+    assert len(diff.added) == 5 and diff.dry_run
+    assert await rows(store) == {} and await audit(store) == []
+
+
+async def test_tag_filter_only_touches_matching_instances(store, moto_url, region):
+    make_fleet(moto_url, region)
+    diff = await discover(store, moto_url, region, tags_filter={"env": "prod"})
+    # Aurora members inherit the cluster's tags.
+    assert sorted(c.name for c in diff.added) == ["billing-1", "billing-2", "orders-pg", "orders-pg-ro"]
+    assert (await discover(store, moto_url, region, tags_filter={"env": "dev"})).gone == []
+
+
+async def test_manual_row_for_the_same_endpoint_is_adopted_and_its_fields_pinned(store, moto_url, region):
+    rds = make_fleet(moto_url, region)
+    host = rds.describe_db_instances(DBInstanceIdentifier="shop-maria")["DBInstances"][0]["Endpoint"]["Address"]
+    async with store.sessions() as s, s.begin():
+        s.add(Instance(name="maria-main", engine="mariadb", host=host, port=3306, dbname="shop", tags={"owner": "dba"},
+                       source="manual"))
+    diff = await discover(store, moto_url, region)
+    assert "shop-maria" not in [c.name for c in diff.added]
+    assert diff.pinned_kept["maria-main"] == ["dbname", "tags"]
+    main = (await rows(store))["maria-main"]
+    assert main.source == "aws" and main.cloud["instance_id"] == "shop-maria" and main.tags == {"owner": "dba"}
+
+
+async def test_unknown_region_access_denied_and_throttling(store, moto_url, region):
+    async with store.sessions() as s:
+        with pytest.raises(DiscoveryError, match="unknown AWS region 'eu-nowhere-9'"):
+            await discover_aws(s, "eu-nowhere-9")
+    proxy = FaultProxy(moto_url)
+    denied = (403, b"<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>no</Message>"
+                   b"</Error><RequestId>1</RequestId></ErrorResponse>", "text/xml")
+    throttled = (400, denied[1].replace(b"AccessDenied", b"Throttling"), "text/xml")
+    try:
+        proxy.faults = [denied]
+        with pytest.raises(DiscoveryError, match=r"denied \(AccessDenied\): grant rds:DescribeDBInstances"):
+            await discover(store, proxy.url, region)
+        make_fleet(moto_url, region)
+        proxy.faults, proxy.requests = [throttled, throttled], 0
+        diff = await discover(store, proxy.url, region)
+        assert len(diff.added) == 5 and proxy.requests == 4  # 2 throttled + instances + clusters
+    finally:
+        proxy.close()
+
+
+async def test_discovery_job_runs_each_configured_region(store, moto_url, region):
+    make_fleet(moto_url, region)
+    settings = Settings(cloud={"aws": {"regions": [region, "us-east-1"], "tags": {"env": "dev"},
+                                       "endpoint_url": moto_url}})
+    diffs = await discovery_job(store, settings)
+    assert [(d.region, [c.name for c in d.added]) for d in diffs] == [(region, ["shop-maria"]), ("us-east-1", [])]
+    assert list(await rows(store)) == ["shop-maria"]
