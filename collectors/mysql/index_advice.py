@@ -1,0 +1,216 @@
+"""Index advice: unused, duplicate/redundant indexes and tables without a primary key.
+
+fk_without_index is not checked here: InnoDB creates an index for every foreign key that has none
+(and refuses to drop the last index a foreign key needs), so the PostgreSQL problem cannot arise.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from collectors.mysql._common import (
+    MARIADB_MIN,
+    MYSQL_57,
+    MYSQL_80,
+    SYSTEM_SCHEMAS_SQL,
+    as_int,
+    qualified,
+    quote_ident,
+    snapshot_hook,
+    snapshot_of,
+    thresholds,
+)
+from collectors.registry import register
+from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
+
+_SERVER = ("SELECT @@performance_schema AS ps_enabled, "
+           "(SELECT VARIABLE_VALUE FROM {} WHERE VARIABLE_NAME = 'Uptime') AS uptime_s")
+_INDEXES = f"""
+SELECT TABLE_SCHEMA AS table_schema, TABLE_NAME AS table_name, INDEX_NAME AS index_name,
+       NON_UNIQUE AS non_unique, SEQ_IN_INDEX AS seq, {{column}} AS column_name,
+       SUB_PART AS sub_part, INDEX_TYPE AS index_type
+FROM information_schema.STATISTICS
+WHERE TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS_SQL}
+ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX
+"""
+_USAGE = f"""
+SELECT OBJECT_SCHEMA AS table_schema, OBJECT_NAME AS table_name, INDEX_NAME AS index_name,
+       COUNT_STAR AS count_star
+FROM performance_schema.table_io_waits_summary_by_index_usage
+WHERE INDEX_NAME IS NOT NULL AND OBJECT_TYPE = 'TABLE' AND OBJECT_SCHEMA NOT IN {SYSTEM_SCHEMAS_SQL}
+"""
+_NO_PRIMARY_KEY = f"""
+SELECT t.TABLE_SCHEMA AS table_schema, t.TABLE_NAME AS table_name, t.ENGINE AS engine,
+       t.TABLE_ROWS AS table_rows
+FROM information_schema.TABLES t
+WHERE t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') AND t.TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS_SQL}
+  AND NOT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c
+                  WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME
+                    AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+ORDER BY 1, 2
+"""
+QUERIES = {
+    "server": {MYSQL_57: _SERVER.format("performance_schema.global_status"),
+               MARIADB_MIN: _SERVER.format("information_schema.GLOBAL_STATUS")},
+    # MySQL 8 functional key parts have no COLUMN_NAME, only EXPRESSION.
+    "indexes": {MYSQL_57: _INDEXES.format(column="COLUMN_NAME"),
+                MYSQL_80: _INDEXES.format(column="COALESCE(COLUMN_NAME, CONCAT('(', EXPRESSION, ')'))"),
+                MARIADB_MIN: _INDEXES.format(column="COLUMN_NAME")},
+    "usage": {MYSQL_57: _USAGE},
+    "no_primary_key": {MYSQL_57: _NO_PRIMARY_KEY},
+}
+
+# A week of uptime covers weekly jobs and reports; an index unused for less may just be waiting
+# for month-end. Tests set 0.
+THRESHOLDS = {"unused_index_min_uptime_days": 7}
+
+
+def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
+    result = Result()
+    snap = snapshot_of(rows)
+    if snap is None:
+        return result
+    t = thresholds(THRESHOLDS, ctx)
+    tables = _indexes_by_table(snap.get("indexes", []))
+    redundant = redundant_indexes(tables)
+    result.findings += [_duplicate_finding(*r, ctx) for r in redundant]
+    dropped = {(s, tb, a["name"]) for s, tb, a, _ in redundant}
+    result.findings += _unused_findings(snap, tables, dropped, t, ctx)
+    result.findings += [_no_pk_finding(row, tables) for row in snap.get("no_primary_key", [])]
+    return result
+
+
+def _indexes_by_table(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """{(schema, table): {index: {name, unique, type, cols}}} with prefix lengths in the column key."""
+    tables: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        idx = tables[(row["table_schema"], row["table_name"])].setdefault(row["index_name"], {
+            "name": row["index_name"], "unique": not as_int(row["non_unique"]),
+            "type": row["index_type"], "cols": []})
+        col = str(row["column_name"])
+        idx["cols"].append(f"{col}({row['sub_part']})" if row.get("sub_part") else col)
+    return tables
+
+
+def redundant_indexes(tables: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]) -> list[tuple]:
+    """(schema, table, redundant index, index that covers it) as sys.schema_redundant_indexes finds.
+
+    An index is redundant when its columns equal, or are a leading prefix of, another index's of
+    the same type, unless it is unique and the other is not (then it enforces something).
+    For exact duplicates the PRIMARY/unique one, else the first by name, is kept.
+    """
+    out = []
+    for (schema, table), indexes in sorted(tables.items()):
+        for a in sorted(indexes.values(), key=lambda i: i["name"]):
+            if a["name"] == "PRIMARY" or a["type"] in ("FULLTEXT", "SPATIAL"):
+                continue
+            cover = _covering(a, indexes.values())
+            if cover is not None:
+                out.append((schema, table, a, cover))
+    return out
+
+
+def _covering(a: Mapping[str, Any], others: Any) -> Mapping[str, Any] | None:
+    best = None
+    for b in others:
+        if b is a or b["type"] != a["type"] or b["cols"][:len(a["cols"])] != a["cols"]:
+            continue
+        if len(b["cols"]) == len(a["cols"]):
+            keep_b = (b["name"] == "PRIMARY" or (b["unique"], a["name"]) > (a["unique"], b["name"]))
+            if not keep_b:
+                continue
+        elif a["unique"]:
+            continue
+        if best is None or len(b["cols"]) < len(best["cols"]):
+            best = b
+    return best
+
+
+def _duplicate_finding(schema: str, table: str, a: Mapping[str, Any], b: Mapping[str, Any], ctx: Context) -> Finding:
+    same = a["cols"] == b["cols"]
+    return Finding(
+        check="duplicate_index",
+        object=f"{schema}.{table}.{a['name']}",
+        severity=Severity.warning,
+        title=(f"Index {a['name']} on {schema}.{table} "
+               + (f"duplicates {b['name']}" if same else f"is a leading prefix of {b['name']}")),
+        details={"index": a["name"], "columns": a["cols"], "covered_by": b["name"],
+                 "covered_by_columns": b["cols"],
+                 "sql": f"SHOW INDEX FROM {qualified(schema, table)}"},
+        recommendation=f"ALTER TABLE {qualified(schema, table)} DROP INDEX {quote_ident(a['name'])};\n"
+                       + _drop_risk(schema, table, a["name"], ctx),
+    )
+
+
+def _drop_risk(schema: str, table: str, index: str, ctx: Context) -> str:
+    where = f"ALTER TABLE {qualified(schema, table)} ALTER INDEX {quote_ident(index)}"
+    if ctx.server_version >= 100600:
+        trial = f"Try it first with {where} IGNORED (MariaDB 10.6+), which the optimizer stops using at once."
+    elif MYSQL_80 <= ctx.server_version < MARIADB_MIN:
+        trial = f"Try it first with {where} INVISIBLE, which the optimizer stops using at once."
+    else:
+        trial = "Check the slow log for queries that name it in an index hint before dropping it."
+    return (f"{trial} Queries with FORCE/USE INDEX ({index}) fail once it is gone. The DROP is "
+            "online in InnoDB (metadata lock only) but waits behind long transactions on the table.")
+
+
+def _unused_findings(snap: Mapping[str, Any], tables: Mapping, dropped: set, t: Mapping[str, Any],
+                     ctx: Context) -> list[Finding]:
+    server = (snap.get("server") or [{}])[0]
+    uptime_days = as_int(server.get("uptime_s")) / 86400
+    if not as_int(server.get("ps_enabled")) or uptime_days < t["unused_index_min_uptime_days"]:
+        return []
+    out = []
+    for row in snap.get("usage", []):
+        schema, table, name = row["table_schema"], row["table_name"], row["index_name"]
+        idx = tables.get((schema, table), {}).get(name)
+        if (idx is None or name == "PRIMARY" or idx["unique"] or as_int(row["count_star"]) > 0
+                or (schema, table, name) in dropped):
+            continue
+        out.append(Finding(
+            check="unused_index",
+            object=f"{schema}.{table}.{name}",
+            severity=Severity.info,
+            title=f"Index {name} on {schema}.{table} was not used in {uptime_days:.1f} days of uptime",
+            details={"index": name, "columns": idx["cols"], "uptime_days": round(uptime_days, 1),
+                     "sql": "SELECT * FROM sys.schema_unused_indexes"},
+            recommendation=f"ALTER TABLE {qualified(schema, table)} DROP INDEX {quote_ident(name)};\n"
+                           "Usage counts start at the last restart and are per server: check every "
+                           "replica that serves reads before dropping. " + _drop_risk(schema, table, name, ctx),
+        ))
+    return out
+
+
+def _no_pk_finding(row: Mapping[str, Any], tables: Mapping) -> Finding:
+    schema, table = row["table_schema"], row["table_name"]
+    has_unique = any(i["unique"] for i in tables.get((schema, table), {}).values())
+    return Finding(
+        check="table_without_primary_key",
+        object=f"{schema}.{table}",
+        # A unique key still lets row-based replication find rows, so it is less urgent.
+        severity=Severity.info if has_unique else Severity.warning,
+        title=f"Table {schema}.{table} has no primary key",
+        details={"engine": row.get("engine"), "estimated_rows": as_int(row.get("table_rows")),
+                 "has_unique_key": has_unique,
+                 "sql": f"SHOW CREATE TABLE {qualified(schema, table)}"},
+        recommendation=f"ALTER TABLE {qualified(schema, table)} ADD COLUMN id BIGINT UNSIGNED NOT NULL "
+                       "AUTO_INCREMENT PRIMARY KEY; (or a PRIMARY KEY on an existing unique, NOT NULL "
+                       "column set). Without one, row-based replication scans the whole table for "
+                       "every changed row, Galera/Group Replication refuse writes and online schema "
+                       "tools cannot chunk it. The ALTER rebuilds the table: run it off-peak.",
+    )
+
+
+SPEC = register(CollectorSpec(
+    name="index_advice",
+    engine="mysql",
+    description="Unused and redundant indexes, tables without a primary key",
+    sql=QUERIES["indexes"],
+    run=snapshot_hook(QUERIES, transform, optional=("usage",)),
+    transform=transform,
+    interval_s=3600,
+    timeout_s=60,
+    thresholds=THRESHOLDS,
+))
