@@ -37,8 +37,8 @@ class Sink(Protocol):
 
 
 def redact(text: str, secrets: list[str | None]) -> str:
-    for s in secrets:
-        if s and len(s) >= 4:
+    for s in sorted((s for s in secrets if s), key=len, reverse=True):  # longest first
+        if len(s) >= 4:
             text = text.replace(s, "***")
     return text
 
@@ -57,19 +57,30 @@ async def secret(reference: str | None, what: str) -> str:
 async def post(client: httpx.AsyncClient, url: str, what: str, secrets: list[str | None],
                ok: tuple[int, ...] = (200, 201, 202, 204), **kwargs: Any) -> httpx.Response:
     """POST and classify the outcome. Errors name the sink and status, never the URL or secrets."""
+    secrets = [*secrets, *_url_parts(url)]
     try:
         response = await client.post(url, **kwargs)
     except httpx.TimeoutException:
         raise RetryableError(f"{what}: timed out") from None
     except httpx.TransportError as e:
-        raise RetryableError(f"{what}: {type(e).__name__}: {redact(str(e), [url, *secrets])}") from None
+        raise RetryableError(f"{what}: {type(e).__name__}: {redact(str(e), secrets)}") from None
     if response.status_code in ok:
         return response
-    body = redact(response.text[:300], [url, *secrets])
+    body = redact(response.text[:300], secrets)
     message = f"{what}: HTTP {response.status_code}: {body}"
     if response.status_code == 429 or response.status_code >= 500 or response.status_code == 408:
         raise RetryableError(message)
     raise PermanentError(message)
+
+
+def _url_parts(url: str) -> list[str]:
+    """A receiver may echo part of the URL back; tokens hide in paths (Slack) and query strings."""
+    try:
+        parsed = httpx.URL(url)
+    except Exception:  # noqa: BLE001 - an unparsable URL: redact it whole
+        return [url]
+    parts = [url, parsed.path if len(parsed.path) > 1 else "", parsed.query.decode()]
+    return parts + [v for _, v in parsed.params.multi_items()] + [p for p in parsed.path.split("/") if len(p) >= 8]
 
 
 def truncate(text: str, limit: int) -> str:

@@ -85,6 +85,7 @@ class Receiver:
     script: deque = field(default_factory=deque)
     requests: list[Request] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    received: int = 0  # counted when a request arrives, before any scripted delay
 
     def start(self) -> Receiver:
         receiver = self
@@ -97,6 +98,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
+                receiver.received += 1
                 status, delay = receiver.script.popleft() if receiver.script else (receiver.default, 0)
                 if delay:
                     time.sleep(delay)
