@@ -60,7 +60,10 @@ def parse_yaml(text: str) -> list[InstanceIn]:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InventoryFileError([f"not valid YAML: {e}"]) from None
+        # Lead with the line like every other error, then the parser's own words.
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "line 1"
+        raise InventoryFileError([f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from None
     if root is None:
         return []
     if isinstance(root, yaml.MappingNode) and isinstance(data, dict) and set(data) == {"instances"}:
