@@ -1,0 +1,202 @@
+"""Inventory files: YAML and CSV parsing (every error names where and which field), export round trip."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app.inventory import io
+from app.inventory.store import upsert_instances
+from app.models import AuditLog, Instance
+
+GOOD_YAML = """\
+instances:
+  - name: orders-primary
+    engine: postgres
+    host: db1.internal
+    dbname: orders
+    user: dbfleet
+    credential: env:ORDERS_PG_PASSWORD
+    tls_mode: require
+    tags: {env: prod, team: payments}
+    overrides:
+      health:
+        interval_s: 30
+        thresholds: {connections_warning_pct: 70}
+  - name: reports
+    engine: mysql
+    host: db2.internal
+    port: 3307
+    enabled: false
+  - name: legacy
+    engine: oracle
+    host: ora.internal
+    credential: file:/run/secrets/ora
+"""
+
+GOOD_CSV = """\
+name,engine,host,port,dbname,user,credential,tls_mode,tags,enabled,overrides
+orders-primary,postgres,db1.internal,,orders,dbfleet,env:ORDERS_PG_PASSWORD,require,env=prod;team=payments,true,"{""health"": {""interval_s"": 30}}"
+reports,mysql,db2.internal,3307,,,,,,false,
+"""
+
+
+def test_yaml_parses_all_fields_and_default_ports():
+    items = {i.name: i for i in io.parse_yaml(GOOD_YAML)}
+    op = items["orders-primary"]
+    assert (op.engine, op.host, op.dbname, op.user, op.credential, op.tls_mode) == \
+        ("postgres", "db1.internal", "orders", "dbfleet", "env:ORDERS_PG_PASSWORD", "require")
+    assert op.tags == {"env": "prod", "team": "payments"}
+    assert op.overrides["health"].interval_s == 30
+    assert op.overrides["health"].thresholds == {"connections_warning_pct": 70}
+    assert op.resolved_port() == 5432
+    assert items["reports"].resolved_port() == 3307 and items["reports"].enabled is False
+    assert items["legacy"].resolved_port() == 1521
+
+
+def test_yaml_accepts_a_bare_list_and_an_empty_file():
+    assert [i.name for i in io.parse_yaml("- {name: a, engine: postgres, host: h}\n")] == ["a"]
+    assert io.parse_yaml("") == []
+
+
+def test_csv_parses_tags_enabled_and_overrides():
+    items = {i.name: i for i in io.parse_csv(GOOD_CSV)}
+    assert items["orders-primary"].tags == {"env": "prod", "team": "payments"}
+    assert items["orders-primary"].overrides["health"].interval_s == 30
+    assert items["orders-primary"].port is None and items["orders-primary"].resolved_port() == 5432
+    assert items["reports"].enabled is False and items["reports"].port == 3307
+
+
+def one(name: str = "a", **fields) -> str:
+    body = {"engine": "postgres", "host": "h", **fields}
+    return f"- name: {name}\n" + "".join(f"  {k}: {v}\n" for k, v in body.items())
+
+
+YAML_ERRORS = [
+    ("malformed", "instances:\n  - name: a\n    engine: postgres\n   host: x\n", ["line 4: not valid YAML"]),
+    ("tab", "- name: a\n\tengine: x\n", ["line 2: not valid YAML"]),
+    ("unknown engine", one(engine="db2"), ["line 1: engine: Input should be 'postgres'"]),
+    ("port 0", one(port=0), ["line 1: port: Input should be greater than or equal to 1"]),
+    ("port 70000", one(port=70000), ["line 1: port: Input should be less than or equal to 65535"]),
+    ("unknown field", one(pasword="x"), ["line 1: pasword: Extra inputs are not permitted"]),
+    ("password in credential", one(credential="hunter2"), ["line 1: credential: Value error, must be a reference"]),
+    ("missing host", "- {name: a, engine: postgres}\n", ["line 1: host: Field required"]),
+    ("bad name", one(name="'has space'"), ["line 1: name: Value error, use letters"]),
+    ("bad tag key", one(tags="{'bad key': x}"), ["line 1: tags: Value error, tag key 'bad key'"]),
+    ("bad tls", one(tls_mode="maybe"), ["line 1: tls_mode: Input should be 'disable'"]),
+    ("bad override", one(overrides="{health: {interval_s: 1}}"),
+     ["line 1: overrides.health.interval_s: Input should be greater than or equal to 5"]),
+    ("unknown override key", one(overrides="{health: {thresholds: {}, colour: red}}"),
+     ["line 1: overrides.health.colour: Extra inputs are not permitted"]),
+    ("not a mapping", "- just a string\n", ["line 1: expected a mapping of instance fields, got str"]),
+    ("not a list", "name: a\n", ["line 1: expected a list of instances"]),
+    ("duplicate names", one("a") + one("b") + one("a"), ["line 7: name: duplicate name 'a' (also at line 1)"]),
+    # Every problem at once, each at its own item's line.
+    ("several", one("a", port=0) + one("b", engine="db2"),
+     ["line 1: port: Input should be greater", "line 5: engine: Input should be"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [c[1:] for c in YAML_ERRORS], ids=[c[0] for c in YAML_ERRORS])
+def test_yaml_errors_name_the_line_and_field(text: str, expected: list[str]):
+    with pytest.raises(io.InventoryFileError) as caught:
+        io.parse_yaml(text)
+    errors = caught.value.errors
+    assert len(errors) == len(expected), errors
+    for error, prefix in zip(errors, expected):
+        assert error.startswith(prefix), error
+    assert str(len(errors)) in str(caught.value)
+
+
+HEADER = "name,engine,host,port,tags,enabled,overrides\n"
+CSV_ERRORS = [
+    ("bad tags cell", HEADER + "a,postgres,h,,env=prod;team,,\n",
+     ["row 2: tags: 'team' is not key=value (use k=v;k=v)"]),
+    ("unknown column", "name,engine,host,colour\na,postgres,h,red\n", ["row 1: unknown column(s) colour"]),
+    ("no header", "", ["row 1: header must include"]),
+    ("unknown engine", HEADER + "a,db2,h,,,,\n", ["row 2: engine: Input should be 'postgres'"]),
+    ("port 0 and 70000", HEADER + "a,postgres,h,0,,,\nb,postgres,h,70000,,,\nc,postgres,h,abc,,,\n",
+     ["row 2: port: Input should be greater than or equal to 1",
+      "row 3: port: Input should be less than or equal to 65535",
+      "row 4: port: Input should be a valid integer"]),
+    ("enabled", HEADER + "a,postgres,h,,,maybe,\n", ["row 2: enabled: 'maybe' is not true/false"]),
+    ("overrides", HEADER + "a,postgres,h,,,,{bad\n", ["row 2: overrides: not valid JSON"]),
+    ("too many cells", "name,engine,host\na,postgres,h,surplus\n", ["row 2: more fields than the header"]),
+    ("duplicate names", "name,engine,host\na,postgres,h\nb,postgres,h\na,postgres,h\n",
+     ["row 4: name: duplicate name 'a' (also at row 2)"]),
+    ("mixed", HEADER + "a,postgres,h,,bad,,\nb,db2,h,,,,\n",
+     ["row 2: tags: 'bad' is not key=value", "row 3: engine: Input should be"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [c[1:] for c in CSV_ERRORS], ids=[c[0] for c in CSV_ERRORS])
+def test_csv_errors_name_the_row_and_field(text: str, expected: list[str]):
+    with pytest.raises(io.InventoryFileError) as caught:
+        io.parse_csv(text)
+    errors = caught.value.errors
+    assert len(errors) == len(expected), errors
+    for error, prefix in zip(errors, expected):
+        assert error.startswith(prefix), error
+
+
+@pytest.mark.parametrize("filename, content_type, fmt", [
+    ("fleet.csv", "", "csv"), ("fleet.yaml", "", "yaml"), ("fleet.yml", "", "yaml"), ("", "text/csv", "csv"),
+    ("", "application/yaml", "yaml"), ("", "", "yaml"),
+])
+def test_format_for(filename: str, content_type: str, fmt: str):
+    assert io.format_for(filename, content_type) == fmt
+
+
+def test_unknown_format_is_refused():
+    with pytest.raises(io.InventoryFileError, match="unknown format 'json'"):
+        io.parse("[]", "json")
+
+
+async def _import(store, text: str, fmt: str):
+    async with store.sessions() as session, session.begin():
+        return await upsert_instances(session, io.parse(text, fmt), actor="test")
+
+
+async def _instances(store) -> list[Instance]:
+    async with store.sessions() as session:
+        return list((await session.execute(select(Instance).order_by(Instance.name))).scalars())
+
+
+@pytest.mark.parametrize("fmt, text", [("yaml", GOOD_YAML), ("csv", GOOD_CSV)])
+async def test_import_export_round_trip_is_idempotent(clean_store, fmt: str, text: str):
+    first = await _import(clean_store, text, fmt)
+    assert first.updated == first.unchanged == [] and len(first.created) >= 2
+    for out_fmt in ("yaml", "csv"):
+        insts = await _instances(clean_store)
+        exported = io.dump_yaml(insts) if out_fmt == "yaml" else io.dump_csv(insts)
+        again = await _import(clean_store, exported, out_fmt)
+        assert (again.created, again.updated) == ([], []), exported
+        assert sorted(again.unchanged) == sorted(first.created)
+    # The same file once more: all unchanged, and only the creations were audited.
+    assert sorted((await _import(clean_store, text, fmt)).unchanged) == sorted(first.created)
+    async with clean_store.sessions() as session:
+        audits = list((await session.execute(select(AuditLog))).scalars())
+    assert sorted(a.target for a in audits) == sorted(first.created)
+
+
+async def test_export_carries_references_only(clean_store):
+    await _import(clean_store, GOOD_YAML, "yaml")
+    insts = await _instances(clean_store)
+    text = io.dump_yaml(insts)
+    assert "credential: env:ORDERS_PG_PASSWORD" in text and "file:/run/secrets/ora" in text
+    csv_text = io.dump_csv(insts)
+    assert csv_text.splitlines()[0] == ",".join(io.CSV_COLUMNS)
+    assert "env=prod;team=payments" in csv_text
+
+
+async def test_reimport_with_a_change_updates_pins_and_audits(clean_store):
+    await _import(clean_store, GOOD_YAML, "yaml")
+    changed = GOOD_YAML.replace("host: db2.internal", "host: db2-new.internal")
+    report = await _import(clean_store, changed, "yaml")
+    assert (report.created, report.updated) == ([], ["reports"])
+    inst = {i.name: i for i in await _instances(clean_store)}["reports"]
+    assert inst.host == "db2-new.internal" and inst.pinned == {"host": True}
+    async with clean_store.sessions() as session:
+        audit = (await session.execute(select(AuditLog).where(AuditLog.target == "reports")
+                                       .order_by(AuditLog.id.desc()))).scalars().first()
+    assert audit.details == {"changed": {"host": "db2-new.internal"}} and audit.actor == "test"
