@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import uuid
@@ -214,3 +215,63 @@ async def test_discovery_job_runs_each_configured_region(store, moto_url, region
     diffs = await discovery_job(store, settings)
     assert [(d.region, [c.name for c in d.added]) for d in diffs] == [(region, ["shop-maria"]), ("us-east-1", [])]
     assert list(await rows(store)) == ["shop-maria"]
+
+
+def test_cli_dry_run_shows_the_diff_then_applies_it(store, moto_url, region, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import cli
+    from app.settings import get_settings
+
+    make_fleet(moto_url, region)
+    monkeypatch.setenv("DBFLEET_DATABASE_URL", store.url)
+    monkeypatch.setenv("DBFLEET_CLOUD__AWS__ENDPOINT_URL", moto_url)
+    get_settings.cache_clear()
+    try:
+        runner = CliRunner()
+        dry = runner.invoke(cli, ["discover", "aws", "--region", region, "--tag", "env=dev", "--dry-run", "--json"])
+        assert dry.exit_code == 0, dry.output
+        assert [c["name"] for c in json.loads(dry.stdout)[0]["added"]] == ["shop-maria"]
+        assert asyncio.run(_count(store.url)) == 0
+        real = runner.invoke(cli, ["discover", "aws", "--region", region, "--tag", "env=dev"])
+        assert real.exit_code == 0, real.output
+        assert "1 new" in real.stdout and "shop-maria" in real.stdout
+        assert asyncio.run(_count(store.url)) == 1
+        bad = runner.invoke(cli, ["discover", "aws", "--region", region, "--tag", "env"])
+        assert bad.exit_code == 2 and "must be key=value" in bad.output
+    finally:
+        get_settings.cache_clear()
+
+
+async def _count(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval("select count(*) from instances")
+    finally:
+        await conn.close()
+
+
+async def test_discovered_identity_feeds_the_cloudwatch_collector(store, moto_url, region):
+    from datetime import datetime, timedelta, timezone
+
+    from app.inventory.cloud_settings import targets_for_cloud
+    from collectors.cloud import cloudwatch
+    from collectors.engines.base import connect
+    from collectors.runner import run_collector
+    from collectors.spec import Context
+
+    make_fleet(moto_url, region)
+    await discover(store, moto_url, region)
+    now = datetime.now(timezone.utc)
+    boto3.client("cloudwatch", region_name=region, endpoint_url=moto_url).put_metric_data(
+        Namespace="AWS/RDS", MetricData=[
+            {"MetricName": "FreeStorageSpace", "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": "orders-pg"}],
+             "Timestamp": now - timedelta(minutes=12), "Value": 4.0 * 1024**3}])
+    inst = (await rows(store))["orders-pg"]
+    settings = Settings(cloud={"aws": {"endpoint_url": moto_url}})
+    [target] = await targets_for_cloud(inst.name, inst.cloud, settings)
+    assert (target.name, target.engine) == ("orders-pg@aws", "aws")
+    result = await run_collector(cloudwatch.SPEC, await connect(target),
+                                 Context(instance=inst.name, engine=inst.engine, now=now))
+    [finding] = result.findings
+    assert (finding.check, finding.details["free_pct"], finding.details["allocated_gb"]) == ("storage_low", 4.0, 100)
