@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from app.db import Store
 from app.settings import Settings
@@ -13,6 +15,14 @@ from app.settings import Settings
 # Routers in app/api; optional ones (alerting) are included when their module exists.
 ROUTERS = ("health", "instances", "findings", "runs", "keys", "queries", "replication", "partitions",
            "alerts", "silences", "receivers")
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with each wrong field's path and message, without echoing its value: a DBA who pastes a
+    password where a credential reference belongs must not get it back in the response (or in a
+    proxy's log of it)."""
+    detail = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in exc.errors()]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def create_app(settings: Settings, store_url: str, check_migrated: bool = True) -> FastAPI:
@@ -33,6 +43,7 @@ def create_app(settings: Settings, store_url: str, check_migrated: bool = True) 
 
     app = FastAPI(title="dbfleet", version="0.1.0", lifespan=lifespan,
                   description="Fleet database operations and monitoring for DBAs.")
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for name in ROUTERS:
         try:
             module = importlib.import_module(f"app.api.{name}")
