@@ -1,0 +1,298 @@
+"""Time-based RANGE partitions in MySQL/MariaDB: parse, infer the interval, plan DDL, apply it.
+
+Planning is pure (table + policy + now -> DDL strings), so a dry run shows exactly what apply
+would run. Apply re-reads the table, refuses anything that is not RANGE-partitioned, and runs one
+statement at a time under a short lock_wait_timeout; re-running it plans nothing new.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from collectors.mysql._common import as_int, qualified, quote_ident
+
+# TO_DAYS('0000-01-01') is 1 in MySQL while date(1, 1, 1).toordinal() is 1: 365 days apart.
+TO_DAYS_OFFSET = 365
+_EXPR_RE = re.compile(r"^\s*(to_days|unix_timestamp)\s*\(\s*`?([^`()]+)`?\s*\)\s*$", re.I)
+_COLUMN_RE = re.compile(r"^\s*`?([^`,]+)`?\s*$")
+TIME_TYPES = ("date", "datetime", "timestamp")
+
+Fetch = Callable[..., Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    name: str
+    upper: datetime | None  # None: VALUES LESS THAN MAXVALUE, the catch-all
+    rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RangeTable:
+    schema: str
+    table: str
+    method: str          # RANGE or RANGE COLUMNS
+    func: str            # to_days, unix_timestamp or column (RANGE COLUMNS on the column itself)
+    column: str
+    column_type: str     # date, datetime, timestamp
+    partitions: tuple[Partition, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def catchall(self) -> Partition | None:
+        last = self.partitions[-1] if self.partitions else None
+        return last if last is not None and last.upper is None else None
+
+    @property
+    def bounded(self) -> list[Partition]:
+        return [p for p in self.partitions if p.upper is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    unit: str  # days or months
+    n: int
+
+    def label(self) -> str:
+        names = {("days", 1): "daily", ("days", 7): "weekly", ("months", 1): "monthly",
+                 ("months", 3): "quarterly", ("months", 12): "yearly"}
+        return names.get((self.unit, self.n), f"every {self.n} {self.unit}")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    premake: int = 4
+    retention_days: int | None = None
+    max_new_partitions: int = 60  # a table abandoned for years is a DBA's call, not a loop's
+
+
+@dataclass(slots=True)
+class Plan:
+    table: RangeTable
+    interval: Interval | None
+    ahead: int
+    create: list[Partition] = field(default_factory=list)
+    drop: list[Partition] = field(default_factory=list)
+    create_sql: list[str] = field(default_factory=list)
+    drop_sql: list[str] = field(default_factory=list)
+
+    @property
+    def statements(self) -> list[str]:
+        """Creates first, then drops: retention never leaves a table without a partition ahead."""
+        return [*self.create_sql, *self.drop_sql]
+
+
+@dataclass(frozen=True, slots=True)
+class StatementOutcome:
+    sql: str
+    ok: bool
+    error: str | None = None
+
+
+class NotRangePartitioned(ValueError):
+    """The named table is not a RANGE-partitioned table; nothing was run."""
+
+
+def parse_bound(raw: str, func: str) -> datetime | None:
+    """A PARTITION_DESCRIPTION as a naive datetime (UTC for unix_timestamp), None for MAXVALUE."""
+    text = str(raw).strip()
+    if text.upper() == "MAXVALUE":
+        return None
+    if func == "to_days":
+        return datetime.combine(date.fromordinal(int(text) - TO_DAYS_OFFSET), datetime.min.time())
+    if func == "unix_timestamp":
+        return datetime.fromtimestamp(int(text), timezone.utc).replace(tzinfo=None)
+    return datetime.fromisoformat(text.strip("'"))
+
+
+def parse_table(rows: Sequence[Mapping[str, Any]], column_types: Mapping[str, str]) -> RangeTable | None:
+    """PARTITIONS rows of one table -> RangeTable, or None if not range-partitioned on time."""
+    if not rows or any(r["partition_method"] not in ("RANGE", "RANGE COLUMNS") for r in rows):
+        return None
+    if any(r.get("subpartition_method") for r in rows):
+        return None
+    first = rows[0]
+    expr = str(first["partition_expression"] or "")
+    if first["partition_method"] == "RANGE":
+        m = _EXPR_RE.match(expr)
+        func, column = (m[1].lower(), m[2]) if m else ("", "")
+    else:
+        m = _COLUMN_RE.match(expr)
+        func, column = ("column", m[1]) if m else ("", "")
+    ctype = str(column_types.get(column, "")).lower()
+    if not func or ctype not in TIME_TYPES:
+        return None
+    ordered = sorted(rows, key=lambda r: as_int(r["partition_ordinal_position"]))
+    parts = tuple(Partition(r["partition_name"], parse_bound(r["partition_description"], func),
+                            as_int(r.get("table_rows"))) for r in ordered)
+    return RangeTable(first["table_schema"], first["table_name"], first["partition_method"], func,
+                      column, ctype, parts)
+
+
+def add_interval(at: datetime, interval: Interval, times: int = 1) -> datetime:
+    if interval.unit == "days":
+        return at + timedelta(days=interval.n * times)
+    months = at.month - 1 + interval.n * times
+    return at.replace(year=at.year + months // 12, month=months % 12 + 1)
+
+
+def infer_interval(bounds: Sequence[datetime]) -> Interval | None:
+    """The step between the last two bounds, as calendar months when they fall on the same day."""
+    if len(bounds) < 2:
+        return None
+    a, b = bounds[-2], bounds[-1]
+    months = (b.year - a.year) * 12 + b.month - a.month
+    if months > 0 and a.day == b.day and a.time() == b.time() and add_interval(a, Interval("months", months)) == b:
+        return Interval("months", months)
+    days = (b - a).days
+    if days >= 1 and b - a == timedelta(days=days):
+        return Interval("days", days)
+    return None
+
+
+def partition_name(lower: datetime, interval: Interval, taken: set[str]) -> str:
+    """Named for the start of its range: p20240101 (days), p202401 (months), p2024 (years)."""
+    if interval.unit == "months":
+        name = f"p{lower:%Y}" if interval.n == 12 and lower.month == 1 else f"p{lower:%Y%m}"
+    else:
+        name = f"p{lower:%Y%m%d}"
+    candidate, i = name, 1
+    while candidate in taken:
+        candidate, i = f"{name}_{i}", i + 1
+    return candidate
+
+
+def bound_sql(table: RangeTable, at: datetime | None) -> str:
+    if at is None:
+        return "MAXVALUE" if table.method == "RANGE" else "(MAXVALUE)"
+    if table.func == "to_days":
+        return f"(TO_DAYS('{at:%Y-%m-%d}'))"
+    if table.func == "unix_timestamp":
+        # A literal, computed in UTC: UNIX_TIMESTAMP('...') would depend on the session time zone.
+        return f"({int(at.replace(tzinfo=timezone.utc).timestamp())})"
+    return f"('{at:%Y-%m-%d}')" if table.column_type == "date" else f"('{at:%Y-%m-%d %H:%M:%S}')"
+
+
+def _definition(table: RangeTable, p: Partition) -> str:
+    return f"PARTITION {quote_ident(p.name)} VALUES LESS THAN {bound_sql(table, p.upper)}"
+
+
+def plan_table(table: RangeTable, policy: Policy, now: datetime) -> Plan:
+    """What to create so `premake` partitions lie wholly ahead of now, and what retention drops."""
+    now = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo else now
+    bounded = table.bounded
+    interval = infer_interval([p.upper for p in bounded])
+    plan = Plan(table, interval, ahead=sum(1 for lo in _lowers(bounded) if lo is not None and lo > now))
+    if interval is not None and bounded:
+        plan.create = _future(table, interval, policy, now, plan.ahead)
+    if policy.retention_days is not None:
+        cutoff = now - timedelta(days=policy.retention_days)
+        old = [p for p in bounded if p.upper <= cutoff]
+        plan.drop = old[: max(0, len(bounded) + len(plan.create) - 1)]  # a table keeps one partition
+    plan.create_sql, plan.drop_sql = _create_sql(table, plan.create), _drop_sql(table, plan.drop)
+    return plan
+
+
+def _lowers(bounded: Sequence[Partition]) -> list[datetime | None]:
+    return [None] + [p.upper for p in bounded[:-1]]
+
+
+def _future(table: RangeTable, interval: Interval, policy: Policy, now: datetime, ahead: int) -> list[Partition]:
+    cutoff = now - timedelta(days=policy.retention_days) if policy.retention_days is not None else None
+    taken = {p.name for p in table.partitions}
+    out: list[Partition] = []
+    lower = upper = table.bounded[-1].upper
+    while ahead < policy.premake and len(out) < policy.max_new_partitions:
+        upper = add_interval(upper, interval)
+        if cutoff is not None and upper <= cutoff:
+            # Retention would drop it at once: let the next partition span this gap instead,
+            # so that a second apply has nothing left to do.
+            continue
+        name = partition_name(lower, interval, taken)
+        taken.add(name)
+        out.append(Partition(name, upper))
+        ahead += lower > now
+        lower = upper
+    return out
+
+
+def _create_sql(table: RangeTable, create: Sequence[Partition]) -> list[str]:
+    if not create:
+        return []
+    target = qualified(table.schema, table.table)
+    catchall = table.catchall
+    if catchall is None:
+        return [f"ALTER TABLE {target} ADD PARTITION ({', '.join(_definition(table, p) for p in create)})"]
+    parts = ", ".join(_definition(table, p) for p in [*create, catchall])
+    return [f"ALTER TABLE {target} REORGANIZE PARTITION {quote_ident(catchall.name)} INTO ({parts})"]
+
+
+def _drop_sql(table: RangeTable, drop: Sequence[Partition]) -> list[str]:
+    target = qualified(table.schema, table.table)
+    return [f"ALTER TABLE {target} DROP PARTITION {quote_ident(p.name)}" for p in drop]
+
+
+PARTITIONS_SQL = """
+SELECT TABLE_SCHEMA AS table_schema, TABLE_NAME AS table_name, PARTITION_NAME AS partition_name,
+       PARTITION_ORDINAL_POSITION AS partition_ordinal_position, PARTITION_METHOD AS partition_method,
+       SUBPARTITION_METHOD AS subpartition_method, PARTITION_EXPRESSION AS partition_expression,
+       PARTITION_DESCRIPTION AS partition_description, TABLE_ROWS AS table_rows
+FROM information_schema.PARTITIONS
+WHERE PARTITION_NAME IS NOT NULL AND {where}
+ORDER BY TABLE_SCHEMA, TABLE_NAME, PARTITION_ORDINAL_POSITION
+"""
+COLUMNS_SQL = """
+SELECT TABLE_SCHEMA AS table_schema, TABLE_NAME AS table_name, COLUMN_NAME AS column_name,
+       DATA_TYPE AS data_type
+FROM information_schema.COLUMNS
+WHERE DATA_TYPE IN ('date', 'datetime', 'timestamp') AND {where}
+"""
+
+
+async def load_table(fetch: Fetch, schema: str, table: str) -> RangeTable:
+    """Read one table from information_schema with bound parameters; refuse if not RANGE on time."""
+    where = "TABLE_SCHEMA = %s AND TABLE_NAME = %s"
+    rows = await fetch(PARTITIONS_SQL.format(where=where), schema, table)
+    if not rows or any(r["partition_method"] not in ("RANGE", "RANGE COLUMNS") for r in rows):
+        raise NotRangePartitioned(f"{schema}.{table} is not a RANGE-partitioned table")
+    columns = await fetch(COLUMNS_SQL.format(where=where), schema, table)
+    parsed = parse_table(rows, {c["column_name"]: c["data_type"] for c in columns})
+    if parsed is None:
+        raise NotRangePartitioned(f"{schema}.{table} is not range-partitioned on a date/time column")
+    return parsed
+
+
+async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetime | None = None,
+                lock_wait_timeout_s: int = 5) -> list[StatementOutcome]:
+    """Plan from the live table and run it on a writable aiomysql connection, one statement at a time.
+
+    Stops at the first failure (later statements assume earlier ones). Every outcome is returned
+    so the caller can write one audit row per statement. Idempotent: a second run plans nothing.
+    """
+    async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args or None)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, r)) for r in await cur.fetchall()]
+
+    live = await load_table(fetch, schema, table)
+    statements = plan_table(live, policy, now or datetime.now(timezone.utc)).statements
+    if not statements:
+        return []
+    await fetch(f"SET SESSION lock_wait_timeout = {int(lock_wait_timeout_s)}")
+    outcomes = []
+    for sql in statements:
+        try:
+            await fetch(sql)
+            outcomes.append(StatementOutcome(sql, True))
+        except Exception as e:  # noqa: BLE001 - any server error ends the run and is audited
+            outcomes.append(StatementOutcome(sql, False, str(e)))
+            break
+    return outcomes
