@@ -4,4 +4,4 @@ SQL is keyed by server version, and MySQL (< 100000) and MariaDB (>= 100000) num
 overlap, so one dict holds both flavours. Imports nothing from app/.
 """
 
-from collectors.mysql import health, index_advice, partitions, query_stats  # noqa: F401
+from collectors.mysql import health, index_advice, partitions, query_stats, replication  # noqa: F401
