@@ -201,12 +201,21 @@ class Sweeper:
 
         async with self.store.raw() as store:
             locked = await _try_locks(store, inst.id, [s.name for s in specs])
+            await self._record_lock_losers(store, ref, [s.name for s in specs if s.name not in locked])
             try:
                 return await self._run_specs(store, target, password, ref, inst, [s for s in specs if s.name in locked],
                                              summary, skipped=len(specs) - len(locked))
             finally:
                 if locked:
                     await store.execute("select pg_advisory_unlock_all()")
+
+    async def _record_lock_losers(self, store: asyncpg.Connection, ref: InstanceRef, names: list[str]) -> None:
+        """Another worker holds these (instance, collector) locks, e.g. during a shard handover."""
+        started = datetime.now(timezone.utc)
+        for name in names:
+            telemetry.RUNS.labels(name, "skipped").inc()
+            await record_failure(store, ref, name, "skipped", "another worker is running it on this instance",
+                                 started, 0.0)
 
     async def _run_specs(self, store: asyncpg.Connection, target: Target, password, ref: InstanceRef, inst: Instance,
                          specs: list[CollectorSpec], summary: SweepSummary, skipped: int) -> str:
