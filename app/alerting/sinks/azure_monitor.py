@@ -56,6 +56,9 @@ class AzureMonitorSink:
         return self._client
 
     async def send(self, n: Notification) -> None:
+        if not self.config.endpoint.startswith("https://") and not self.config.allow_http:
+            raise PermanentError(f"azure_monitor {self.config.name}: the endpoint must be https "
+                                 "(a bearer token is never sent in clear)")
         client = await self._ensure_client()
         extra = {"enforce_https": False} if self.config.allow_http else {}
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once
-from conftest import T0, put_alert
+from alerting_helpers import T0, put_alert
 
 SECRET = "s3cret-hmac-key"
 

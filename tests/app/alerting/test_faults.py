@@ -16,7 +16,7 @@ from pathlib import Path
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once, run_dispatcher
 from app.db import Store
-from conftest import T0, put_alert
+from alerting_helpers import T0, put_alert
 
 HERE = Path(__file__).resolve().parent
 
