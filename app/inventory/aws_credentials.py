@@ -11,7 +11,6 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 

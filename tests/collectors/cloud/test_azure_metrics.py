@@ -119,3 +119,18 @@ async def test_https_is_required_except_on_loopback(azure_credential):
 async def test_missing_resource_id_is_refused_at_connect():
     with pytest.raises(CloudIdentityMissing, match="no Azure resource id"):
         await connect(Target(name="x@azure", engine="azure", host="h", port=443, options={"region": "westeurope"}))
+
+
+async def test_client_secret_credential_is_built_once_per_identity():
+    from azure.identity.aio import ClientSecretCredential
+
+    from collectors.cloud.azure_api import _credential
+
+    def target(secret: str) -> Target:
+        return Target(name="x@azure", engine="azure", host="h", port=443, password=secret,
+                      options={"resource_id": pg_rid("x"), "tenant_id": "t-1", "client_id": "c-1"})
+
+    first = _credential(target("s3cret"))
+    assert isinstance(first, ClientSecretCredential)
+    assert _credential(target("s3cret")) is first and _credential(target("rotated")) is not first
+    assert "s3cret" not in repr(target("s3cret"))
