@@ -178,3 +178,15 @@ def load_config(raw: dict[str, Any] | None) -> AlertingConfig:
     if errors:
         raise ConfigError(errors)
     return AlertingConfig.model_validate(raw or {})
+
+
+_cached: tuple[Any, AlertingConfig] | None = None
+
+
+def config_for(settings: Any) -> AlertingConfig:
+    """The validated config for these settings, parsed once per settings.alerting dict."""
+    global _cached
+    raw = settings.alerting
+    if _cached is None or _cached[0] is not raw:
+        _cached = (raw, load_config(raw))
+    return _cached[1]

@@ -1,0 +1,68 @@
+"""Active alerts, grouped as the dispatcher groups them, with silenced/inhibited/muted state."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, status
+
+from app.alerting.config import config_for
+from app.alerting.ingest import as_dict
+from app.alerting.matchers import matches_all, parse_matchers
+from app.alerting.pipeline.inhibit import Inhibitor
+from app.alerting.pipeline.mute import muted
+from app.alerting.pipeline.silence import active_silences, silenced_by
+from app.alerting.routing import RoutingTree
+from app.api.deps import SettingsDep, StoreDep, ViewerDep
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+_FIRING = """
+select fingerprint, status, severity, labels, annotations, starts_at, ends_at, updated_at
+from alerts where status = 'firing' order by starts_at
+"""
+
+
+def _alert(row: dict[str, Any], silenced: list[str], inhibited: list[str], is_muted: bool) -> dict[str, Any]:
+    return {"fingerprint": row["fingerprint"], "status": row["status"], "labels": row["labels"],
+            "annotations": as_dict(row["annotations"]), "starts_at": row["starts_at"],
+            "state": "suppressed" if silenced or inhibited or is_muted else "active",
+            "silenced_by": silenced, "inhibited_by": inhibited, "muted": is_muted}
+
+
+@router.get("/alerts")
+async def list_alerts(store: StoreDep, settings: SettingsDep, _: ViewerDep,
+                      filter: list[str] = Query([], description="matchers, e.g. instance=db1"),
+                      receiver: str | None = None, silenced: bool = True, inhibited: bool = True,
+                      active: bool = True) -> dict[str, Any]:
+    try:
+        wanted = parse_matchers(filter)
+    except ValueError as e:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"filter: {e}") from None
+    config = config_for(settings)
+    tree = RoutingTree(config)
+    intervals = {t.name: t for t in config.time_intervals}
+    now = datetime.now(timezone.utc)
+    async with store.raw() as conn:
+        rows = [dict(r) for r in await conn.fetch(_FIRING)]
+        silences = await active_silences(conn, now)
+        inhibitor = await Inhibitor(config.inhibit_rules).load(conn)
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        row["labels"] = as_dict(row["labels"])
+        if not matches_all(wanted, row["labels"]):
+            continue
+        s, i = silenced_by(row["labels"], silences), inhibitor.inhibited_by(row["fingerprint"], row["labels"])
+        for route in tree.match(row["labels"]):
+            is_muted = muted(route, intervals, now)
+            item = _alert(row, s, i, is_muted)
+            if (receiver and route.receiver != receiver) or (s and not silenced) or (i and not inhibited) \
+                    or (item["state"] == "active" and not active):
+                continue
+            key = route.group_key(row["labels"])
+            group = groups.setdefault(key, {"group_key": key, "receiver": route.receiver,
+                                            "labels": route.group_labels(row["labels"]), "alerts": []})
+            group["alerts"].append(item)
+    return {"groups": list(groups.values()), "total": len({a["fingerprint"] for g in groups.values()
+                                                           for a in g["alerts"]})}

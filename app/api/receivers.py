@@ -1,0 +1,67 @@
+"""Receivers: delivery health (last success, last error, pending count) and a test notification."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+
+from app.alerting.config import config_for
+from app.alerting.notification import Notification
+from app.alerting.pipeline.record import Outcome, record_receivers
+from app.alerting.sinks import SinkError, build_sink
+from app.api.deps import OperatorDep, SettingsDep, StoreDep, ViewerDep
+
+router = APIRouter(prefix="/api/v1", tags=["receivers"])
+
+_STATUS = """
+select r.receiver, r.last_success_at, r.last_error_at, r.last_error, r.sent_total, r.failed_total
+from receiver_status r
+"""
+_PENDING = "select receiver, count(*) as pending from notifications where state = 'pending' group by receiver"
+
+
+@router.get("/receivers")
+async def list_receivers(store: StoreDep, settings: SettingsDep, _: ViewerDep) -> list[dict[str, Any]]:
+    config = config_for(settings)
+    async with store.raw() as conn:
+        health = {r["receiver"]: dict(r) for r in await conn.fetch(_STATUS)}
+        pending = {r["receiver"]: r["pending"] for r in await conn.fetch(_PENDING)}
+    out = []
+    for r in config.receivers:  # only type and name from the config: the rest may hold secrets
+        h = health.get(r.name, {})
+        out.append({"name": r.name, "type": r.type, "send_resolved": r.send_resolved,
+                    "last_success_at": h.get("last_success_at"), "last_error_at": h.get("last_error_at"),
+                    "last_error": h.get("last_error"), "sent_total": h.get("sent_total", 0),
+                    "failed_total": h.get("failed_total", 0), "pending": pending.get(r.name, 0)})
+    return out
+
+
+@router.post("/receivers/{name}:test")
+async def test_receiver(name: str, store: StoreDep, settings: SettingsDep, who: OperatorDep) -> dict[str, Any]:
+    """Send a test notification now (not queued) and say whether the receiver took it."""
+    rcfg = next((r for r in config_for(settings).receivers if r.name == name), None)
+    if rcfg is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no receiver {name!r} in alerting.receivers")
+    now = datetime.now(timezone.utc)
+    n = Notification(receiver=name, group_key=f"test:{name}", status="firing", kind="test",
+                     group_labels={"alertname": "dbfleet_test"}, note=f"Test notification requested by {who.name}.",
+                     alerts=[{"fingerprint": "test", "status": "firing", "starts_at": now.isoformat(), "ends_at": None,
+                              "labels": {"alertname": "dbfleet_test", "severity": "info", "instance": "dbfleet"},
+                              "annotations": {"summary": "dbfleet test notification",
+                                              "description": "If you can read this, the receiver works.",
+                                              "recommendation": "Nothing to do."}}])
+    sink = build_sink(rcfg)
+    error = None
+    try:
+        await sink.send(n)
+    except SinkError as e:
+        error = str(e)  # sink errors are built secret-free
+    finally:
+        await sink.aclose()
+    async with store.raw() as conn:
+        await record_receivers(conn, [Outcome(0, name, "failed" if error else "sent", error)], now)
+    if error:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, error)
+    return {"receiver": name, "ok": True, "dedup_key": n.dedup_key}

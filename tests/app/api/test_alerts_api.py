@@ -1,0 +1,174 @@
+"""GET /alerts (grouped, silenced/inhibited), /silences CRUD with roles, /receivers health and :test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.api import alerts, receivers, silences
+from app.auth import Role, create_key
+from app.db import Store, migrate
+from app.settings import Settings
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+    answer = 200
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):  # noqa: N802
+        _Hook.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(_Hook.answer)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture(scope="module")
+def hook_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+async def al_api_store():
+    name = f"dbf_al_api_{os.getpid()}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'drop database if exists "{name}" with (force)')
+    await admin.execute(f'create database "{name}"')
+    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    await asyncio.to_thread(migrate, url)
+    store = Store(url, pool_size=5)
+    yield store
+    await store.dispose()
+    await admin.execute(f'drop database if exists "{name}" with (force)')
+    await admin.close()
+
+
+@pytest.fixture
+async def api(al_api_store, hook_url):
+    async with al_api_store.raw() as conn:
+        await conn.execute("truncate outbox, alerts, silences, receiver_status, notifications, api_keys, audit_log")
+    os.environ["DBF_AL_API_SLACK"] = hook_url + "/services/T1/B1/SECRETSECRETSECRET"
+    settings = Settings(alerting={
+        "route": {"receiver": "ops", "group_by": ["instance"],
+                  "routes": [{"matchers": ["severity=critical"], "receiver": "pager", "continue": True}]},
+        "receivers": [{"type": "webhook", "name": "ops", "url": hook_url + "/hook"},
+                      {"type": "slack", "name": "pager", "webhook_url_ref": "env:DBF_AL_API_SLACK"}],
+        "inhibit_rules": [{"source_matchers": ["alertname=instance_unreachable"],
+                           "target_matchers": ["alertname!=instance_unreachable"], "equal": ["instance"]}],
+    })
+    app = FastAPI()
+    app.state.store, app.state.settings = al_api_store, settings
+    for module in (alerts, silences, receivers):
+        app.include_router(module.router)
+    keys = {}
+    async with al_api_store.sessions() as session, session.begin():
+        for role in Role:
+            keys[role.name] = {"Authorization": f"Bearer {await create_key(session, role.name, role)}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        yield client, keys, al_api_store
+
+
+async def _firing(store, fp, **labels):
+    labels = {"alertname": "replication_lag", "severity": "warning", "instance": "db1", **labels}
+    async with store.raw() as conn:
+        await conn.execute("insert into alerts (fingerprint, status, severity, labels, annotations, starts_at, "
+                           "outbox_id, changed_at) values ($1, 'firing', $2, $3::jsonb, '{}', now(), 1, now())",
+                           fp, labels["severity"], json.dumps(labels))
+
+
+async def test_silence_lifecycle_and_roles(api):
+    client, keys, _ = api
+    now = datetime.now(timezone.utc)
+    body = {"matchers": ["instance=db1"], "ends_at": (now + timedelta(hours=2)).isoformat(), "comment": "reindex"}
+    assert (await client.post("/api/v1/silences", json=body, headers=keys["viewer"])).status_code == 403
+    r = await client.post("/api/v1/silences", json=body, headers=keys["operator"])
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    assert r.json()["state"] == "active" and r.json()["created_by"] == "operator"
+    ahead = {**body, "starts_at": (now + timedelta(hours=1)).isoformat()}
+    assert (await client.post("/api/v1/silences", json=ahead, headers=keys["operator"])).json()["state"] == "pending"
+    listed = (await client.get("/api/v1/silences?state=active", headers=keys["viewer"])).json()
+    assert [s["id"] for s in listed] == [sid]
+    r = await client.delete(f"/api/v1/silences/{sid}", headers=keys["operator"])
+    assert r.json()["state"] == "expired"
+    assert (await client.delete(f"/api/v1/silences/{sid}", headers=keys["operator"])).status_code == 409
+    assert (await client.get("/api/v1/silences/nope", headers=keys["viewer"])).status_code == 404
+
+
+@pytest.mark.parametrize("patch,field", [
+    ({"matchers": []}, "matchers"),
+    ({"matchers": ["instance=~.*"]}, "matchers"),  # would silence everything
+    ({"matchers": ["instance=~("]}, "matchers"),
+    ({"ends_at": "2020-01-01T00:00:00Z"}, "past"),
+    ({"comment": ""}, "comment"),
+])
+async def test_bad_silences_are_rejected_with_the_field(api, patch, field):
+    client, keys, _ = api
+    body = {"matchers": ["instance=db1"], "comment": "x",
+            "ends_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(), **patch}
+    r = await client.post("/api/v1/silences", json=body, headers=keys["operator"])
+    assert r.status_code == 422 and field in r.text
+
+
+async def test_alerts_grouped_with_silenced_and_inhibited_state(api):
+    client, keys, store = api
+    await _firing(store, "u1", alertname="instance_unreachable", instance="db1", severity="critical")
+    await _firing(store, "lag1", instance="db1")
+    await _firing(store, "lag2", instance="db2")
+    await _firing(store, "lag3", instance="db3")
+    body = {"matchers": ["instance=db2"], "comment": "maintenance",
+            "ends_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()}
+    sid = (await client.post("/api/v1/silences", json=body, headers=keys["operator"])).json()["id"]
+    data = (await client.get("/api/v1/alerts", headers=keys["viewer"])).json()
+    state = {(g["receiver"], a["fingerprint"]): (a["state"], a["silenced_by"], a["inhibited_by"])
+             for g in data["groups"] for a in g["alerts"]}
+    assert state[("ops", "lag1")] == ("suppressed", [], ["u1"])
+    assert state[("ops", "lag2")] == ("suppressed", [sid], [])
+    assert state[("ops", "lag3")] == ("active", [], [])
+    assert state[("pager", "u1")] == ("active", [], [])  # critical goes to the pager route only
+    assert data["total"] == 4
+    ops_db1 = next(g for g in data["groups"] if g["receiver"] == "ops" and g["labels"] == {"instance": "db1"})
+    assert {a["fingerprint"] for a in ops_db1["alerts"]} == {"lag1"}
+    only_active = (await client.get("/api/v1/alerts?silenced=false&inhibited=false&receiver=ops",
+                                    headers=keys["viewer"])).json()
+    assert sorted(a["fingerprint"] for g in only_active["groups"] for a in g["alerts"]) == ["lag3"]
+    filtered = (await client.get("/api/v1/alerts", params={"filter": "instance=~db[23]"},
+                                 headers=keys["viewer"])).json()
+    assert filtered["total"] == 2
+
+
+async def test_receivers_health_and_test_notification(api):
+    client, keys, store = api
+    assert (await client.post("/api/v1/receivers/ops:test", headers=keys["viewer"])).status_code == 403
+    _Hook.answer = 200
+    r = await client.post("/api/v1/receivers/ops:test", headers=keys["operator"])
+    assert r.status_code == 200 and r.json()["ok"] is True
+    assert json.loads(_Hook.bodies[-1])["dbfleet"]["kind"] == "test"
+    _Hook.answer = 500
+    r = await client.post("/api/v1/receivers/pager:test", headers=keys["operator"])
+    assert r.status_code == 502 and "HTTP 500" in r.text and "SECRETSECRET" not in r.text
+    assert (await client.post("/api/v1/receivers/nope:test", headers=keys["operator"])).status_code == 404
+    async with store.raw() as conn:
+        await conn.execute("insert into notifications (receiver, group_key, dedup_key, kind, status, payload, "
+                           "state, next_attempt_at) values ('ops', 'g', 'k', 'alert', 'firing', '{}', 'pending', now())")
+    listed = {r["name"]: r for r in (await client.get("/api/v1/receivers", headers=keys["viewer"])).json()}
+    assert listed["ops"]["last_success_at"] and listed["ops"]["pending"] == 1 and listed["ops"]["sent_total"] == 1
+    assert "HTTP 500" in listed["pager"]["last_error"] and listed["pager"]["failed_total"] == 1
+    assert "SECRET" not in json.dumps(listed) and "url" not in json.dumps(listed)
