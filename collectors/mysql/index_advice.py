@@ -74,12 +74,25 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
         return result
     t = thresholds(THRESHOLDS, ctx)
     tables = _indexes_by_table(snap.get("indexes", []))
-    redundant = redundant_indexes(tables)
+    idle = _idle_indexes(snap, t)
+    # When the covering index is the idle one and the "redundant" one does the work, dropping the
+    # covering one (reported as unused) is the right advice, not dropping both.
+    redundant = [r for r in redundant_indexes(tables)
+                 if not ((r[0], r[1], r[3]["name"]) in idle and (r[0], r[1], r[2]["name"]) not in idle)]
     result.findings += [_duplicate_finding(*r, ctx) for r in redundant]
     dropped = {(s, tb, a["name"]) for s, tb, a, _ in redundant}
-    result.findings += _unused_findings(snap, tables, dropped, t, ctx)
+    result.findings += _unused_findings(snap, tables, idle - dropped, ctx)
     result.findings += [_no_pk_finding(row, tables) for row in snap.get("no_primary_key", [])]
     return result
+
+
+def _idle_indexes(snap: Mapping[str, Any], t: Mapping[str, Any]) -> set[tuple[str, str, str]]:
+    """Indexes with no reads since the restart, if the PS is on and the server has been up long enough."""
+    server = (snap.get("server") or [{}])[0]
+    if not as_int(server.get("ps_enabled")) or as_int(server.get("uptime_s")) < t["unused_index_min_uptime_days"] * 86400:
+        return set()
+    return {(r["table_schema"], r["table_name"], r["index_name"])
+            for r in snap.get("usage", []) if as_int(r["count_star"]) == 0}
 
 
 def _indexes_by_table(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
@@ -156,18 +169,14 @@ def _drop_risk(schema: str, table: str, index: str, ctx: Context) -> str:
             "online in InnoDB (metadata lock only) but waits behind long transactions on the table.")
 
 
-def _unused_findings(snap: Mapping[str, Any], tables: Mapping, dropped: set, t: Mapping[str, Any],
-                     ctx: Context) -> list[Finding]:
-    server = (snap.get("server") or [{}])[0]
-    uptime_days = as_int(server.get("uptime_s")) / 86400
-    if not as_int(server.get("ps_enabled")) or uptime_days < t["unused_index_min_uptime_days"]:
-        return []
+def _unused_findings(snap: Mapping[str, Any], tables: Mapping, idle: set, ctx: Context) -> list[Finding]:
+    uptime_days = as_int((snap.get("server") or [{}])[0].get("uptime_s")) / 86400
     out = []
-    for row in snap.get("usage", []):
-        schema, table, name = row["table_schema"], row["table_name"], row["index_name"]
+    for schema, table, name in sorted(idle):
         idx = tables.get((schema, table), {}).get(name)
-        if (idx is None or name == "PRIMARY" or idx["unique"] or as_int(row["count_star"]) > 0
-                or (schema, table, name) in dropped):
+        # FULLTEXT lookups go through InnoDB's auxiliary FTS tables, not this index's I/O counters,
+        # so a zero count proves nothing for them.
+        if idx is None or name == "PRIMARY" or idx["unique"] or idx["type"] in ("FULLTEXT", "SPATIAL"):
             continue
         out.append(Finding(
             check="unused_index",
