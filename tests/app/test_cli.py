@@ -1,0 +1,173 @@
+"""The dbfleet command through typer's CliRunner against the test store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.settings import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(clean_store, monkeypatch) -> dict[str, str]:
+    values = {"DBFLEET_DATABASE_URL": clean_store.url, "DBFLEET_WORKER__BACKOFF_BASE_S": "0",
+              "DBFLEET_WORKER__CONNECT_TIMEOUT_S": "2"}
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("DBFLEET_CONFIG", raising=False)
+    get_settings.cache_clear()
+    yield values
+    get_settings.cache_clear()
+
+
+async def invoke(*args: str):
+    """Run the CLI in a thread: its commands start their own event loop."""
+    return await asyncio.to_thread(runner.invoke, cli, list(args))
+
+
+async def names(store) -> list[str]:
+    async with store.raw() as conn:
+        return [r[0] for r in await conn.fetch("select name from instances order by name")]
+
+
+GOOD = """\
+instances:
+  - {name: a, engine: postgres, host: h1, tags: {env: prod}, credential: "env:A_PW"}
+  - {name: b, engine: mysql, host: h2, port: 3307, enabled: false}
+"""
+BAD_CSV = "name,engine,host,port\nok1,postgres,h,\nbad,postgres,h,70000\nok2,db2,h,\n"
+
+
+async def test_inventory_import_good_file_then_again(env, clean_store, tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(GOOD)
+    r = await invoke("inventory", "import", str(path))
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "created 2, updated 0, unchanged 0" in r.stdout
+    assert await names(clean_store) == ["a", "b"]
+    r = await invoke("inventory", "import", str(path))
+    assert "created 0, updated 0, unchanged 2" in r.stdout
+
+
+async def test_inventory_import_bad_file_names_rows_and_writes_nothing(env, clean_store, tmp_path):
+    path = tmp_path / "fleet.csv"
+    path.write_text(BAD_CSV)
+    r = await invoke("inventory", "import", str(path))
+    assert r.exit_code == 1
+    assert "row 3: port: Input should be less than or equal to 65535" in r.stderr
+    assert "row 4: engine:" in r.stderr
+    assert "nothing was imported" in r.stderr
+    assert await names(clean_store) == []
+
+
+async def test_inventory_import_missing_file(env, tmp_path):
+    r = await invoke("inventory", "import", str(tmp_path / "nope.yaml"))
+    assert r.exit_code == 1 and "cannot read" in r.stderr
+
+
+async def test_inventory_export_yaml_and_csv(env, clean_store, tmp_path):
+    (tmp_path / "fleet.yaml").write_text(GOOD)
+    assert (await invoke("inventory", "import", str(tmp_path / "fleet.yaml"))).exit_code == 0
+    r = await invoke("inventory", "export")
+    assert r.exit_code == 0
+    exported = yaml.safe_load(r.stdout)["instances"]
+    assert [(i["name"], i["port"], i.get("credential")) for i in exported] == [("a", 5432, "env:A_PW"),
+                                                                               ("b", 3307, None)]
+    r = await invoke("inventory", "export", "--format", "csv")
+    assert r.stdout.splitlines()[0].startswith("name,engine,host,port")
+    assert r.stdout.splitlines()[1].startswith("a,postgres,h1,5432,")
+    (tmp_path / "again.csv").write_text(r.stdout)
+    r = await invoke("inventory", "import", str(tmp_path / "again.csv"))
+    assert "created 0, updated 0, unchanged 2" in r.stdout
+    assert (await invoke("inventory", "export", "--format", "xml")).exit_code == 2
+
+
+async def test_keys_create_prints_a_key_that_authenticates(env, app, client):
+    r = await invoke("keys", "create", "--role", "admin", "--name", "ops")
+    assert r.exit_code == 0
+    key = r.stdout.strip()
+    assert key.startswith("dbf_") and "\n" not in key
+    resp = await client.post("/api/v1/instances", headers={"Authorization": f"Bearer {key}"},
+                             json={"name": "via-cli-key", "engine": "postgres", "host": "h"})
+    assert resp.status_code == 201
+    assert (await invoke("keys", "create", "--role", "root")).exit_code == 2
+
+
+@pytest.fixture
+async def fleet_file(target_db, tmp_path):
+    dbs = [await target_db(), await target_db()]
+    items = [{"name": f"pg-{i}", "engine": "postgres", "host": "127.0.0.1", "dbname": db, "user": "postgres",
+              "tags": {"env": "prod"}} for i, db in enumerate(dbs)]
+    items.append({"name": "pg-down", "engine": "postgres", "host": "127.0.0.1", "port": 1})
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump({"instances": items}))
+    return path
+
+
+async def test_sweep_json_prints_one_object_per_sweep(env, fleet_file):
+    assert (await invoke("inventory", "import", str(fleet_file))).exit_code == 0
+    r = await invoke("sweep", "--collector", "health", "--repeat", "2", "--json")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        s = json.loads(line)
+        assert {"instances", "ok", "failed", "wall_s", "cpu_s", "findings_open"} <= set(s)
+        assert (s["instances"], s["ok"], s["failed"]) == (3, 2, 1)
+        assert s["findings_open"] >= 1 and s["wall_s"] >= 0 and s["cpu_s"] >= 0
+    r = await invoke("sweep", "--collector", "health", "--tag", "env=prod", "--json")
+    assert json.loads(r.stdout)["instances"] == 2
+
+
+async def test_sweep_prints_a_summary_table(env, fleet_file):
+    await invoke("inventory", "import", str(fleet_file))
+    r = await invoke("sweep", "--collector", "health", "--instance", "pg-down")
+    assert r.exit_code == 0
+    assert "sweep summary" in r.stdout and "pg-down" in r.stdout and "cannot connect" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--collector", "nope"], "unknown collector(s): nope"),
+    (["sweep", "--tag", "env"], "tag selector 'env' must be key=value"),
+])
+async def test_sweep_rejects_bad_options(env, args, message):
+    r = await invoke(*args)
+    assert r.exit_code == 2 and message in r.stderr
+
+
+async def test_findings_json(env, fleet_file):
+    await invoke("inventory", "import", str(fleet_file))
+    await invoke("sweep", "--collector", "health", "--json")
+    r = await invoke("findings", "--json")
+    assert r.exit_code == 0
+    rows = json.loads(r.stdout)
+    down = [f for f in rows if f["instance"] == "pg-down"]
+    assert [(f["check"], f["severity"], f["state"], f["object"]) for f in down] == \
+        [("instance_unreachable", "critical", "open", "server")]
+    assert {"instance", "check", "object", "severity", "state", "title", "details", "recommendation",
+            "first_seen", "last_seen"} <= set(down[0])
+    critical = json.loads((await invoke("findings", "--json", "--severity", "critical")).stdout)
+    assert {f["severity"] for f in critical} == {"critical"} and len(critical) >= 1
+    only = json.loads((await invoke("findings", "--json", "--instance", "pg-0")).stdout)
+    assert {f["instance"] for f in only} <= {"pg-0"}
+    table = await invoke("findings")
+    assert f"{len(rows)} findings" in table.stdout and "pg-down" in table.stdout
+
+
+async def test_a_bad_config_file_is_a_clear_error(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DBFLEET_CONFIG", str(tmp_path / "missing.yaml"))
+    get_settings.cache_clear()
+    r = await invoke("findings")
+    assert r.exit_code == 2 and "configuration error" in r.stderr and "missing.yaml" in r.stderr
+    (tmp_path / "bad.yaml").write_text("worker:\n  concurrency: 0\n")
+    monkeypatch.setenv("DBFLEET_CONFIG", str(tmp_path / "bad.yaml"))
+    get_settings.cache_clear()
+    r = await invoke("findings")
+    assert r.exit_code == 2 and "worker.concurrency" in r.stderr
