@@ -149,7 +149,8 @@ def infer_interval(bounds: Sequence[datetime]) -> Interval | None:
         return None
     a, b = bounds[-2], bounds[-1]
     months = (b.year - a.year) * 12 + b.month - a.month
-    if months > 0 and a.day == b.day and a.time() == b.time() and add_interval(a, Interval("months", months)) == b:
+    # Calendar months only from days every month has; a 31st-of-month series is ambiguous.
+    if months > 0 and a.day == b.day <= 28 and a.time() == b.time() and add_interval(a, Interval("months", months)) == b:
         return Interval("months", months)
     days = (b - a).days
     if days >= 1 and b - a == timedelta(days=days):

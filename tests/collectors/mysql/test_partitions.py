@@ -1,0 +1,147 @@
+"""Partition parsing, interval inference, the pure DDL plan and the findings, on recorded rows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+
+from collectors.mysql import partitions
+from collectors.mysql.partition_plan import (
+    Interval,
+    Partition,
+    Policy,
+    RangeTable,
+    infer_interval,
+    parse_bound,
+    plan_table,
+)
+
+from .conftest import ctx_for, recorded
+
+MYSQL8_NOW = datetime(2024, 3, 1, 10, 0, tzinfo=timezone.utc)
+MARIADB_NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+def _tables(data):
+    return {t.name: t for t in partitions.tables_from(data["partitions"])}
+
+
+@pytest.mark.parametrize("raw, func, expected", [
+    ("739282", "to_days", datetime(2024, 2, 1)),
+    ("1706745600", "unix_timestamp", datetime(2024, 2, 1)),
+    ("'2024-03-01 00:00:00'", "column", datetime(2024, 3, 1)),
+    ("'2024-02-01'", "column", datetime(2024, 2, 1)),
+    ("MAXVALUE", "to_days", None),
+])
+def test_parse_bound(raw, func, expected):
+    assert parse_bound(raw, func) == expected
+
+
+@pytest.mark.parametrize("bounds, interval", [
+    ([datetime(2024, 1, 1), datetime(2024, 2, 1)], Interval("months", 1)),
+    ([datetime(2024, 1, 1), datetime(2025, 1, 1)], Interval("months", 12)),
+    ([datetime(2024, 1, 1), datetime(2024, 1, 2)], Interval("days", 1)),
+    ([datetime(2024, 2, 19), datetime(2024, 2, 26)], Interval("days", 7)),
+    ([datetime(2024, 1, 31), datetime(2024, 3, 31)], Interval("days", 60)),  # not calendar-safe
+    ([datetime(2024, 1, 1, 0), datetime(2024, 1, 1, 6)], None),
+    ([datetime(2024, 1, 1)], None),
+])
+def test_infer_interval(bounds, interval):
+    assert infer_interval(bounds) == interval
+
+
+def test_mysql8_tables_parsed_and_integer_ranges_ignored():
+    tables = _tables(recorded("mysql_8_0"))
+    assert set(tables) == {"shop.sales", "shop.clicks", "shop.logins"}
+    assert (tables["shop.sales"].func, tables["shop.sales"].column) == ("to_days", "created_at")
+    assert tables["shop.clicks"].method == "RANGE COLUMNS" and tables["shop.logins"].catchall is None
+
+
+def test_mysql8_plans_exact_ddl():
+    tables = _tables(recorded("mysql_8_0"))
+    sales = plan_table(tables["shop.sales"], Policy(premake=4, retention_days=20), MYSQL8_NOW)
+    assert sales.statements == [
+        "ALTER TABLE `shop`.`sales` REORGANIZE PARTITION `pmax` INTO ("
+        "PARTITION `p202404` VALUES LESS THAN (TO_DAYS('2024-05-01')), "
+        "PARTITION `p202405` VALUES LESS THAN (TO_DAYS('2024-06-01')), "
+        "PARTITION `p202406` VALUES LESS THAN (TO_DAYS('2024-07-01')), "
+        "PARTITION `p202407` VALUES LESS THAN (TO_DAYS('2024-08-01')), "
+        "PARTITION `pmax` VALUES LESS THAN MAXVALUE)",
+        "ALTER TABLE `shop`.`sales` DROP PARTITION `p202401`",
+    ]
+    logins = plan_table(tables["shop.logins"], Policy(premake=2), MYSQL8_NOW)
+    assert logins.statements == [
+        "ALTER TABLE `shop`.`logins` ADD PARTITION ("
+        "PARTITION `p20240226` VALUES LESS THAN (1709510400), "
+        "PARTITION `p20240304` VALUES LESS THAN (1710115200), "
+        "PARTITION `p20240311` VALUES LESS THAN (1710720000))",
+    ]
+    assert plan_table(tables["shop.clicks"], Policy(premake=4), MYSQL8_NOW).statements == []
+
+
+def test_mariadb_recorded_range_columns_plan():
+    tables = _tables(recorded("mariadb_10_11"))
+    plan = plan_table(tables["dbf_my_rec.metrics"], Policy(premake=4), MARIADB_NOW)
+    assert plan.statements == [
+        "ALTER TABLE `dbf_my_rec`.`metrics` REORGANIZE PARTITION `pmax` INTO ("
+        "PARTITION `p20261127` VALUES LESS THAN ('2026-11-28'), "
+        "PARTITION `p20261128` VALUES LESS THAN ('2026-11-29'), "
+        "PARTITION `p20261129` VALUES LESS THAN ('2026-11-30'), "
+        "PARTITION `p20261130` VALUES LESS THAN ('2026-12-01'), "
+        "PARTITION `pmax` VALUES LESS THAN (MAXVALUE))",
+    ]
+
+
+def _applied(table: RangeTable, plan) -> RangeTable:
+    """The table as it would be after running the plan (what a second plan sees)."""
+    kept = [p for p in table.bounded if p not in plan.drop] + list(plan.create)
+    return replace(table, partitions=tuple(kept + ([table.catchall] if table.catchall else [])))
+
+
+@pytest.mark.parametrize("flavour_name, now", [("mysql_8_0", MYSQL8_NOW), ("mariadb_10_11", MARIADB_NOW)])
+def test_plan_is_idempotent(flavour_name, now):
+    for table in _tables(recorded(flavour_name)).values():
+        policy = Policy(premake=3, retention_days=30)
+        first = plan_table(table, policy, now)
+        assert plan_table(_applied(table, first), policy, now).statements == []
+
+
+def test_retention_keeps_one_partition_and_quotes_identifiers():
+    old = RangeTable("s", "we`ird", "RANGE", "to_days", "d", "date",
+                     (Partition("p1", datetime(2020, 1, 1)), Partition("p2", datetime(2020, 2, 1))))
+    plan = plan_table(old, Policy(premake=0, retention_days=1), MYSQL8_NOW)
+    assert plan.statements == ["ALTER TABLE `s`.`we``ird` DROP PARTITION `p1`"]
+
+
+def test_findings_mysql8_shapes():
+    data = recorded("mysql_8_0")
+    thresholds = {"policies": [{"table": "shop.sales", "retention_days": 20}]}
+    result = partitions.transform([data["partitions"]], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
+    assert {(f.check, f.object, f.severity.value) for f in result.findings} == {
+        ("missing_future_partitions", "shop.sales", "warning"),
+        ("partition_retention_due", "shop.sales", "info"),
+        ("catchall_partition_rows", "shop.sales", "warning"),
+        ("missing_future_partitions", "shop.logins", "critical"),  # no catch-all: inserts fail now
+    }
+    catchall = next(f for f in result.findings if f.check == "catchall_partition_rows")
+    assert catchall.details["rows"] == 37 and catchall.details["min_value"] == "2024-04-01"
+    missing = next(f for f in result.findings if f.object == "shop.sales" and f.check == "missing_future_partitions")
+    assert missing.recommendation.startswith("ALTER TABLE `shop`.`sales` REORGANIZE PARTITION `pmax`")
+
+
+def test_findings_mariadb_recorded():
+    data = recorded("mariadb_10_11")
+    result = partitions.transform([data["partitions"]], ctx_for(data, now=MARIADB_NOW))
+    found = {(f.check, f.object, f.severity.value) for f in result.findings}
+    assert ("missing_future_partitions", "dbf_my_rec.metrics", "warning") in found
+    assert ("catchall_partition_rows", "dbf_my_rec.metrics", "warning") in found
+
+
+def test_policy_first_match_wins():
+    t = {"premake": 4, "retention_days": None,
+         "policies": [{"table": "shop.sales*", "premake": 6}, {"table": "shop.*", "retention_days": 90}]}
+    assert partitions.policy_for("shop.sales_2", t) == Policy(premake=6, retention_days=None)
+    assert partitions.policy_for("shop.clicks", t) == Policy(premake=4, retention_days=90)
+    assert partitions.policy_for("other.x", t) == Policy(premake=4, retention_days=None)
