@@ -56,12 +56,12 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     t = {**THRESHOLDS, **ctx.thresholds}
     catchall = {(r["table_schema"], r["table_name"]): r for r in snap.get("catchall", [])}
     for table in tables_from(snap):
-        plan = plan_table(table, policy_for(table.name, t), ctx.now)
-        premake = policy_for(table.name, t).premake
+        policy = policy_for(table.name, t)
+        plan = plan_table(table, policy, ctx.now)
         if plan.create:
-            result.findings.append(_missing_finding(plan, premake, ctx))
+            result.findings.append(_missing_finding(plan, policy.premake, ctx))
         if plan.drop:
-            result.findings.append(_retention_finding(plan, policy_for(table.name, t)))
+            result.findings.append(_retention_finding(plan, policy))
         probe = catchall.get((table.schema, table.table))
         if probe is not None and as_int(probe["rows"]) > 0:
             result.findings.append(_catchall_finding(table, probe))

@@ -16,7 +16,6 @@ from collectors.mysql._common import (
     MYSQL_57,
     PICOSECONDS_PER_MS,
     as_int,
-    snapshot_of,
     thresholds,
 )
 from collectors.registry import register
