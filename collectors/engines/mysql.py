@@ -95,7 +95,8 @@ def _ssl_for(mode: str) -> ssl_module.SSLContext | None:
     return ctx
 
 
-async def _open(target: Target, limits: SessionLimits) -> aiomysql.Connection:
+async def open_raw(target: Target, limits: SessionLimits) -> aiomysql.Connection:
+    """A plain autocommit aiomysql connection (no read-only session): for audited admin actions."""
     try:
         # aiomysql's connect_timeout covers the TCP connect only; a server that accepts and never
         # sends its handshake would hang us, so the whole login gets the same deadline.
@@ -127,7 +128,7 @@ async def _is_standby(conn: MySQLConnection, innodb_read_only: Any) -> bool:
 
 
 async def connect_mysql(target: Target, limits: SessionLimits) -> MySQLConnection:
-    raw = await _open(target, limits)
+    raw = await open_raw(target, limits)
     try:
         conn = MySQLConnection(raw, 0, "mysql", False)
         row = (await conn.fetch("SELECT VERSION() AS v, @@innodb_read_only AS iro"))[0]

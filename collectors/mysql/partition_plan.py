@@ -277,12 +277,7 @@ async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetim
     Stops at the first failure (later statements assume earlier ones). Every outcome is returned
     so the caller can write one audit row per statement. Idempotent: a second run plans nothing.
     """
-    async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
-        async with conn.cursor() as cur:
-            await cur.execute(sql, args or None)
-            names = [d[0] for d in cur.description or ()]
-            return [dict(zip(names, r)) for r in await cur.fetchall()]
-
+    fetch = raw_fetcher(conn)
     live = await load_table(fetch, schema, table)
     statements = plan_table(live, policy, now or datetime.now(timezone.utc)).statements
     if not statements:
@@ -297,3 +292,13 @@ async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetim
             outcomes.append(StatementOutcome(sql, False, str(e)))
             break
     return outcomes
+
+
+def raw_fetcher(conn: Any) -> Fetch:
+    """fetch(sql, *args) -> dict rows over a plain aiomysql connection (a writable admin session)."""
+    async def fetch(sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args or None)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, r)) for r in await cur.fetchall()]
+    return fetch

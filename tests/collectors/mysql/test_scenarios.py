@@ -201,3 +201,41 @@ async def test_partition_apply_fixes_the_table_and_is_idempotent(planted):
     assert _findings(after, "dbf_my_planted") == set()
     rows = planted.primary.execute("SELECT COUNT(*) AS n FROM dbf_my_planted.sales")
     assert rows[0]["n"] == 2  # the row past retention went with its partition; the others moved out of pmax
+
+
+async def test_app_facing_plan_and_apply_replans_and_refuses_forgeries(planted):
+    from dataclasses import replace
+
+    from collectors.mysql import partition_apply
+
+    today = date.today()
+    days = ", ".join(f"PARTITION p{today - timedelta(days=k + 1):%Y%m%d} VALUES LESS THAN ('{today - timedelta(days=k)}')"
+                     for k in range(6, -1, -1))
+    planted.primary.execute(
+        "CREATE DATABASE dbf_my_apply",
+        f"CREATE TABLE dbf_my_apply.visits (id INT NOT NULL, day DATE NOT NULL, PRIMARY KEY (id, day)) "
+        f"PARTITION BY RANGE COLUMNS (day) ({days})",
+        "CREATE TABLE dbf_my_apply.plain (id INT PRIMARY KEY)")
+    target = Target("primary", "mariadb", "127.0.0.1", planted.primary.port, user="root")
+    policies = [{"table": "dbf_my_apply.*", "premake": 2, "retention_days": 3}]
+    conn = await connect(target)
+    try:
+        everywhere = await partition_apply.plan_live(conn, policies, datetime.now(timezone.utc))
+        statements = [s for s in everywhere if s.schema == "dbf_my_apply"]
+        assert statements == await partition_apply.plan_live(conn, policies, datetime.now(timezone.utc),
+                                                             table="dbf_my_apply.visits")
+        # Bounds end today-6 .. today: those ending on or before today-3 are past a 3-day retention.
+        assert [s.action for s in statements] == ["create_partitions"] + ["drop_partition"] * 4
+        assert statements[0].sql.startswith("ALTER TABLE `dbf_my_apply`.`visits` ADD PARTITION (PARTITION `p")
+        with pytest.raises(partition_plan.NotRangePartitioned):
+            await partition_apply.plan_live(conn, policies, datetime.now(timezone.utc), table="dbf_my_apply.plain")
+    finally:
+        await conn.close()
+    outcomes = await partition_apply.apply(target, statements)
+    assert [o.status for o in outcomes] == ["ok"] * 5
+    assert {o.status for o in await partition_apply.apply(target, statements)} == {"skipped"}
+    forged = [replace(statements[1], sql="DROP TABLE `dbf_my_apply`.`plain`"),
+              replace(statements[1], table_name="plain", sql="DROP TABLE `dbf_my_apply`.`plain`")]
+    assert [o.status for o in await partition_apply.apply(target, forged)] == ["skipped", "failed"]
+    assert planted.primary.execute("SHOW TABLES FROM dbf_my_apply") == [{"Tables_in_dbf_my_apply": "plain"},
+                                                                       {"Tables_in_dbf_my_apply": "visits"}]
