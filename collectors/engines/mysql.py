@@ -65,6 +65,8 @@ class MySQLConnection:
         self.is_standby = is_standby
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        # A query cut off by a collector's timeout makes aiomysql close the session itself
+        # ("Cancelled during execution"), so the pool sees is_closed() and reopens.
         async with self.raw.cursor(aiomysql.DictCursor) as cur:
             # Without args pymysql does no %-interpolation, so LIKE 'x%' in SQL text is safe.
             await cur.execute(sql, args or None)

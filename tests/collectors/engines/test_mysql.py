@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pymysql
@@ -99,3 +100,10 @@ async def test_access_denied_is_login_failed_and_redacted():
         await connect(Target("shared", "mariadb", "127.0.0.1", 3306, user=secret, password=secret))
     assert info.value.check == "login_failed"
     assert "1045" in str(info.value) and secret not in str(info.value)
+
+
+async def test_a_query_cut_off_by_a_timeout_closes_the_session():
+    conn = await connect(Target("shared", "mariadb", **SHARED))
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(conn.fetch("SELECT SLEEP(5)"), 0.2)
+    assert conn.is_closed()  # the pool reopens rather than reading a half-read result
