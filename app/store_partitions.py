@@ -15,15 +15,24 @@ from collectors.postgres.partitions import discover
 
 
 async def _bootstrap(conn: asyncpg.Connection, table: str, today: datetime) -> bool:
-    """A table with no partition yet gets today's, so the planner has an interval to continue."""
-    has_any = await conn.fetchval(
-        "select exists(select 1 from pg_inherits where inhparent = to_regclass($1))", f"public.{table}")
-    if has_any:
+    """Make sure today's partition exists, so the planner continues from today.
+
+    A new store has no partition at all; a store back after a long outage would otherwise be
+    refilled day by day from its newest partition (at most 36 per run, each soon dropped again by
+    retention) while today's samples, written in the same transaction as findings, had nowhere to go.
+    Nothing is ever written with a past timestamp, so the gap this leaves holds no data.
+    """
+    name = f"{table}_p{today:%Y%m%d}"
+    if await conn.fetchval("select to_regclass($1) is not null", f"public.{name}"):
         return False
-    # The name comes from our own table list and a date: nothing user-supplied reaches the SQL.
-    await conn.execute(
-        f'create table if not exists "{table}_p{today:%Y%m%d}" partition of "{table}" '
-        f"for values from ('{today.isoformat()}') to ('{(today + timedelta(days=1)).isoformat()}')")
+    try:
+        async with conn.transaction():
+            # The name comes from our own table list and a date: nothing user-supplied reaches the SQL.
+            await conn.execute(
+                f'create table if not exists "{name}" partition of "{table}" '
+                f"for values from ('{today.isoformat()}') to ('{(today + timedelta(days=1)).isoformat()}')")
+    except asyncpg.InvalidObjectDefinitionError:  # another partition already covers today
+        return False
     return True
 
 
