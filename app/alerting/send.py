@@ -1,5 +1,5 @@
 """Send due notifications under a lease: claim a batch (SKIP LOCKED, committed at once with
-lease_until), send concurrently, record each outcome the moment it is known.
+lease_until), send concurrently, record outcomes as they land (every 50 ms).
 
 Only a notification whose send was in flight when a dispatcher died is sent again, after its
 lease runs out, and with the same idempotency key. Notifications of one (receiver, group) go in
@@ -18,13 +18,14 @@ import asyncpg
 from app.alerting.config import AlertingConfig
 from app.alerting.ingest import as_dict
 from app.alerting.notification import Notification
-from app.alerting.pipeline.record import Outcome, record_outcome, record_receivers
+from app.alerting.pipeline.record import Outcome, record_outcomes, record_receivers
 from app.alerting.pipeline.retry import backoff, give_up
 from app.alerting.sinks import PermanentError, RetryableError, Sink
 
 log = logging.getLogger(__name__)
 HARD_STOP_MARGIN_S = 5.0  # above the sink's own timeout
 LEASE_MARGIN_S = 10.0  # above the hard stop: a live dispatcher always records before its lease ends
+RECORD_EVERY_S = 0.05
 
 _CLAIM = """
 update notifications n set lease_until = $1::timestamptz + make_interval(secs => $3)
@@ -74,16 +75,22 @@ class Sender:
         rows = [dict(r) for r in await conn.fetch(_CLAIM, now, self.config.batch_size, self.lease_s)]
         if not rows:
             return []
-        writing = asyncio.Lock()  # one asyncpg connection: one statement at a time
+        finished: list[Outcome] = []
+        outcomes: list[Outcome] = []
 
-        async def one(row: dict[str, Any]) -> Outcome:
+        async def one(row: dict[str, Any]) -> None:
             outcome = await self.attempt(row, now)
-            async with writing:
-                await record_outcome(conn, outcome, now)
-            return outcome
+            finished.append(outcome)
+            outcomes.append(outcome)
 
-        outcomes = list(await asyncio.gather(*(one(r) for r in rows)))
+        sending = asyncio.ensure_future(asyncio.gather(*(one(r) for r in rows)))
+        # Record what has finished every RECORD_EVERY_S while the rest are still in flight: a crash
+        # then resends only what was in flight or finished in the last few milliseconds.
+        while not sending.done():
+            await asyncio.wait([sending], timeout=RECORD_EVERY_S)
+            batch, finished[:] = finished[:], []
+            await record_outcomes(conn, batch, now)
+        sending.result()
+        await record_outcomes(conn, finished, now)
         await record_receivers(conn, outcomes, now)
         return outcomes
-
-

@@ -21,9 +21,11 @@ class Outcome:
 
 
 _UPDATE = """
-update notifications set state = $2::text, attempts = attempts + 1, last_error = $3, lease_until = null,
-  next_attempt_at = coalesce($4, next_attempt_at), sent_at = case when $2::text = 'sent' then $5::timestamptz else sent_at end
-where id = $1
+update notifications n set state = t.state, attempts = n.attempts + 1, last_error = t.err, lease_until = null,
+  next_attempt_at = coalesce(t.nxt, n.next_attempt_at),
+  sent_at = case when t.state = 'sent' then $5::timestamptz else n.sent_at end
+from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[]) as t(id, state, err, nxt)
+where n.id = t.id
 """
 
 _RECEIVER = """
@@ -37,9 +39,11 @@ on conflict (receiver) do update set
 """
 
 
-async def record_outcome(conn: asyncpg.Connection, o: Outcome, now: datetime) -> None:
-    """Written as soon as the attempt ends, so a crash later in the batch cannot resend it."""
-    await conn.execute(_UPDATE, o.id, o.state, o.error, o.next_attempt_at, now)
+async def record_outcomes(conn: asyncpg.Connection, outcomes: list[Outcome], now: datetime) -> None:
+    """Written as attempts end (the sender calls this every few ms), so a crash resends little."""
+    if outcomes:
+        await conn.execute(_UPDATE, [o.id for o in outcomes], [o.state for o in outcomes],
+                           [o.error for o in outcomes], [o.next_attempt_at for o in outcomes], now)
 
 
 async def record_receivers(conn: asyncpg.Connection, outcomes: list[Outcome], now: datetime) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import quote
 
-import httpx
 from pydantic import Field
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import SinkConfig, post, secret, truncate
+from app.alerting.sinks.base import http_client, SinkConfig, post, secret, truncate
 
 
 class OpsgenieConfig(SinkConfig):
@@ -41,7 +40,7 @@ def create_body(n: Notification, config: OpsgenieConfig) -> dict[str, Any]:
 class OpsgenieSink:
     def __init__(self, config: OpsgenieConfig):
         self.config = config
-        self.client = httpx.AsyncClient(timeout=config.timeout_s)
+        self.client = http_client(config.timeout_s)
 
     async def send(self, n: Notification) -> None:
         what = f"opsgenie {self.config.name}"

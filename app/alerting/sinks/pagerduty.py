@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import httpx
 from pydantic import Field
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import SinkConfig, post, secret, truncate
+from app.alerting.sinks.base import http_client, SinkConfig, post, secret, truncate
 
 SUMMARY_MAX = 1024
 PAYLOAD_MAX = 512 * 1024  # PagerDuty rejects events over 512 KB
@@ -58,7 +57,7 @@ def _fit(body: dict[str, Any]) -> None:
 class PagerDutySink:
     def __init__(self, config: PagerDutyConfig):
         self.config = config
-        self.client = httpx.AsyncClient(timeout=config.timeout_s)
+        self.client = http_client(config.timeout_s)
 
     async def send(self, n: Notification) -> None:
         what = f"pagerduty {self.config.name}"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import httpx
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import SinkConfig, post, secret, truncate
+from app.alerting.sinks.base import http_client, SinkConfig, post, secret, truncate
 
 ICONS = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
 MAX_ALERT_BLOCKS = 10  # Slack allows 50 blocks; a page of alerts is enough, the rest is counted
@@ -47,7 +46,7 @@ def message(n: Notification, channel: str | None = None) -> dict[str, Any]:
 class SlackSink:
     def __init__(self, config: SlackConfig):
         self.config = config
-        self.client = httpx.AsyncClient(timeout=config.timeout_s)
+        self.client = http_client(config.timeout_s)
 
     async def send(self, n: Notification) -> None:
         what = f"slack {self.config.name}"

@@ -8,11 +8,10 @@ import json
 import time
 from typing import Any, Literal
 
-import httpx
 from pydantic import model_validator
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import PermanentError, SinkConfig, post, secret
+from app.alerting.sinks.base import http_client, PermanentError, SinkConfig, post, secret
 
 SIGNATURE_HEADER = "X-Dbfleet-Signature"
 TIMESTAMP_HEADER = "X-Dbfleet-Timestamp"
@@ -63,7 +62,7 @@ def payload(n: Notification, max_alerts: int = 0, external_url: str = "") -> dic
 class WebhookSink:
     def __init__(self, config: WebhookConfig):
         self.config = config
-        self.client = httpx.AsyncClient(timeout=config.timeout_s, verify=config.verify_tls)
+        self.client = http_client(config.timeout_s, config.verify_tls)
 
     async def send(self, n: Notification) -> None:
         url = self.config.url or await secret(self.config.url_ref, f"webhook {self.config.name}")

@@ -106,6 +106,16 @@ async def test_a_dispatcher_killed_mid_send_loses_and_duplicates_nothing(store, 
                             env={**os.environ, "DBF_AL_STORE": store.url, "DBF_AL_CONFIG": json.dumps(raw)})
     try:
         await _wait_for(lambda: hook.received == 5 and len(hook.accepted) == 4)
+        sent = []
+
+        async def recorded() -> None:  # what came back is written while the fifth is still in flight
+            sent[:] = [r for r in await notification_rows(store) if r["state"] == "sent"]
+
+        for _ in range(200):
+            await recorded()
+            if len(sent) == 4:
+                break
+            await asyncio.sleep(0.05)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
