@@ -4,7 +4,9 @@ the API and the worker in one process until Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from pathlib import Path
 
 import asyncpg
@@ -45,6 +47,24 @@ analyze;
 """
 
 DEMO_DATABASES = ("demo_shop", "demo_billing")
+
+
+class _DemoServer(uvicorn.Server):
+    """Ctrl-C shuts the API down gracefully and then runs the demo's own cleanup.
+
+    uvicorn re-raises the captured SIGINT after its shutdown; under asyncio.run that cancels the
+    main task in the middle of the cleanup, which left the worker unstopped and the embedded
+    PostgreSQL running after the demo had exited.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 async def _workload(conn: asyncpg.Connection) -> None:
@@ -126,8 +146,8 @@ async def run_demo(settings: Settings, port: int, data_dir: Path) -> None:
     console.print(f"\nAPI: http://127.0.0.1:{port}  (OpenAPI at /docs)\nadmin API key: [bold]{key}[/bold]\n"
                   f"try: curl -H 'Authorization: Bearer {key}' http://127.0.0.1:{port}/api/v1/findings\n"
                   "Ctrl-C to stop.")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, store.url), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = _DemoServer(uvicorn.Config(create_app(settings, store.url), host="127.0.0.1", port=port,
+                                        log_level="warning"))
     stop = asyncio.Event()
     worker = asyncio.create_task(run_worker(store, settings, stop, serve_metrics=False))
     try:
