@@ -13,19 +13,21 @@ import asyncpg
 
 from app.alerting.config import AlertingConfig, load_config
 from app.alerting.flush import Flusher
+from app.alerting.gauges import export_fleet_gauges
 from app.alerting.ingest import as_dict, ingest_outbox, route_into_groups
 from app.alerting.reminders import send_reminders
 from app.alerting.routing import RoutingTree
 from app.alerting.rules import evaluate_rules
 from app.alerting.send import Sender
 from app.alerting.sinks import Sink, build_sink
+from app.alerting.sinks.cloudwatch import CloudWatchConfig
 from app.db import Store
 from app.telemetry import OUTBOX_PENDING
 
 log = logging.getLogger(__name__)
 MAX_BATCHES = 20  # per step, so one step never starves the others
 PERIODS = {"rules": timedelta(seconds=15), "reminders": timedelta(seconds=30),
-           "housekeeping": timedelta(minutes=10)}
+           "housekeeping": timedelta(minutes=10), "gauges": timedelta(minutes=1)}
 
 
 @dataclass
@@ -87,8 +89,18 @@ class Dispatcher:
                 break
         if self._due("housekeeping", now):
             await housekeeping(conn, self.config, now)
+        if self._due("gauges", now):
+            await self._gauges(conn, now)
         OUTBOX_PENDING.set(await conn.fetchval("select count(*) from outbox where processed_at is null"))
         return r
+
+    async def _gauges(self, conn: asyncpg.Connection, now: datetime) -> None:
+        sinks = [self.sender.sinks[r.name] for r in self.config.receivers
+                 if isinstance(r, CloudWatchConfig) and r.fleet_gauges and r.name in self.sender.sinks]
+        try:
+            await export_fleet_gauges(conn, sinks, now)
+        except Exception as e:  # noqa: BLE001 - gauges are best effort; alerts must keep flowing
+            log.warning("fleet gauges not exported: %s", type(e).__name__)
 
     async def send_step(self, conn: asyncpg.Connection, now: datetime) -> DispatchReport:
         r = DispatchReport()

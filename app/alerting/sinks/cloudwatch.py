@@ -33,6 +33,7 @@ class CloudWatchConfig(SinkConfig):
     create_log_group: bool = True  # ignored quietly when the role may not create it
     endpoint_url: str | None = None  # a VPC endpoint, or a local test server
     dimensions: dict[str, str] = Field(default_factory=dict)
+    fleet_gauges: bool = True  # also put replication lag and open findings every minute
 
 
 def metric_data(n: Notification, extra: dict[str, str]) -> list[dict[str, Any]]:

@@ -127,3 +127,11 @@ def make_notification(status: str = "firing", alerts: list[dict] | None = None, 
     alerts = alerts or [alert("a1", status), alert("a2", status, object="standby2")]
     return Notification(receiver=kw.pop("receiver", "pd"), group_key='0.1:{"instance":"db1"}', status=status,
                         group_labels={"instance": "db1"}, alerts=alerts, id=kw.pop("id", 7), **kw)
+
+
+async def ensure_samples_partition(conn) -> None:
+    """One partition of samples from T0's month to a month past now, so rule and gauge tests do not
+    depend on the service's partition maintenance."""
+    end = (datetime.now(timezone.utc) + timedelta(days=31)).date()
+    await conn.execute("create table if not exists samples_dbf_al partition of samples "
+                       f"for values from ('2026-11-01') to ('{end.isoformat()}')")

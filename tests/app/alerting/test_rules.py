@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from alerting_helpers import T0
+from alerting_helpers import T0, ensure_samples_partition
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once
 from app.alerting.rules import evaluate_rules, rule_fingerprint
@@ -20,9 +20,7 @@ CFG = load_config({"rules": [{"name": "replication_lag_high", "metric": "replica
 @pytest.fixture
 async def fleet(store):
     async with store.raw() as conn:
-        # Our own partition around T0, so the test does not depend on the service's partition helper.
-        await conn.execute("create table if not exists samples_dbf_al partition of samples "
-                           "for values from ('2026-11-20') to ('2026-11-27')")
+        await ensure_samples_partition(conn)
         await conn.execute("insert into instances (id, name, engine, host, port, dbname, \"user\", tls_mode, tags) values "
                            "(1, 'db1', 'postgres', '127.0.0.1', 5432, 'postgres', 'dbfleet', 'prefer', $1::jsonb)", json.dumps({"env": "prod"}))
     return store

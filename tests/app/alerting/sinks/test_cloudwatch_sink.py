@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
-from alerting_helpers import alert
+from alerting_helpers import alert, ensure_samples_partition
 from app.alerting.sinks import PermanentError, RetryableError
 from app.alerting.sinks.cloudwatch import CloudWatchConfig, CloudWatchSink
 
@@ -83,3 +83,32 @@ async def test_unreachable_endpoint_is_retryable_and_missing_group_is_permanent(
     with pytest.raises(PermanentError, match="ResourceNotFound"):
         sink = CloudWatchSink(config(moto_url, create_log_group=False).model_copy(update={"log_group": "/nope"}))
         await sink.send(make_notification())
+
+
+async def test_dispatcher_exports_fleet_gauges_from_the_store(moto_url, aws_env, store):
+    import json as _json
+
+    from app.alerting.gauges import export_fleet_gauges
+
+    now = datetime.now(timezone.utc)
+    async with store.raw() as conn:
+        await conn.execute("insert into instances (id, name, engine, host, port, dbname, \"user\", tls_mode) "
+                           "values (7, 'db7', 'postgres', 'h', 5432, 'postgres', 'u', 'prefer')")
+        await ensure_samples_partition(conn)
+        await conn.executemany("insert into samples (ts, instance_id, collector, metric, object, value) "
+                               "values ($1, 7, 'replication', 'replication_lag_seconds', 'standby7', $2)",
+                               [(now - timedelta(minutes=2), 10.0), (now - timedelta(minutes=1), 55.0)])
+        await conn.execute("insert into findings (fingerprint, instance_id, collector, \"check\", object, severity, "
+                           "state, title, details, recommendation, first_seen, last_seen, opened_at) values "
+                           "('f1', 7, 'health', 'x', 'o', 'critical', 'open', 't', $1::jsonb, '', now(), now(), now())",
+                           _json.dumps({}))
+        sink = CloudWatchSink(config(moto_url).model_copy(update={"namespace": "dbfleet/gauges"}))
+        assert await export_fleet_gauges(conn, [sink], now) == 4
+    cw = boto3.client("cloudwatch", region_name="eu-west-1", endpoint_url=moto_url)
+    data = cw.get_metric_data(StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=5),
+                              MetricDataQueries=[{"Id": "lag", "ReturnData": True, "MetricStat": {
+                                  "Metric": {"Namespace": "dbfleet/gauges", "MetricName": "ReplicationLagSeconds",
+                                             "Dimensions": [{"Name": "Instance", "Value": "db7"},
+                                                            {"Name": "Standby", "Value": "standby7"}]},
+                                  "Period": 60, "Stat": "Maximum"}}])
+    assert data["MetricDataResults"][0]["Values"] == [55.0]  # the latest sample, not the older one
