@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -9,10 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import AdminDep, SessionDep, ViewerDep
+from app.findings import resolved_outbox
 from app.inventory import io
 from app.inventory.schemas import InstanceIn, InstanceOut, InstancePatch
 from app.inventory.store import filtered, parse_tag_selectors, upsert_instances
-from app.models import AuditLog, Instance
+from app.models import AuditLog, Finding, Instance
 
 router = APIRouter(prefix="/api/v1", tags=["instances"])
 
@@ -65,6 +67,12 @@ async def update_instance(name: str, body: InstancePatch, session: SessionDep, w
 @router.delete("/instances/{name}", status_code=204)
 async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Response:
     inst = await _get(session, name)
+    # Its findings go with it (cascade); the alerts they raised are resolved in the same
+    # transaction, or the dispatcher would keep them firing for an instance that no longer exists.
+    now = datetime.now(timezone.utc)
+    live = (await session.execute(select(Finding).where(Finding.instance_id == inst.id,
+                                                        Finding.state != "resolved"))).scalars()
+    session.add_all([resolved_outbox(f, inst, now) for f in live])
     await session.delete(inst)
     session.add(AuditLog(actor=who.name, action="instance.delete", target=name, details={}))
     return Response(status_code=204)
