@@ -169,6 +169,12 @@ async def test_ack_and_resolve_record_who_when_and_note(client, auth, planted, c
     r = await client.post(f"{URL}/{item['id']}:ack", headers=auth["operator"])
     assert r.status_code == 409
     async with clean_store.raw() as conn:
+        sent = await conn.fetch("select status, ends_at, labels from outbox where finding_id = $1 order by id",
+                                item["id"])
+    # Acknowledging tells the alerting side nothing; resolving by hand ends the alert.
+    assert [s["status"] for s in sent] == ["firing", "resolved"]
+    assert sent[-1]["ends_at"] is not None and sent[-1]["labels"]["alertname"] == "connections_near_limit"
+    async with clean_store.raw() as conn:
         rows = await conn.fetch("select actor, action, target, details from audit_log order by id")
     assert [(a["actor"], a["action"], a["target"]) for a in rows] == [
         ("test-operator", "finding.acknowledged", "pg-b/connections_near_limit/server"),

@@ -179,3 +179,28 @@ async def test_export_round_trips_through_import(client, auth, clean_store):
         again = await client.post(f"{BASE}:import", content=r.text, headers={**auth["admin"], "Content-Type": ctype})
         assert again.json() == {"created": [], "updated": [], "unchanged": ["y1", "y2", "z"]}, r.text
     assert (await client.get(f"{BASE}:export?format=json", headers=auth["viewer"])).status_code == 422
+
+
+async def test_deleting_an_instance_resolves_its_alerts(client, auth, clean_store):
+    """Its findings go with it (cascade); the alerts they raised must be told, or they fire forever."""
+    from datetime import datetime, timezone
+
+    from app.findings import InstanceRef, record_run
+    from collectors.spec import Finding, Result, Severity
+
+    inst = (await client.post(BASE, json=body(tags={"env": "prod"}), headers=auth["admin"])).json()
+    ref = InstanceRef(inst["id"], "pg-a", "postgres", {"env": "prod"})
+    found = [Finding("xid_wraparound", "app", Severity.critical, "old"), Finding("unused_index", "i", Severity.info, "x")]
+    async with clean_store.raw() as conn:
+        await record_run(conn, ref, "health", Result(findings=found), datetime.now(timezone.utc), 1.0)
+        await record_run(conn, ref, "health", Result(findings=found[:1]), datetime.now(timezone.utc), 1.0)
+    assert (await client.delete(f"{BASE}/pg-a", headers=auth["admin"])).status_code == 204
+    async with clean_store.raw() as conn:
+        rows = await conn.fetch("select fingerprint, status, ends_at, labels from outbox order by id")
+    last = {}
+    for r in rows:
+        last[r["fingerprint"]] = r
+    assert {r["status"] for r in last.values()} == {"resolved"}
+    assert len(last) == 2 and all(r["ends_at"] is not None for r in last.values())
+    assert [r["labels"]["instance"] for r in rows].count("pg-a") == len(rows)
+    assert await count(clean_store, "select count(*) from findings") == 0
