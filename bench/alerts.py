@@ -1,7 +1,7 @@
 """Benchmark (not a test): 10,000 alert changes through routing and grouping to a local webhook.
 
-Writes outbox rows as findings.py does (steady rate, in batches), runs the real dispatcher loop(s)
-against a throwaway store database, and a loopback webhook receiver in its own process records
+Writes outbox rows as findings.py does (steady rate, in batches), runs the real dispatcher loop in N
+processes (as N workers would) against a throwaway store database, and a loopback webhook receiver in its own process records
 when each alert arrives. Reports notifications/s and outbox-row-to-delivery latency p50/p99, and
 writes the table under "## Alert dispatch" in docs/benchmarks.md.
 
@@ -61,6 +61,19 @@ def receiver_main(port: int, out: str) -> None:
                 sink.flush()
 
     asyncio.run(serve())
+
+
+def dispatcher_main(url: str, raw_config: str) -> None:
+    """One dispatcher process, as one `dbfleet worker` runs it."""
+    from app.alerting.config import load_config
+    from app.alerting.dispatcher import run_dispatcher
+    from app.db import Store
+
+    async def go() -> None:
+        store = Store(url, pool_size=4)
+        await run_dispatcher(store, None, asyncio.Event(), config=load_config(json.loads(raw_config)))
+
+    asyncio.run(go())
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -130,8 +143,7 @@ async def run(args: argparse.Namespace) -> dict:
     import asyncpg
 
     from app.alerting.config import load_config
-    from app.alerting.dispatcher import run_dispatcher
-    from app.db import Store, migrate
+    from app.db import migrate
 
     name = f"dbf_al_bench_{os.getpid()}"
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
@@ -140,7 +152,6 @@ async def run(args: argparse.Namespace) -> dict:
     out = Path(f"/tmp/{name}.jsonl")
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--receiver", str(port), str(out)])
-    stores: list[Store] = []
     try:
         await asyncio.to_thread(migrate, url)
         while True:  # the receiver is up when it accepts a connection
@@ -151,22 +162,21 @@ async def run(args: argparse.Namespace) -> dict:
                 await asyncio.sleep(0.1)
         rows = alert_rows(args.alerts)
         want = expected_deliveries(rows)
-        cfg = load_config(config(f"http://127.0.0.1:{port}", args.group_wait, args.batch, args.concurrency))
-        stop = asyncio.Event()
-        stores = [Store(url, pool_size=4) for _ in range(args.dispatchers)]
-        tasks = [asyncio.create_task(run_dispatcher(s, None, stop, config=cfg)) for s in stores]
+        raw = json.dumps(config(f"http://127.0.0.1:{port}", args.group_wait, args.batch, args.concurrency))
+        load_config(json.loads(raw))
+        workers = [subprocess.Popen([sys.executable, __file__, "--dispatcher", url, raw])
+                   for _ in range(args.dispatchers)]
+        await asyncio.sleep(2)  # let them start and reconcile before the first alert arrives
         t0 = time.time()
         await write_outbox(url, rows, args.rate)
         while _count(out) < want and time.time() - t0 < 600:
             await asyncio.sleep(0.2)
-        stop.set()
-        await asyncio.gather(*tasks)
+        await asyncio.sleep(1)  # anything beyond `want` would be a duplicate: give it time to show
         return await _results(url, out, want, t0, args)
     finally:
-        proc.terminate()
-        proc.wait()
-        for s in stores:
-            await s.dispose()
+        for p in [proc, *locals().get("workers", [])]:
+            p.terminate()
+            p.wait()
         await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
         out.unlink(missing_ok=True)
@@ -226,6 +236,9 @@ def write_doc(results: list[dict]) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--receiver":
         receiver_main(int(sys.argv[2]), sys.argv[3])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--dispatcher":
+        dispatcher_main(sys.argv[2], sys.argv[3])
         return
     p = argparse.ArgumentParser()
     p.add_argument("--alerts", type=int, default=10_000)
