@@ -130,7 +130,8 @@ def _code(e: Exception) -> str:
 
 
 def _classify(e: Exception, what: str) -> Exception:
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, NoCredentialsError
+    from botocore.exceptions import ClientError, NoCredentialsError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(e, NoCredentialsError):
         return PermanentError(f"{what}: no AWS credentials in the standard chain")

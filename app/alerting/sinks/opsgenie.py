@@ -8,7 +8,7 @@ from urllib.parse import quote
 from pydantic import Field
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import http_client, SinkConfig, post, secret, truncate
+from app.alerting.sinks.base import SinkConfig, http_client, post, secret, truncate
 
 
 class OpsgenieConfig(SinkConfig):

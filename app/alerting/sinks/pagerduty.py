@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import http_client, SinkConfig, post, secret, truncate
+from app.alerting.sinks.base import SinkConfig, http_client, post, secret, truncate
 
 SUMMARY_MAX = 1024
 PAYLOAD_MAX = 512 * 1024  # PagerDuty rejects events over 512 KB

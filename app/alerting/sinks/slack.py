@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import http_client, SinkConfig, post, secret, truncate
+from app.alerting.sinks.base import SinkConfig, http_client, post, secret, truncate
 
 ICONS = {"critical": ":red_circle:", "warning": ":large_orange_circle:", "info": ":large_blue_circle:"}
 MAX_ALERT_BLOCKS = 10  # Slack allows 50 blocks; a page of alerts is enough, the rest is counted

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import model_validator
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import http_client, PermanentError, SinkConfig, post, secret
+from app.alerting.sinks.base import PermanentError, SinkConfig, http_client, post, secret
 
 SIGNATURE_HEADER = "X-Dbfleet-Signature"
 TIMESTAMP_HEADER = "X-Dbfleet-Timestamp"

@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 import pytest
-
 from alerting_helpers import Receiver
+
 from app.db import Store, migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"

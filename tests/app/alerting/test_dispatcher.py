@@ -10,10 +10,10 @@ import os
 from datetime import timedelta
 
 import pytest
+from alerting_helpers import T0, put_alert
 
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once
-from alerting_helpers import T0, put_alert
 
 SECRET = "s3cret-hmac-key"
 

@@ -13,10 +13,11 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from alerting_helpers import T0, put_alert
+
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once, run_dispatcher
 from app.db import Store
-from alerting_helpers import T0, put_alert
 
 HERE = Path(__file__).resolve().parent
 

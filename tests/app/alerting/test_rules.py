@@ -6,8 +6,8 @@ import json
 from datetime import timedelta
 
 import pytest
-
 from alerting_helpers import T0, ensure_samples_partition
+
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once
 from app.alerting.rules import evaluate_rules, rule_fingerprint

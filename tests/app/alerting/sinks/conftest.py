@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from alerting_helpers import make_notification as _make
 
 

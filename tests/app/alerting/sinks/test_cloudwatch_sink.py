@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
-
 from alerting_helpers import alert, ensure_samples_partition
+
 from app.alerting.sinks import PermanentError, RetryableError
 from app.alerting.sinks.cloudwatch import CloudWatchConfig, CloudWatchSink
 

@@ -6,8 +6,8 @@ import os
 from urllib.parse import unquote
 
 import pytest
-
 from alerting_helpers import alert
+
 from app.alerting.sinks import PermanentError
 from app.alerting.sinks.opsgenie import OpsgenieConfig, OpsgenieSink
 

@@ -7,8 +7,8 @@ import os
 from collections import deque
 
 import pytest
-
 from alerting_helpers import alert
+
 from app.alerting.sinks import PermanentError, RetryableError
 from app.alerting.sinks.pagerduty import PagerDutyConfig, PagerDutySink
 

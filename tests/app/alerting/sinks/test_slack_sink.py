@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from alerting_helpers import alert
+
 from app.alerting.sinks import RetryableError
 from app.alerting.sinks.slack import SlackConfig, SlackSink
 

@@ -6,8 +6,9 @@ import hashlib
 import hmac
 import os
 
-from app.alerting.sinks.webhook import WebhookConfig, WebhookSink
 from alerting_helpers import alert
+
+from app.alerting.sinks.webhook import WebhookConfig, WebhookSink
 
 
 def test_hmac_is_over_timestamp_dot_body():
