@@ -128,6 +128,24 @@ def test_demo_serves_real_findings_and_stops_on_ctrl_c():
         assert not port_open(port), "the API still answers"
         assert not port_open(store_port), "the embedded PostgreSQL still answers"
         assert not (root / "data" / "pg" / "postmaster.pid").exists()
+
+        # A second run reuses the data directory: same store, same fleet, a new admin key.
+        demo = Demo(root / "data", port)
+        key2 = demo.wait_for(r"admin API key: (dbf_\S+)", timeout_s=120).group(1)
+        assert key2 != key
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            for _ in range(100):
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            names = [i["name"] for i in http.get("/api/v1/instances", headers={"Authorization": f"Bearer {key2}"}).json()]
+            assert names == ["demo-billing", "demo-offline", "demo-shop"]
+            # The first run's key still works: the store is the same one.
+            assert http.get("/api/v1/instances", headers=headers).status_code == 200
+        demo.proc.send_signal(signal.SIGINT)
+        assert demo.proc.wait(timeout=60) == 0, demo.rest()
     finally:
         if demo.proc.poll() is None:
             demo.proc.kill()
