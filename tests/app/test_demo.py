@@ -140,7 +140,8 @@ def test_demo_serves_real_findings_and_stops_on_ctrl_c():
                         break
                 except httpx.TransportError:
                     time.sleep(0.2)
-            names = [i["name"] for i in http.get("/api/v1/instances", headers={"Authorization": f"Bearer {key2}"}).json()]
+            listed = http.get("/api/v1/instances", headers={"Authorization": f"Bearer {key2}"}).json()
+            names = [i["name"] for i in listed]
             assert names == ["demo-billing", "demo-offline", "demo-shop"]
             # The first run's key still works: the store is the same one.
             assert http.get("/api/v1/instances", headers=headers).status_code == 200
