@@ -64,6 +64,7 @@ class FlushPlan:
     drop_resolved: list[tuple[str, str]] = field(default_factory=list)
     reschedule: list[tuple[str, datetime]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
+    leave: list[tuple[str, str]] = field(default_factory=list)  # members routed elsewhere now
 
 
 def alert_json(a: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +86,14 @@ class Flusher:
         key, receiver = group["group_key"], group["receiver"]
         route = self.tree.by_id.get(group["route_id"])
         rcfg = self.receivers.get(receiver)
-        if route is None or route.receiver != receiver or rcfg is None:
-            plan.stale.append(key)  # the config changed; reconcile re-routed its alerts
+        # After a config change an alert may belong elsewhere; reconcile put it into its new group.
+        belongs = [a for a in alerts if key in {r.group_key(a["labels"]) for r in self.tree.match(a["labels"])}]
+        if route is None or route.receiver != receiver or rcfg is None or (alerts and not belongs):
+            plan.stale.append(key)
+            self._close_stale(plan, group, alerts, entry)
             return
+        plan.leave += [(key, a["fingerprint"]) for a in alerts if a not in belongs]
+        alerts = belongs
         plan.reschedule.append((key, now + route.group_interval))
         if muted(route, self.intervals, now):
             return  # keep resolved alerts so the receiver still hears they resolved after the window
@@ -110,6 +116,20 @@ class Flusher:
                    if a["fingerprint"] not in (entry.firing if a["status"] == "firing" else entry.resolved)] \
             if entry else [a["changed_at"] for a in shown]
         plan.oldest_change.append(min(changed) if changed else None)
+
+    def _close_stale(self, plan: FlushPlan, group: dict[str, Any], alerts: list[dict[str, Any]],
+                     entry: LogEntry | None) -> None:
+        """Tell the receiver the old group is over, so no incident stays open under a dead dedup key."""
+        told = [alert_json(a) for a in alerts if entry and a["fingerprint"] in entry.firing]
+        if not told or group["receiver"] not in self.receivers:
+            return
+        for a in told:
+            a["status"] = "resolved"
+        plan.notifications.append(Notification(
+            receiver=group["receiver"], group_key=group["group_key"], status="resolved",
+            group_labels=as_dict(group["labels"]), alerts=told,
+            note="The routing configuration changed: these alerts now belong to another group."))
+        plan.oldest_change.append(None)
 
     async def flush_due(self, conn: asyncpg.Connection, now: datetime) -> tuple[int, int]:
         """Flush one batch of due groups; returns (groups flushed, notifications enqueued)."""
@@ -144,6 +164,9 @@ class Flusher:
             await conn.execute(_LOG, *map(list, zip(*plan.log)), now)
         if plan.drop_resolved:
             await conn.execute(_DROP_RESOLVED, *map(list, zip(*plan.drop_resolved)))
+        if plan.leave:
+            await conn.execute("delete from alert_group_members m using unnest($1::text[], $2::text[]) as t(k, f) "
+                               "where m.group_key = t.k and m.fingerprint = t.f", *map(list, zip(*plan.leave)))
         if plan.stale:
             await conn.execute("delete from alert_groups where group_key = any($1::text[])", plan.stale)
         if plan.reschedule:

@@ -166,3 +166,19 @@ async def test_send_resolved(store, receiver_factory, send_resolved, expected):
     await put_alert(store, "a", status="resolved")
     await dispatch_once(store, cfg, T0 + timedelta(minutes=7))
     assert [r.json["status"] for r in hook.accepted] == expected
+
+
+async def test_a_routing_change_closes_the_old_group_and_reroutes(store, receiver_factory):
+    from app.alerting.dispatcher import Dispatcher
+
+    hook = receiver_factory()
+    old = config(hook.url)
+    await put_alert(store, "a")
+    await dispatch_once(store, old, T0)
+    await dispatch_once(store, old, T0 + timedelta(minutes=1))
+    new = config(hook.url, group_by=["instance"])  # same receiver, different groups
+    await Dispatcher(store, new).reconcile(T0 + timedelta(minutes=2))
+    await dispatch_once(store, new, T0 + timedelta(minutes=7))  # after the old group's group_interval
+    seen = [(r.json["status"], tuple(sorted(r.json["groupLabels"]))) for r in hook.accepted]
+    assert seen[0] == ("firing", ("alertname", "instance"))
+    assert sorted(seen[1:]) == [("firing", ("instance",)), ("resolved", ("alertname", "instance"))]
