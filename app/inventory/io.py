@@ -97,7 +97,8 @@ def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
 
 def parse_csv(text: str) -> list[InstanceIn]:
     """CSV with the export's header row; tags as k=v;k=v."""
-    reader = csv.DictReader(io.StringIO(text))
+    # Spreadsheets save "CSV UTF-8" with a byte-order mark, which would otherwise glue onto "name".
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
     unknown = [c for c in (reader.fieldnames or []) if c not in CSV_COLUMNS]
     if not reader.fieldnames or "name" not in reader.fieldnames:
         raise InventoryFileError(["row 1: header must include at least name, engine, host"])
