@@ -200,3 +200,8 @@ async def test_reimport_with_a_change_updates_pins_and_audits(clean_store):
         audit = (await session.execute(select(AuditLog).where(AuditLog.target == "reports")
                                        .order_by(AuditLog.id.desc()))).scalars().first()
     assert audit.details == {"changed": {"host": "db2-new.internal"}} and audit.actor == "test"
+
+
+def test_csv_saved_by_a_spreadsheet_with_bom_and_crlf():
+    items = io.parse_csv("\ufeffname,engine,host,tags\r\na,postgres,h,env=prod\r\n")
+    assert [(i.name, i.tags) for i in items] == [("a", {"env": "prod"})]
