@@ -378,3 +378,23 @@ async def test_a_connectivity_finding_opened_by_another_process_is_resolved_by_a
         await terminal.close()
         await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
+
+
+async def test_a_blackholed_port_gives_a_connect_timeout_finding(clean_store):
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # the kernel completes handshakes; nobody ever answers
+        port = server.getsockname()[1]
+        await register(clean_store, pg("pg-blackhole", "postgres", port=port))
+        sweeper = Sweeper(clean_store, settings(connect_timeout_s=0.5))
+        try:
+            summary = await asyncio.wait_for(sweeper.sweep(["health"]), 30)
+        finally:
+            await sweeper.close()
+    assert summary.failed == 1
+    finding = (await live_findings(clean_store))[("pg-blackhole", "instance_unreachable")]
+    assert finding["title"] == f"Cannot reach pg-blackhole: cannot connect to 127.0.0.1:{port}: connect timeout"
+    [run] = await fetch(clean_store, "select status, error from collector_runs where collector = 'health'")
+    assert run["status"] == "error" and "connect timeout" in run["error"]
