@@ -64,6 +64,12 @@ class CredentialUnavailable(ConnectFailed):
     check = "credential_unavailable"
 
 
+class DriverUnavailable(ConnectFailed):
+    """No adapter for the engine, or its driver is not installed (an optional extra)."""
+
+    check = "driver_unavailable"
+
+
 def redact(message: str, *secrets: str | None) -> str:
     """Remove secrets (and anything shaped like password=...) from a driver's message."""
     for secret in secrets:
@@ -86,7 +92,13 @@ async def connect(target: Target, limits: SessionLimits = SessionLimits()) -> Co
     """Open a read-only session to the target with the right adapter for its engine."""
     family = target.family
     if family not in _ADAPTERS:
+        # Raised as a ConnectFailed so that one such instance becomes a finding on itself instead of
+        # an exception that ends the sweep of the whole fleet.
         if family not in _MODULES:
-            raise ValueError(f"no adapter for engine {target.engine!r}")
-        importlib.import_module(f"collectors.engines.{_MODULES[family]}")
+            raise DriverUnavailable(target, f"no adapter for engine {target.engine!r}")
+        try:
+            importlib.import_module(f"collectors.engines.{_MODULES[family]}")
+        except ImportError as e:
+            raise DriverUnavailable(target, f"the {family} driver is not installed ({e.name or e}): "
+                                            f"pip install 'dbfleet[{family}]'") from None
     return await _ADAPTERS[family](target, limits)
