@@ -398,3 +398,19 @@ async def test_a_blackholed_port_gives_a_connect_timeout_finding(clean_store):
     assert finding["title"] == f"Cannot reach pg-blackhole: cannot connect to 127.0.0.1:{port}: connect timeout"
     [run] = await fetch(clean_store, "select status, error from collector_runs where collector = 'health'")
     assert run["status"] == "error" and "connect timeout" in run["error"]
+
+
+async def test_an_instance_without_an_adapter_does_not_stop_the_sweep(clean_store, target_db):
+    db = await target_db()
+    await register(clean_store, pg("good", db))
+    async with clean_store.raw() as conn:  # as cloud discovery or an older release might have written it
+        await conn.execute("insert into instances (name, engine, host, port, dbname, \"user\", tls_mode) "
+                           "values ('odd', 'db2', 'h', 50000, '', '', 'prefer')")
+    sweeper = Sweeper(clean_store, settings())
+    try:
+        summary = await sweeper.sweep(["health"])
+    finally:
+        await sweeper.close()
+    assert (summary.instances, summary.ok) == (2, 1)
+    found = await live_findings(clean_store)
+    assert "no adapter for engine 'db2'" in found[("odd", "driver_unavailable")]["title"]

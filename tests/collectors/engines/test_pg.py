@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from collectors.engines import ConnectFailed, LoginFailed, SessionLimits, Target, Unreachable, connect
-from collectors.engines.base import CredentialUnavailable, redact
+from collectors.engines.base import CredentialUnavailable, DriverUnavailable, redact
 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG15_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -235,6 +235,20 @@ def test_connect_failures_redact_the_targets_password(cls: type[ConnectFailed], 
     assert e.check == check
 
 
-async def test_unknown_engine_is_refused():
-    with pytest.raises(ValueError, match="no adapter for engine 'db2'"):
+async def test_unknown_engine_is_a_connect_failure_of_its_own():
+    with pytest.raises(DriverUnavailable, match="no adapter for engine 'db2'") as caught:
         await connect(Target(name="x", engine="db2", host="127.0.0.1", port=50000))
+    assert caught.value.check == "driver_unavailable"
+
+
+async def test_a_missing_optional_driver_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    from collectors.engines import base
+
+    monkeypatch.delitem(base._ADAPTERS, "mysql", raising=False)
+    monkeypatch.delitem(sys.modules, "collectors.engines.mysql", raising=False)
+    monkeypatch.setitem(sys.modules, "aiomysql", None)  # as if `dbfleet[mysql]` was not installed
+    with pytest.raises(DriverUnavailable, match=r"the mysql driver is not installed \(aiomysql\): "
+                                                r"pip install 'dbfleet\[mysql\]'"):
+        await connect(Target(name="x", engine="mariadb", host="127.0.0.1", port=3306))
