@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from app.alerting.config import config_for
 from app.alerting.notification import Notification
@@ -18,6 +18,12 @@ router = APIRouter(prefix="/api/v1", tags=["receivers"])
 _STATUS = """
 select r.receiver, r.last_success_at, r.last_error_at, r.last_error, r.sent_total, r.failed_total
 from receiver_status r
+"""
+_NOTIFICATIONS = """
+select id, receiver, group_key, dedup_key, kind, status, state, attempts, last_error, created_at, sent_at,
+       next_attempt_at, jsonb_array_length(payload -> 'alerts') as alerts
+from notifications where ($1::text is null or state = $1) and ($2::text is null or receiver = $2)
+order by id desc limit $3
 """
 _PENDING = "select receiver, count(*) as pending from notifications where state = 'pending' group by receiver"
 
@@ -36,6 +42,15 @@ async def list_receivers(store: StoreDep, settings: SettingsDep, _: ViewerDep) -
                     "last_error": h.get("last_error"), "sent_total": h.get("sent_total", 0),
                     "failed_total": h.get("failed_total", 0), "pending": pending.get(r.name, 0)})
     return out
+
+
+@router.get("/notifications")
+async def list_notifications(store: StoreDep, _: ViewerDep, state: Literal["pending", "sent", "failed"] | None = None,
+                             receiver: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """The send queue and its history, newest first: permanent failures stay here with their error."""
+    async with store.raw() as conn:
+        rows = await conn.fetch(_NOTIFICATIONS, state, receiver, limit)
+    return [dict(r) for r in rows]
 
 
 @router.post("/receivers/{name}:test")

@@ -172,3 +172,17 @@ async def test_receivers_health_and_test_notification(api):
     assert listed["ops"]["last_success_at"] and listed["ops"]["pending"] == 1 and listed["ops"]["sent_total"] == 1
     assert "HTTP 500" in listed["pager"]["last_error"] and listed["pager"]["failed_total"] == 1
     assert "SECRET" not in json.dumps(listed) and "url" not in json.dumps(listed)
+
+
+async def test_failed_notifications_stay_visible(api):
+    client, keys, store = api
+    async with store.raw() as conn:
+        await conn.execute("insert into notifications (receiver, group_key, dedup_key, kind, status, payload, state, "
+                           "attempts, last_error, next_attempt_at) values "
+                           "('pager', 'g1', 'k1', 'alert', 'firing', '{\"alerts\": [{}, {}]}', 'failed', 1, "
+                           "'pagerduty pager: HTTP 400: invalid routing key', now()), "
+                           "('ops', 'g2', 'k2', 'alert', 'firing', '{\"alerts\": []}', 'sent', 1, null, now())")
+    r = await client.get("/api/v1/notifications?state=failed", headers=keys["viewer"])
+    [row] = r.json()
+    assert (row["receiver"], row["alerts"], row["last_error"]) == ("pager", 2, "pagerduty pager: HTTP 400: invalid routing key")
+    assert len((await client.get("/api/v1/notifications", headers=keys["viewer"])).json()) == 2
