@@ -36,8 +36,16 @@ async def notification_rows(store: Store) -> list[dict]:
         return [dict(r) for r in await conn.fetch("select * from notifications order by id")]
 
 
+def counter(name: str, **labels: str) -> float:
+    from app.telemetry import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 async def test_500_then_recovery_is_retried_with_backoff(store, receiver_factory):
     hook = receiver_factory(script=__import__("collections").deque([(500, 0), (502, 0)]))
+    before = (counter("dbfleet_notifications_total", receiver="ops", status="sent"),
+              counter("dbfleet_notification_failures_total", receiver="ops"))
     cfg = load_config(raw_config(hook.url))
     await put_alert(store, "a")
     r = await dispatch_once(store, cfg, T0)
@@ -51,6 +59,9 @@ async def test_500_then_recovery_is_retried_with_backoff(store, receiver_factory
     async with store.raw() as conn:
         status = await conn.fetchrow("select * from receiver_status where receiver = 'ops'")
     assert status["last_success_at"] is not None and "HTTP 502" in status["last_error"]
+    after = (counter("dbfleet_notifications_total", receiver="ops", status="sent"),
+             counter("dbfleet_notification_failures_total", receiver="ops"))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 2)
 
 
 async def test_a_timeout_is_retryable(store, receiver_factory):
