@@ -1,4 +1,41 @@
-"""The `alerting:` section of dbfleet.yaml, validated with pydantic; errors carry their path."""
+"""The `alerting:` section of dbfleet.yaml, validated with pydantic; errors carry their path.
+
+    alerting:
+      route:                                  # Alertmanager semantics; children inherit options
+        receiver: ops
+        group_by: [alertname, instance]       # ["..."] = every label; omitted = one group per route
+        group_wait: 30s
+        group_interval: 5m
+        repeat_interval: 4h
+        routes:
+          - matchers: ['severity="critical"']
+            receiver: pager
+            continue: true                    # also try the next siblings
+          - matchers: ['team=~"payments|billing"', 'env!=dev']
+            receiver: payments
+            mute_time_intervals: [weekend-maintenance]
+      receivers:                              # secrets by reference: env:VAR, file:/path, aws-sm:...
+        - {type: pagerduty, name: pager, routing_key_ref: "env:PD_ROUTING_KEY"}
+        - {type: slack, name: payments, webhook_url_ref: "env:SLACK_PAYMENTS_URL", send_resolved: false}
+        - {type: webhook, name: ops, url: "https://hooks.example.com/dbfleet", hmac_secret_ref: "env:HOOK_KEY"}
+        - {type: opsgenie, name: og, api_key_ref: "env:OPSGENIE_KEY"}
+        - {type: cloudwatch, name: cw, region: eu-west-1, namespace: dbfleet, log_group: /dbfleet/alerts}
+        - {type: azure_monitor, name: az, endpoint: "https://dce.ingest.monitor.azure.com",
+           rule_id: dcr-0123, stream_name: Custom-DbfleetAlerts_CL}
+      inhibit_rules:
+        - source_matchers: [alertname=instance_unreachable]
+          target_matchers: [alertname!=instance_unreachable]
+          equal: [instance]
+      time_intervals:
+        - name: weekend-maintenance
+          time_intervals: [{weekdays: [saturday], times: [{start_time: "02:00", end_time: "06:00"}],
+                            location: Europe/Berlin}]
+      silence_reminder: {after: 4h, repeat: 24h, severities: [critical]}
+      rules:                                  # threshold rules over the samples table
+        - {name: replication_lag_high, metric: replication_lag_seconds, op: ">", threshold: 300, for: 5m,
+           severity: critical}
+      runbook_urls: {replication_lag: "https://wiki.example.com/runbooks/replication-lag"}
+"""
 
 from __future__ import annotations
 

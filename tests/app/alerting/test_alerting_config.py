@@ -58,3 +58,13 @@ def test_durations(text, expected):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_the_documented_example_is_valid():
+    import yaml
+
+    import app.alerting.config as module
+
+    example = yaml.safe_load(module.__doc__.split("\n", 2)[2])["alerting"]
+    assert check_config(example) == []
+    assert len(load_config(example).receivers) == 6

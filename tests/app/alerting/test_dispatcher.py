@@ -182,3 +182,25 @@ async def test_a_routing_change_closes_the_old_group_and_reroutes(store, receive
     seen = [(r.json["status"], tuple(sorted(r.json["groupLabels"]))) for r in hook.accepted]
     assert seen[0] == ("firing", ("alertname", "instance"))
     assert sorted(seen[1:]) == [("firing", ("instance",)), ("resolved", ("alertname", "instance"))]
+
+
+async def test_with_no_alerting_config_the_outbox_is_drained_and_nothing_sent(store):
+    import asyncio
+
+    from app.alerting.dispatcher import run_dispatcher
+    from app.settings import Settings
+
+    await put_alert(store, "a")
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_dispatcher(store, Settings(), stop))
+    for _ in range(100):
+        async with store.raw() as conn:
+            if not await conn.fetchval("select count(*) from outbox where processed_at is null"):
+                break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    async with store.raw() as conn:
+        assert await conn.fetchval("select count(*) from outbox where processed_at is null") == 0
+        assert await conn.fetchval("select status from alerts") == "firing"  # visible in GET /alerts
+        assert await conn.fetchval("select count(*) from notifications") == 0
