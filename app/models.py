@@ -222,7 +222,10 @@ class Alert(Base):
     changed_at: Mapped[datetime]  # when the outbox row was written (latency is measured from it)
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (Index("ix_alerts_firing", "status", postgresql_where=text("status = 'firing'")),)
+    # Inhibition and silence reminders look firing alerts up by label containment (labels @> ...).
+    __table_args__ = (Index("ix_alerts_firing", "status", postgresql_where=text("status = 'firing'")),
+                      Index("ix_alerts_firing_labels", "labels", postgresql_using="gin",
+                            postgresql_ops={"labels": "jsonb_path_ops"}, postgresql_where=text("status = 'firing'")))
 
 
 class AlertGroup(Base):

@@ -42,6 +42,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('fingerprint', name=op.f('pk_alerts'))
     )
     op.create_index('ix_alerts_firing', 'alerts', ['status'], unique=False, postgresql_where=sa.text("status = 'firing'"))
+    op.create_index('ix_alerts_firing_labels', 'alerts', ['labels'], unique=False, postgresql_using='gin',
+                    postgresql_ops={'labels': 'jsonb_path_ops'}, postgresql_where=sa.text("status = 'firing'"))
     op.create_table('notification_log',
     sa.Column('group_key', sa.Text(), nullable=False),
     sa.Column('receiver', sa.String(length=100), nullable=False),
@@ -123,6 +125,7 @@ def downgrade() -> None:
     op.drop_index('ix_notifications_created', table_name='notifications')
     op.drop_table('notifications')
     op.drop_table('notification_log')
+    op.drop_index('ix_alerts_firing_labels', table_name='alerts')
     op.drop_index('ix_alerts_firing', table_name='alerts', postgresql_where=sa.text("status = 'firing'"))
     op.drop_table('alerts')
     op.drop_index('ix_alert_groups_next_flush_at', table_name='alert_groups')
