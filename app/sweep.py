@@ -30,12 +30,19 @@ from app.models import Instance
 from app.settings import Settings
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.engines.pool import BackingOff, ConnectionPool
-from collectors.registry import specs_for
+from collectors.registry import CLOUD_FAMILIES, specs_for
 from collectors.runner import run_collector
 from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
 
 log = logging.getLogger(__name__)
 CONNECTIVITY = "connectivity"
+
+try:  # cloud targets and aws-sm/aws-iam credentials need the aws/azure extras
+    from app.inventory import aws_credentials
+    from app.inventory.cloud_settings import CloudSettings
+    from app.inventory.cloud_settings import targets_for_cloud as _targets_for_cloud
+except ImportError:  # pragma: no cover - exercised only without the extras
+    aws_credentials = CloudSettings = _targets_for_cloud = None
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,14 @@ class Sweeper:
             backoff_base_s=w.backoff_base_s, backoff_max_s=w.backoff_max_s)
         self.concurrency = w.concurrency
         self._state: dict[tuple[int, str], Any] = {}
-        self._unreachable_ids: set[int] | None = None  # instances with an open connectivity finding
+        # (instance id, connectivity collector) pairs with an open unreachable finding
+        self._unreachable_ids: set[tuple[int, str]] | None = None
         self._clusters: dict[str, list[tuple[str, dict[str, str]]]] = {}
+        self._sql_ok: dict[int, bool] = {}
+        self._credentials: dict[int, str | None] = {}
+        if aws_credentials is not None:
+            aws = CloudSettings.of(settings).aws
+            aws_credentials.configure(endpoint_url=aws.endpoint_url, ttl_s=aws.secret_ttl_s)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -123,9 +136,9 @@ class Sweeper:
         await self._load_clusters()
         if self._unreachable_ids is None:
             async with self.store.raw() as conn:
-                self._unreachable_ids = {r[0] for r in await conn.fetch(
-                    "select distinct instance_id from findings where collector = $1 and state <> 'resolved'",
-                    CONNECTIVITY)}
+                self._unreachable_ids = {(r[0], r[1]) for r in await conn.fetch(
+                    "select distinct instance_id, collector from findings "
+                    "where (collector = $1 or collector like $1 || '@%') and state <> 'resolved'", CONNECTIVITY)}
         sem = asyncio.Semaphore(self.concurrency)
 
         async def one(inst: Instance) -> None:
@@ -162,9 +175,9 @@ class Sweeper:
         standbys = [t.get("replication_name", n) for n, t in peers if t.get("role") in ("standby", "replica", "reader")]
         return {"cluster": cluster, "cluster_peers": [n for n, _ in peers], "expected_standbys": standbys}
 
-    def _specs(self, inst: Instance, collectors: list[str] | None) -> list[CollectorSpec]:
+    def _specs(self, engine: str, inst: Instance, collectors: list[str] | None) -> list[CollectorSpec]:
         out = []
-        for spec in specs_for(inst.engine):
+        for spec in specs_for(engine):
             override = (inst.overrides or {}).get(spec.name, {})
             if collectors is not None and spec.name not in collectors:
                 continue
@@ -189,7 +202,8 @@ class Sweeper:
         return merged
 
     async def _collect_instance(self, inst: Instance, collectors: list[str] | None, summary: SweepSummary) -> str:
-        specs = self._specs(inst, collectors)
+        """The instance's SQL collectors on its held session, then its cloud collectors (CloudWatch,
+        Azure Monitor) on the cloud targets its identity gives it."""
         ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
         target = Target(name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname,
                         user=inst.user, tls_mode=inst.tls_mode, options=dict(inst.cloud or {}))
@@ -199,15 +213,32 @@ class Sweeper:
         async def password() -> str | None:
             return await resolve_credential(inst.credential, instance_info)
 
+        self._credentials[inst.id] = inst.credential
+        work = [(target, password, self._specs(inst.engine, inst, collectors))]
+        for cloud_target in await self._cloud_targets(inst):
+            work.append((cloud_target, None, self._specs(cloud_target.engine, inst, collectors)))
+        names = [s.name for _, _, specs in work for s in specs]
         async with self.store.raw() as store:
-            locked = await _try_locks(store, inst.id, [s.name for s in specs])
-            await self._record_lock_losers(store, ref, [s.name for s in specs if s.name not in locked])
+            locked = await _try_locks(store, inst.id, names)
+            await self._record_lock_losers(store, ref, [n for n in names if n not in locked])
             try:
-                return await self._run_specs(store, target, password, ref, inst, [s for s in specs if s.name in locked],
-                                             summary, skipped=len(specs) - len(locked))
+                status = "ok"
+                for tgt, secret, specs in work:
+                    mine = [s for s in specs if s.name in locked]
+                    outcome = await self._run_specs(store, tgt, secret, ref, inst, mine, summary,
+                                                    skipped=len(specs) - len(mine))
+                    if tgt is target:
+                        status = outcome
+                        self._sql_ok[inst.id] = outcome in ("ok", "failed")
+                return status
             finally:
                 if locked:
                     await store.execute("select pg_advisory_unlock_all()")
+
+    async def _cloud_targets(self, inst: Instance) -> list[Target]:
+        if not inst.cloud or _targets_for_cloud is None:
+            return []
+        return await _targets_for_cloud(inst.name, inst.cloud, self.settings)
 
     async def _record_lock_losers(self, store: asyncpg.Connection, ref: InstanceRef, names: list[str]) -> None:
         """Another worker holds these (instance, collector) locks, e.g. during a shard handover."""
@@ -224,25 +255,29 @@ class Sweeper:
         t0 = time.perf_counter()
         try:
             async with self.pool.session(target, password) as conn:
-                await self._connected(store, ref, started, t0)
+                await self._connected(store, ref, _connectivity(target, inst), started, t0)
                 failures = 0
                 for spec in specs:
                     failures += not await self._run_one(store, conn, spec, ref, inst, summary)
                 return "ok" if failures == 0 else "failed"
         except ConnectFailed as e:
-            telemetry.INSTANCE_UP.labels(inst.name, inst.engine).set(0)
-            await self._record_unreachable(store, ref, e, specs, started, t0, summary)
+            await self._record_unreachable(store, ref, _connectivity(target, inst), e, specs, started, t0, summary)
             return "skipped" if isinstance(e, BackingOff) else "unreachable"
 
-    async def _connected(self, store: asyncpg.Connection, ref: InstanceRef, started: datetime, t0: float) -> None:
-        telemetry.INSTANCE_UP.labels(ref.name, ref.engine).set(1)
-        if ref.id in self._unreachable_ids:
-            self._unreachable_ids.discard(ref.id)
-            await record_run(store, ref, CONNECTIVITY, Result(), started, (time.perf_counter() - t0) * 1000)
+    async def _connected(self, store: asyncpg.Connection, ref: InstanceRef, connectivity: str, started: datetime,
+                         t0: float) -> None:
+        if connectivity == CONNECTIVITY:
+            telemetry.INSTANCE_UP.labels(ref.name, ref.engine).set(1)
+        if (ref.id, connectivity) in self._unreachable_ids:
+            self._unreachable_ids.discard((ref.id, connectivity))
+            await record_run(store, ref, connectivity, Result(), started, (time.perf_counter() - t0) * 1000)
 
-    async def _record_unreachable(self, store: asyncpg.Connection, ref: InstanceRef, e: ConnectFailed,
-                           specs: list[CollectorSpec], started: datetime, t0: float, summary: SweepSummary) -> None:
+    async def _record_unreachable(self, store: asyncpg.Connection, ref: InstanceRef, connectivity: str,
+                                  e: ConnectFailed, specs: list[CollectorSpec], started: datetime, t0: float,
+                                  summary: SweepSummary) -> None:
         ms = (time.perf_counter() - t0) * 1000
+        if connectivity == CONNECTIVITY:
+            telemetry.INSTANCE_UP.labels(ref.name, ref.engine).set(0)
         if isinstance(e, BackingOff):
             summary.skipped += len(specs)
             for spec in specs:
@@ -251,14 +286,16 @@ class Sweeper:
             return
         summary.failed += len(specs) or 1
         summary.errors[ref.name] = str(e)
-        self._unreachable_ids.add(ref.id)
+        if e.check == "login_failed" and aws_credentials is not None and (inst_credential := self._credentials.get(ref.id)):
+            aws_credentials.invalidate(inst_credential)  # a rotated secret is fetched again next time
+        self._unreachable_ids.add((ref.id, connectivity))
         finding = Finding(
-            check=e.check, object="server", severity=Severity.critical,
+            check=e.check, object="server" if connectivity == CONNECTIVITY else connectivity.split("@", 1)[1], severity=Severity.critical,
             title=f"Cannot reach {ref.name}: {e}" if e.check != "credential_unavailable" else f"No credential for {ref.name}: {e}",
             details={"error": str(e)},
             recommendation="Check that the server is up, that its host/port in the inventory are right, and that "
                            "dbfleet's network path and credential are valid. dbfleet retries with exponential backoff.")
-        await record_run(store, ref, CONNECTIVITY, Result(findings=[finding]), started, ms)
+        await record_run(store, ref, connectivity, Result(findings=[finding]), started, ms)
         for spec in specs:
             telemetry.RUNS.labels(spec.name, "error").inc()
             await record_failure(store, ref, spec.name, "error", str(e), started, ms)
@@ -269,6 +306,9 @@ class Sweeper:
             return True
         key = (ref.id, spec.name)
         extra = self.cluster_context(inst)
+        if spec.engine in CLOUD_FAMILIES:
+            # Cloud replica-lag findings only stand in when SQL access is not available.
+            extra["sql_available"] = self._sql_ok.get(ref.id, False)
         if spec.peer_metrics and extra.get("cluster_peers"):
             extra.update(await _peer_metrics(store, spec, extra["cluster_peers"]))
         ctx = Context(instance=ref.name, engine=ref.engine, thresholds=self.thresholds(spec, inst),
@@ -317,6 +357,11 @@ async def _peer_metrics(store: asyncpg.Connection, spec: CollectorSpec, peers: l
     window_s = 3 * spec.interval_s
     return {f"peer_{metric}": {r["object"]: r["value"] for r in await store.fetch(_PEER_METRIC, peers, metric, window_s)}
             for metric in spec.peer_metrics}
+
+
+def _connectivity(target: Target, inst: Instance) -> str:
+    """Connection findings are kept per target: the SQL session, and each cloud API apart."""
+    return CONNECTIVITY if target.engine == inst.engine else f"{CONNECTIVITY}@{target.engine}"
 
 
 def _lock_key(collector: str) -> int:
