@@ -134,6 +134,7 @@ class Flusher:
     async def flush_due(self, conn: asyncpg.Connection, now: datetime) -> tuple[int, int]:
         """Flush one batch of due groups; returns (groups flushed, notifications enqueued)."""
         async with conn.transaction():
+            await conn.execute("set local plan_cache_mode = force_custom_plan")  # see send.py
             groups = [dict(g) for g in await conn.fetch(_CLAIM, now, self.config.batch_size)]
             if not groups:
                 return 0, 0

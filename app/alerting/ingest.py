@@ -72,6 +72,7 @@ async def ingest_outbox(conn: asyncpg.Connection, config: AlertingConfig, tree: 
                         now: datetime) -> int:
     """Claim and apply one batch; returns the number of outbox rows processed."""
     async with conn.transaction():
+        await conn.execute("set local plan_cache_mode = force_custom_plan")  # see send.py
         rows = await conn.fetch(_CLAIM, config.batch_size)
         if not rows:
             return 0
