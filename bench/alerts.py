@@ -34,7 +34,7 @@ HEADING = "## Alert dispatch"
 NOTES = """What limits it: one notification costs about 1 ms of dispatcher CPU in httpx (request build,
 h11 parsing) plus its share of routing and grouping (about 0.5 ms per alert change), and the
 2 cores are shared by PostgreSQL, the receiver and the dispatchers. A second dispatcher process
-(a second worker) doubles throughput: outbox rows, groups and notifications are claimed with
+(a second worker) adds about 70 %: outbox rows, groups and notifications are claimed with
 SKIP LOCKED, and no run delivered a duplicate. One httpx client with many pooled connections
 managed ~300 requests/s here, so each sink uses single-connection clients (see sinks/base.py).
 
