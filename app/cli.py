@@ -42,7 +42,7 @@ def _settings() -> Settings:
 async def _store(settings: Settings, migrated: bool = True):
     from app.db import Store, StoreNotReady, resolve_store_url
 
-    store = Store(await resolve_store_url(settings.database_url, settings.store.embedded_dir), settings.store.pool_size)
+    store = Store(await resolve_store_url(settings.database_url, settings.store.embedded_dir), settings.store_pool_size())
     if migrated:
         try:
             await store.check_ready()

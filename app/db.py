@@ -7,6 +7,7 @@ never inside helpers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -54,13 +55,25 @@ class Store:
             connect_args={"server_settings": {"application_name": "dbfleet-store"}},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._pool_size = pool_size
+        self._raw_pool: asyncpg.Pool | None = None
+        self._raw_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def raw(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled asyncpg connection for the hot path (COPY, batched upserts)."""
-        async with self.engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            yield raw.driver_connection
+        """A plain asyncpg connection for the hot path (COPY, batched upserts, advisory locks).
+
+        asyncpg's own pool: no pre-ping round trip on checkout, and its reset on release
+        (RESET ALL, UNLISTEN, pg_advisory_unlock_all) leaves nothing behind for the next user.
+        """
+        if self._raw_pool is None:
+            async with self._raw_lock:
+                if self._raw_pool is None:
+                    self._raw_pool = await asyncpg.create_pool(
+                        plain_url(self.url), min_size=0, max_size=self._pool_size, max_inactive_connection_lifetime=300,
+                        server_settings={"application_name": "dbfleet-store"}, init=_json_codecs)
+        async with self._raw_pool.acquire() as conn:
+            yield conn
 
     async def check_ready(self) -> None:
         """Raise StoreNotReady unless the store answers and is migrated to head."""
@@ -79,7 +92,17 @@ class Store:
                                 "run `dbfleet migrate`")
 
     async def dispose(self) -> None:
+        if self._raw_pool is not None:
+            await self._raw_pool.close()
+            self._raw_pool = None
         await self.engine.dispose()
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    """The same json/jsonb handling SQLAlchemy's asyncpg dialect sets up: send JSON text as it
+    is, read it back as Python objects, so both paths to the store see the same values."""
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
 def alembic_config(url: str) -> Config:

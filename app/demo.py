@@ -112,7 +112,7 @@ async def prepare_demo(settings: Settings, data_dir: Path) -> tuple[Store, str]:
     url = await resolve_store_url(settings.database_url, data_dir / "pg")
     console.print(f"store: PostgreSQL at {url.split('@')[-1]}")
     await asyncio.to_thread(migrate, url)
-    store = Store(url, settings.store.pool_size)
+    store = Store(url, settings.store_pool_size())
     await upkeep(store, settings)
     await _create_demo_databases(url)
     async with store.sessions() as session, session.begin():

@@ -28,7 +28,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 def create_app(settings: Settings, store_url: str, check_migrated: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.store = Store(store_url, pool_size=settings.store.pool_size)
+        app.state.store = Store(store_url, pool_size=settings.store_pool_size())
         app.state.settings = settings
         app.state.sweeper = None
         app.state.background = set()

@@ -20,7 +20,7 @@ class StoreSettings(BaseModel):
     embedded_dir: Path = Path(".dbfleet/pg")
     retention_days: int = Field(14, ge=1, description="days of samples and query stats kept")
     premake_days: int = Field(3, ge=1, description="daily store partitions created ahead")
-    pool_size: int = Field(10, ge=1)
+    pool_size: int | None = Field(None, ge=1, description="store connections; default worker.concurrency + 4")
 
 
 class WorkerSettings(BaseModel):
@@ -83,6 +83,11 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"DBFLEET_CONFIG points at {path}, which is not a file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
+
+    def store_pool_size(self) -> int:
+        """A sweep holds one store connection per instance it collects, so the pool must cover the
+        concurrency or the concurrency is silently capped by the pool."""
+        return self.store.pool_size or self.worker.concurrency + 4
 
     def collector(self, name: str) -> CollectorSettings:
         return self.collectors.get(name) or CollectorSettings()

@@ -134,11 +134,11 @@ class Sweeper:
         insts = await self.instances(selector)
         summary.instances = len(insts)
         await self._load_clusters()
-        if self._unreachable_ids is None:
-            async with self.store.raw() as conn:
-                self._unreachable_ids = {(r[0], r[1]) for r in await conn.fetch(
-                    "select distinct instance_id, collector from findings "
-                    "where (collector = $1 or collector like $1 || '@%') and state <> 'resolved'", CONNECTIVITY)}
+        # Reloaded every sweep: another process (the API, `dbfleet sweep`) may have opened one.
+        async with self.store.raw() as conn:
+            self._unreachable_ids = {(r[0], r[1]) for r in await conn.fetch(
+                "select distinct instance_id, collector from findings "
+                "where (collector = $1 or collector like $1 || '@%') and state <> 'resolved'", CONNECTIVITY)}
         sem = asyncio.Semaphore(self.concurrency)
 
         async def one(inst: Instance) -> None:
@@ -221,19 +221,17 @@ class Sweeper:
         async with self.store.raw() as store:
             locked = await _try_locks(store, inst.id, names)
             await self._record_lock_losers(store, ref, [n for n in names if n not in locked])
-            try:
-                status = "ok"
-                for tgt, secret, specs in work:
-                    mine = [s for s in specs if s.name in locked]
-                    outcome = await self._run_specs(store, tgt, secret, ref, inst, mine, summary,
-                                                    skipped=len(specs) - len(mine))
-                    if tgt is target:
-                        status = outcome
-                        self._sql_ok[inst.id] = outcome in ("ok", "failed")
-                return status
-            finally:
-                if locked:
-                    await store.execute("select pg_advisory_unlock_all()")
+            # The locks go when the connection returns to the pool: asyncpg's reset on release
+            # runs pg_advisory_unlock_all(), so no extra round trip here.
+            status = "ok"
+            for tgt, secret, specs in work:
+                mine = [s for s in specs if s.name in locked]
+                outcome = await self._run_specs(store, tgt, secret, ref, inst, mine, summary,
+                                                skipped=len(specs) - len(mine))
+                if tgt is target:
+                    status = outcome
+                    self._sql_ok[inst.id] = outcome in ("ok", "failed")
+            return status
 
     async def _cloud_targets(self, inst: Instance) -> list[Target]:
         if not inst.cloud or _targets_for_cloud is None:

@@ -354,9 +354,6 @@ async def test_disabled_collectors_do_not_run(clean_store, target_db):
     assert summary.ok == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Sweeper loads the open connectivity findings once per process "
-                   "(app/sweep.py: `if self._unreachable_ids is None`), so one opened by `dbfleet sweep`, the API "
-                   "or another worker is never resolved by a worker already running; reload it every sweep")
 async def test_a_connectivity_finding_opened_by_another_process_is_resolved_by_a_running_worker(clean_store):
     """The terminal's `dbfleet sweep` (or the API) saw the instance down; the long-running worker,
     which saw it up before, must still clear the finding once the instance is back."""
