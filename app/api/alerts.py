@@ -39,7 +39,7 @@ async def list_alerts(store: StoreDep, settings: SettingsDep, _: ViewerDep,
     try:
         wanted = parse_matchers(filter)
     except ValueError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"filter: {e}") from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"filter: {e}") from None
     config = config_for(settings)
     tree = RoutingTree(config)
     intervals = {t.name: t for t in config.time_intervals}

@@ -38,7 +38,7 @@ def _uncursor(cursor: str, is_time: bool) -> tuple[Any, int]:
         value, ident = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return (datetime.fromisoformat(value) if is_time else int(value)), int(ident)
     except (ValueError, TypeError):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "cursor: not a cursor this API returned") from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor: not a cursor this API returned") from None
 
 
 @router.get("/findings")
@@ -66,7 +66,7 @@ async def list_findings(
         try:
             stmt = stmt.where(Instance.tags.contains(parse_tag_selectors(tag)))
         except ValueError as e:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from None
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
     sort_key = key if key is not SEVERITY_RANK else SEVERITY_RANK
     if cursor:
         value, ident = _uncursor(cursor, is_time=key is not SEVERITY_RANK)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -10,11 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api.deps import AdminDep, SessionDep, ViewerDep
-from app.findings import resolved_outbox
+from app.findings import retire_findings
 from app.inventory import io
 from app.inventory.schemas import InstanceIn, InstanceOut, InstancePatch
 from app.inventory.store import filtered, parse_tag_selectors, upsert_instances
-from app.models import AuditLog, Finding, Instance
+from app.models import AuditLog, Instance
 
 router = APIRouter(prefix="/api/v1", tags=["instances"])
 
@@ -33,7 +32,7 @@ async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None =
     try:
         tags = parse_tag_selectors(tag)
     except ValueError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
     stmt = filtered(select(Instance), engine=engine, tags=tags, enabled=enabled).order_by(Instance.name)
     return list((await session.execute(stmt)).scalars())
 
@@ -69,10 +68,8 @@ async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Resp
     inst = await _get(session, name)
     # Its findings go with it (cascade); the alerts they raised are resolved in the same
     # transaction, or the dispatcher would keep them firing for an instance that no longer exists.
-    now = datetime.now(timezone.utc)
-    live = (await session.execute(select(Finding).where(Finding.instance_id == inst.id,
-                                                        Finding.state != "resolved"))).scalars()
-    session.add_all([resolved_outbox(f, inst, now) for f in live])
+    await retire_findings(session, inst, "instance deleted")
+    await session.flush()
     await session.delete(inst)
     session.add(AuditLog(actor=who.name, action="instance.delete", target=name, details={}))
     return Response(status_code=204)
@@ -88,7 +85,7 @@ async def import_instances(request: Request, session: SessionDep, who: AdminDep,
         items = io.parse(text, fmt)
         report = await upsert_instances(session, items, who.name)
     except io.InventoryFileError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, {"errors": e.errors}) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"errors": e.errors}) from None
     except IntegrityError:
         raise HTTPException(status.HTTP_409_CONFLICT, "a concurrent change conflicted; nothing was imported") from None
     return report.as_dict()

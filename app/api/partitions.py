@@ -26,7 +26,7 @@ class ApplyRequest(BaseModel):
 def _refuse(e: Exception) -> HTTPException:
     if isinstance(e, ConnectFailed):
         return HTTPException(status.HTTP_502_BAD_GATEWAY, str(e))
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(e))
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e))
 
 
 @router.get("/instances/{name}/partitions/plan")

@@ -38,7 +38,7 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, d
     until = until or datetime.now(timezone.utc)
     since = since or until - timedelta(hours=1)
     if since >= until:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "since: must be before until")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since: must be before until")
     return since, until
 
 

@@ -58,12 +58,12 @@ def _sweeper(request: Request) -> Sweeper:
 async def run_sweep(body: SweepRequest, request: Request, _: OperatorDep) -> dict[str, Any]:
     unknown = sorted(set(body.collectors or []) - set(collector_names()))
     if unknown:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             f"collectors: unknown {', '.join(unknown)}; known: {', '.join(collector_names())}")
     try:
         tags = tuple(parse_tag_selectors(body.tags).items())
     except ValueError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"tags: {e}") from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"tags: {e}") from None
     sweep = _sweeper(request).sweep(body.collectors, Selector(names=tuple(body.instances), tags=tags))
     if not body.wait:
         task = asyncio.create_task(sweep)

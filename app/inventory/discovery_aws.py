@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.cloud_settings import CloudSettings
+from app.findings import retire_findings
 from app.models import AuditLog, Instance
 from collectors.cloud.clients import CloudApiError, aws_client, check_region, explain
 
@@ -266,6 +267,8 @@ async def discover_aws(session: AsyncSession, region: str, tags_filter: dict[str
     for arn, inst in existing.by_arn.items():
         if _region_of(arn) == region and arn not in listed and inst.gone_at is None:
             _mark_gone(session, inst, now, diff)
+            if not dry_run:
+                await retire_findings(session, inst, "instance gone from AWS", now)
     if not dry_run:
         await session.flush()
     return diff

@@ -61,9 +61,12 @@ class InstanceIn(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tags(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
+        for key, value in v.items():
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$", key):
                 raise ValueError(f"tag key {key!r}: use letters, digits and _ . - /")
+            if ";" in value:
+                # CSV files carry tags as k=v;k=v, so a ';' in a value could not come back.
+                raise ValueError(f"tag {key}: value {value!r} must not contain ';'")
         return v
 
     def resolved_port(self) -> int:

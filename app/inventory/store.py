@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.findings import retire_findings
 from app.inventory.credentials import resolve_credential
 from app.inventory.schemas import InstanceIn
 from app.models import AuditLog, Instance
@@ -53,6 +54,8 @@ async def upsert_instances(session: AsyncSession, items: list[InstanceIn], actor
             continue
         for k, v in changes.items():
             setattr(inst, k, v)
+        if changes.get("enabled") is False:
+            await retire_findings(session, inst, "instance disabled")
         # A DBA's edit wins over later discovery for these fields.
         inst.pinned = {**inst.pinned, **{k: True for k in changes}}
         session.add(AuditLog(actor=actor, action=action, target=item.name, details={"changed": _safe(changes)}))

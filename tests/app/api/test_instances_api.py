@@ -86,6 +86,7 @@ async def test_duplicate_name_is_409(client, auth, clean_store):
     ({"tags": {"env": 1}}, ["body", "tags", "env"]),
     ({"overrides": {"health": {"interval_s": 1}}}, ["body", "overrides", "health", "interval_s"]),
     ({"credential": SECRET}, ["body", "credential"]),
+    ({"tags": {"team": "a;b"}}, ["body", "tags"]),
 ])
 async def test_bad_bodies_are_422_with_the_field_path(client, auth, clean_store, bad, loc):
     r = await client.post(BASE, json={**body(), **bad}, headers=auth["admin"])
@@ -204,3 +205,24 @@ async def test_deleting_an_instance_resolves_its_alerts(client, auth, clean_stor
     assert len(last) == 2 and all(r["ends_at"] is not None for r in last.values())
     assert [r["labels"]["instance"] for r in rows].count("pg-a") == len(rows)
     assert await count(clean_store, "select count(*) from findings") == 0
+
+
+async def test_disabling_an_instance_resolves_its_findings_and_alerts(client, auth, clean_store):
+    """Sweeps skip a disabled instance, so nothing else would ever resolve what it had open."""
+    from datetime import datetime, timezone
+
+    from app.findings import InstanceRef, record_run
+    from collectors.spec import Finding, Result, Severity
+
+    inst = (await client.post(BASE, json=body(), headers=auth["admin"])).json()
+    ref = InstanceRef(inst["id"], "pg-a", "postgres", {})
+    async with clean_store.raw() as conn:
+        await record_run(conn, ref, "health", Result(findings=[Finding("xid_wraparound", "app", Severity.critical, "old")]),
+                         datetime.now(timezone.utc), 1.0)
+    r = await client.patch(f"{BASE}/pg-a", json={"enabled": False}, headers=auth["admin"])
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    async with clean_store.raw() as conn:
+        finding = await conn.fetchrow("select state, state_note from findings")
+        outbox = await conn.fetch("select status from outbox order by id")
+    assert tuple(finding) == ("resolved", "instance disabled")
+    assert [r["status"] for r in outbox] == ["firing", "resolved"]
