@@ -74,7 +74,19 @@ async def _pg_apply(target: Target, statements, lock_timeout_ms: int):
     return await apply(params, statements, lock_timeout_ms=lock_timeout_ms)
 
 
-ENGINES: dict[str, Engine] = {"postgres": Engine(_pg_plan, _pg_apply)}
+async def _mysql_plan(conn, policies, now, table):
+    from collectors.mysql.partition_apply import plan_live
+
+    return await plan_live(conn, policies, now, table=table)
+
+
+async def _mysql_apply(target: Target, statements, lock_timeout_ms: int):
+    from collectors.mysql.partition_apply import apply
+
+    return await apply(target, statements, lock_timeout_ms=lock_timeout_ms)
+
+
+ENGINES: dict[str, Engine] = {"postgres": Engine(_pg_plan, _pg_apply), "mysql": Engine(_mysql_plan, _mysql_apply)}
 
 
 def _engine(inst: Instance) -> Engine:

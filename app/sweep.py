@@ -27,6 +27,7 @@ from app.findings import InstanceRef, record_failure, record_run
 from app.inventory.credentials import resolve_credential
 from app.inventory.store import filtered
 from app.models import Instance
+from app.partitions import policies_for
 from app.settings import Settings
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.engines.pool import BackingOff, ConnectionPool
@@ -196,8 +197,6 @@ class Sweeper:
                 merged.update(values)
         merged.update(((inst.overrides or {}).get(spec.name) or {}).get("thresholds", {}))
         if "partition_policies" in spec.thresholds and not merged.get("partition_policies"):
-            from app.partitions import policies_for
-
             merged["partition_policies"] = policies_for(self.settings, inst)
         return merged
 

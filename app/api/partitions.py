@@ -11,6 +11,7 @@ from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
 from app.api.instances import _get
 from app.partitions import PolicyError, apply_for, outcome_json, plan_for, statement_json
 from collectors.engines.base import ConnectFailed
+from collectors.mysql.partition_plan import NotRangePartitioned
 from collectors.postgres.partitions import NotPartitioned
 
 router = APIRouter(prefix="/api/v1", tags=["partitions"])
@@ -35,7 +36,7 @@ async def partition_plan(name: str, session: SessionDep, settings: SettingsDep, 
     inst = await _get(session, name)
     try:
         statements = await plan_for(settings, inst, table)
-    except (PolicyError, NotPartitioned, ConnectFailed) as e:
+    except (PolicyError, NotPartitioned, NotRangePartitioned, ConnectFailed) as e:
         raise _refuse(e) from None
     return {"instance": name, "dry_run": True, "statements": [statement_json(s) for s in statements]}
 
@@ -47,6 +48,6 @@ async def partition_apply(name: str, session: SessionDep, settings: SettingsDep,
     inst = await _get(session, name)
     try:
         outcomes = await apply_for(session, settings, inst, who.name, body.table, body.lock_timeout_ms)
-    except (PolicyError, NotPartitioned, ConnectFailed) as e:
+    except (PolicyError, NotPartitioned, NotRangePartitioned, ConnectFailed) as e:
         raise _refuse(e) from None
     return {"instance": name, "outcomes": [outcome_json(o) for o in outcomes]}

@@ -49,7 +49,7 @@ class Outcome:
 
 
 def _policies(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return {**THRESHOLDS, "policies": list(policies)}
+    return {**THRESHOLDS, "partition_policies": list(policies)}
 
 
 def _statements(table: RangeTable, policy: Policy, now: datetime) -> list[PlannedStatement]:

@@ -23,16 +23,34 @@ CATCHALL_SAMPLE = 100_000
 
 # pg_partman's default premake is 4; retention is off unless a policy sets it. Policies look like
 # [{"table": "sales.events_*", "premake": 6, "retention_days": 365}], first match wins.
-THRESHOLDS: dict[str, Any] = {"premake": 4, "retention_days": None, "policies": []}
+# `partition_policies` is the same config as PostgreSQL's: table glob, premake, and retention as
+# "90 days" / "3 months" (or retention_days as a number).
+THRESHOLDS: dict[str, Any] = {"premake": 4, "retention_days": None, "partition_policies": []}
+# Calendar units in days, rounded up: a retention window is a promise to keep at least that long.
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 31, "quarter": 92, "year": 366}
+
+
+def retention_days(policy: Mapping[str, Any]) -> int | None:
+    """A policy's retention in whole days, from retention_days or a PostgreSQL-style retention text."""
+    if policy.get("retention_days") is not None:
+        return int(policy["retention_days"])
+    text = policy.get("retention")
+    if text is None or isinstance(text, int):
+        return text
+    number, _, unit = str(text).strip().partition(" ")
+    days = _UNIT_DAYS.get(unit.rstrip("s").lower())
+    if not number.isdigit() or days is None:
+        raise ValueError(f"retention {text!r}: use e.g. '90 days', '6 months' or '1 year'")
+    return int(number) * days
 
 
 def policy_for(name: str, t: Mapping[str, Any]) -> Policy:
     chosen: Mapping[str, Any] = {}
-    for p in t.get("policies") or []:
+    for p in t.get("partition_policies") or []:
         if fnmatch.fnmatchcase(name, p.get("table", "")):
             chosen = p
             break
-    retention = chosen.get("retention_days", t.get("retention_days"))
+    retention = retention_days(chosen) if chosen else t.get("retention_days")
     return Policy(premake=int(chosen.get("premake", t.get("premake", 4))),
                   retention_days=None if retention is None else int(retention))
 

@@ -117,7 +117,7 @@ def test_retention_keeps_one_partition_and_quotes_identifiers():
 
 def test_findings_mysql8_shapes():
     data = recorded("mysql_8_0")
-    thresholds = {"policies": [{"table": "shop.sales", "retention_days": 20}]}
+    thresholds = {"partition_policies": [{"table": "shop.sales", "retention_days": 20}]}
     result = partitions.transform([data["partitions"]], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
     assert {(f.check, f.object, f.severity.value) for f in result.findings} == {
         ("missing_future_partitions", "shop.sales", "warning"),
@@ -141,7 +141,24 @@ def test_findings_mariadb_recorded():
 
 def test_policy_first_match_wins():
     t = {"premake": 4, "retention_days": None,
-         "policies": [{"table": "shop.sales*", "premake": 6}, {"table": "shop.*", "retention_days": 90}]}
+         "partition_policies": [{"table": "shop.sales*", "premake": 6}, {"table": "shop.*", "retention": "3 months"}]}
     assert partitions.policy_for("shop.sales_2", t) == Policy(premake=6, retention_days=None)
-    assert partitions.policy_for("shop.clicks", t) == Policy(premake=4, retention_days=90)
+    assert partitions.policy_for("shop.clicks", t) == Policy(premake=4, retention_days=93)
     assert partitions.policy_for("other.x", t) == Policy(premake=4, retention_days=None)
+
+
+@pytest.mark.parametrize("policy, days", [
+    ({"retention_days": 20}, 20), ({"retention": "90 days"}, 90), ({"retention": "3 months"}, 93),
+    ({"retention": "1 year"}, 366), ({"retention": 14}, 14), ({}, None),
+])
+def test_retention_reads_the_postgresql_policy_shape(policy, days):
+    from collectors.mysql.partitions import retention_days
+
+    assert retention_days(policy) == days
+
+
+def test_unreadable_retention_is_refused():
+    from collectors.mysql.partitions import retention_days
+
+    with pytest.raises(ValueError, match="retention 'soon'"):
+        retention_days({"retention": "soon"})
