@@ -31,12 +31,19 @@ err = Console(stderr=True)
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def _settings() -> Settings:
+def _settings(checked: bool = False) -> Settings:
+    """The settings; with `checked`, also refuse to go on with errors in any section."""
+    from app.settings import config_problems
+
     try:
-        return get_settings()
+        settings = get_settings()
     except (ValidationError, FileNotFoundError) as e:
         err.print(f"[red]configuration error:[/red] {e}")
         raise typer.Exit(2) from None
+    if checked and (problems := config_problems(settings)):
+        err.print("[red]configuration errors:[/red]\n" + "\n".join(f"  {p}" for p in problems))
+        raise typer.Exit(2)
+    return settings
 
 
 async def _store(settings: Settings, migrated: bool = True):
@@ -88,7 +95,7 @@ def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
     from app.db import resolve_store_url
     from app.main import create_app
 
-    settings = _settings()
+    settings = _settings(checked=True)
     url = _run(resolve_store_url(settings.database_url, settings.store.embedded_dir))
     _run(_check_migrated(settings))
     uvicorn.run(create_app(settings, url), host=host or settings.api.host, port=port or settings.api.port,
@@ -112,7 +119,7 @@ def worker(shard: Annotated[Optional[str], typer.Option(help="i/N, or 'auto' for
     from app.scheduler import run_worker
     from app.telemetry import setup_logging
 
-    settings = _settings()
+    settings = _settings(checked=True)
     if shard:
         settings = settings.model_copy(update={"shard": shard})
     setup_logging()
@@ -323,14 +330,9 @@ def keys_create(role: Annotated[str, typer.Option(help="viewer, operator or admi
 @config_cli.command("check")
 def config_check() -> None:
     """Validate dbfleet.yaml and the environment; print every error with its path."""
-    settings = _settings()
-    problems: list[str] = []
-    try:
-        from app.alerting.cli import config_check as alerting_check
+    from app.settings import config_problems
 
-        problems += alerting_check(settings)
-    except ImportError:
-        pass
+    problems = config_problems(_settings())
     for line in problems:
         err.print(f"[red]{line}[/red]")
     if problems:
@@ -343,7 +345,7 @@ def demo(port: int = 8080, data_dir: Path = Path(".dbfleet")) -> None:
     """Embedded store + demo fleet + one sweep + API and worker, until Ctrl-C."""
     from app.demo import run_demo
 
-    _run(run_demo(_settings(), port=port, data_dir=data_dir))
+    _run(run_demo(_settings(checked=True), port=port, data_dir=data_dir))
 
 
 def _mount_optional() -> None:

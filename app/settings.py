@@ -93,6 +93,34 @@ class Settings(BaseSettings):
         return self.collectors.get(name) or CollectorSettings()
 
 
+def config_problems(settings: Settings) -> list[str]:
+    """Every error in the sections other parts own (alerting, cloud, partitions), with its path.
+
+    The API and the worker refuse to start on any of them; `dbfleet config check` prints them.
+    """
+    from pydantic import ValidationError
+
+    from app.alerting.config import check_config
+
+    problems = check_config(settings.alerting)
+    try:
+        from app.inventory.cloud_settings import CloudSettings
+
+        CloudSettings.of(settings)
+    except ImportError:
+        pass
+    except ValidationError as e:
+        problems += [f"cloud.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+    from app.partitions import PolicyScope
+
+    for i, raw in enumerate(settings.partitions.get("policies", [])):
+        try:
+            PolicyScope.model_validate(raw)
+        except ValidationError as e:
+            problems += [f"partitions.policies[{i}].{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+    return problems
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

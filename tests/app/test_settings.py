@@ -70,3 +70,16 @@ def test_missing_config_file_is_an_error(clean_env, tmp_path):
     clean_env.setenv("DBFLEET_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(FileNotFoundError, match="DBFLEET_CONFIG points at .*nope.yaml"):
         Settings()
+
+
+def test_config_problems_name_every_section_and_path():
+    from app.settings import Settings, config_problems
+
+    settings = Settings(alerting={"route": {"receiver": "nobody"}},
+                        cloud={"aws": {"regions": "eu-west-1", "interval_s": 1}},
+                        partitions={"policies": [{"instances": "not-a-list"}]})
+    problems = config_problems(settings)
+    assert any(p.startswith("alerting.route.receiver") for p in problems)
+    assert any(p.startswith("cloud.aws.interval_s") for p in problems)
+    assert any(p.startswith("partitions.policies[0].instances") for p in problems)
+    assert config_problems(Settings()) == []
