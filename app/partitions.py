@@ -86,7 +86,34 @@ async def _mysql_apply(target: Target, statements, lock_timeout_ms: int):
     return await apply(target, statements, lock_timeout_ms=lock_timeout_ms)
 
 
-ENGINES: dict[str, Engine] = {"postgres": Engine(_pg_plan, _pg_apply), "mysql": Engine(_mysql_plan, _mysql_apply)}
+async def _mssql_plan(conn, policies, now, table):
+    from collectors.sqlserver.partition_apply import plan_live
+
+    return await plan_live(conn, policies, now, table=table)
+
+
+async def _mssql_apply(target: Target, statements, lock_timeout_ms: int):
+    from collectors.sqlserver.partition_apply import apply
+
+    return await apply(target, statements, lock_timeout_ms=lock_timeout_ms)
+
+
+async def _oracle_plan(conn, policies, now, table):
+    from collectors.oracle.partition_apply import plan_live
+
+    return await plan_live(conn, policies, now, table=table)
+
+
+async def _oracle_apply(target: Target, statements, lock_timeout_ms: int):
+    from collectors.oracle.partition_apply import apply
+
+    return await apply(target, statements, lock_timeout_ms=lock_timeout_ms)
+
+
+# SQL Server and Oracle apply are tested on recorded catalog rows only, never on a live server.
+ENGINES: dict[str, Engine] = {"postgres": Engine(_pg_plan, _pg_apply), "mysql": Engine(_mysql_plan, _mysql_apply),
+                              "sqlserver": Engine(_mssql_plan, _mssql_apply),
+                              "oracle": Engine(_oracle_plan, _oracle_apply)}
 
 
 def _engine(inst: Instance) -> Engine:

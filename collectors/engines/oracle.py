@@ -11,6 +11,7 @@ account should hold only SELECT_CATALOG_ROLE.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import Any
 
@@ -110,6 +111,57 @@ async def connect_oracle(target: Target, limits: SessionLimits) -> OracleConnect
         await conn.close()
         raise
     return OracleConnection(conn, version, bool(row and "STANDBY" in str(row[0]).upper()))
+
+
+class OracleWritable:
+    """A writable session for audited admin DDL (partition apply); collectors never get one.
+    Oracle commits DDL implicitly, so there is no transaction to manage."""
+
+    def __init__(self, conn: Any):
+        self.raw = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        with self.raw.cursor() as cur:
+            await cur.execute(sql, list(args))
+            names = [d[0].lower() for d in cur.description or ()]
+            return [dict(zip(names, row)) for row in await cur.fetchall()]
+
+    async def execute(self, sql: str) -> None:
+        with self.raw.cursor() as cur:
+            await cur.execute(sql)
+
+    async def close(self) -> None:
+        if self.raw.is_healthy():
+            await self.raw.close()
+
+
+def ddl_lock_timeout_s(lock_timeout_ms: int) -> int:
+    """DDL_LOCK_TIMEOUT is whole seconds (0 = NOWAIT); round up so a short timeout still waits a little."""
+    return max(0, min(1_000_000, math.ceil(lock_timeout_ms / 1000)))
+
+
+async def open_writable(target: Target, limits: SessionLimits) -> OracleWritable:
+    """A writable session whose DDL waits at most the lock timeout for its table lock
+    (ALTER SESSION SET DDL_LOCK_TIMEOUT); raises ConnectFailed like connect()."""
+    try:
+        conn = await asyncio.wait_for(
+            oracledb.connect_async(**connect_params(target, limits)), limits.connect_timeout_s + 2
+        )
+    except (oracledb.Error, OSError) as e:
+        raise classify(target, e) from None
+    except asyncio.TimeoutError:
+        raise Unreachable(target, f"cannot connect to {target.host}:{target.port}: connect timeout") from None
+    try:
+        conn.call_timeout = int(limits.statement_timeout_ms)
+        conn.module = limits.application_name
+        conn.action = "partition apply"
+        conn.client_identifier = limits.application_name
+        with conn.cursor() as cur:
+            await cur.execute(f"ALTER SESSION SET DDL_LOCK_TIMEOUT = {ddl_lock_timeout_s(limits.lock_timeout_ms)}")
+    except BaseException:
+        await conn.close()
+        raise
+    return OracleWritable(conn)
 
 
 register_adapter("oracle", connect_oracle)

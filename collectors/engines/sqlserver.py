@@ -65,8 +65,11 @@ def _tls_options(target: Target) -> dict[str, str]:
     return opts
 
 
-def connection_string(target: Target, limits: SessionLimits) -> str:
-    """The ODBC connection string; braces quote values so a ';' in a password cannot inject keys."""
+def connection_string(target: Target, limits: SessionLimits, read_only: bool = True) -> str:
+    """The ODBC connection string; braces quote values so a ';' in a password cannot inject keys.
+
+    ReadOnly intent lets an availability group listener route collectors to a readable secondary;
+    the writable admin session (partition apply) must land on the primary, so it leaves it out."""
     driver = target.options.get("odbc_driver", DEFAULT_DRIVER)
     parts = {
         "DRIVER": driver,
@@ -75,7 +78,7 @@ def connection_string(target: Target, limits: SessionLimits) -> str:
         "UID": target.user,
         "PWD": target.password or "",
         "APP": limits.application_name,
-        "ApplicationIntent": "ReadOnly",
+        "ApplicationIntent": "ReadOnly" if read_only else "",
         **_tls_options(target),
     }
     if "freetds" in driver.lower():
@@ -127,7 +130,8 @@ def classify(target: Target, error: pyodbc.Error) -> LoginFailed | Unreachable:
     return Unreachable(target, f"cannot connect to {target.host}:{target.port}: {message}")
 
 
-async def connect_sqlserver(target: Target, limits: SessionLimits) -> SqlServerConnection:
+async def _open(target: Target, limits: SessionLimits, statements: list[str], read_only: bool = True) -> Any:
+    """An autocommit aioodbc connection with the query timeout set and `statements` run once."""
     query_timeout_s = max(1, round(limits.statement_timeout_ms / 1000))
 
     async def prepare(raw: pyodbc.Connection) -> None:
@@ -135,7 +139,7 @@ async def connect_sqlserver(target: Target, limits: SessionLimits) -> SqlServerC
 
     try:
         conn = await asyncio.wait_for(aioodbc.connect(
-            dsn=connection_string(target, limits),
+            dsn=connection_string(target, limits, read_only),
             autocommit=True,
             timeout=max(1, round(limits.connect_timeout_s)),
             after_created=prepare,
@@ -147,14 +151,59 @@ async def connect_sqlserver(target: Target, limits: SessionLimits) -> SqlServerC
         raise Unreachable(target, f"cannot connect to {target.host}:{target.port}: {reason}") from None
     try:
         async with conn.cursor() as cur:
-            for statement in session_statements(limits):
+            for statement in statements:
                 await cur.execute(statement)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def connect_sqlserver(target: Target, limits: SessionLimits) -> SqlServerConnection:
+    conn = await _open(target, limits, session_statements(limits))
+    try:
+        async with conn.cursor() as cur:
             await cur.execute(VERSION_SQL)
             product_version, is_standby = await cur.fetchone()
     except BaseException:
         await conn.close()
         raise
-    return SqlServerConnection(conn, version_number(product_version), bool(is_standby), query_timeout_s)
+    return SqlServerConnection(conn, version_number(product_version), bool(is_standby),
+                               max(1, round(limits.statement_timeout_ms / 1000)))
+
+
+def writable_session_statements(limits: SessionLimits) -> list[str]:
+    """The admin session gives up on a lock after lock_timeout_ms and loses any deadlock; it reads
+    committed data (no READ UNCOMMITTED: apply re-plans from the catalog it is about to change)."""
+    return [f"SET LOCK_TIMEOUT {int(limits.lock_timeout_ms)}", "SET DEADLOCK_PRIORITY LOW"]
+
+
+class SqlServerWritable:
+    """A writable autocommit session for audited admin DDL (partition apply); collectors never get one."""
+
+    def __init__(self, conn: Any):
+        self.raw = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with self.raw.cursor() as cur:
+            await cur.execute(sql, *args)
+            if cur.description is None:
+                return []
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in await cur.fetchall()]
+
+    async def execute(self, sql: str) -> None:
+        async with self.raw.cursor() as cur:
+            await cur.execute(sql)
+
+    async def close(self) -> None:
+        if not self.raw.closed:
+            await self.raw.close()
+
+
+async def open_writable(target: Target, limits: SessionLimits) -> SqlServerWritable:
+    """A writable session on the primary (no ReadOnly intent); raises ConnectFailed like connect()."""
+    return SqlServerWritable(await _open(target, limits, writable_session_statements(limits), read_only=False))
 
 
 register_adapter("sqlserver", connect_sqlserver)

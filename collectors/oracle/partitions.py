@@ -85,9 +85,9 @@ def literal(value: datetime, key_type: str) -> str:
     return f"TO_DATE('{value:%Y-%m-%d %H:%M:%S}', 'YYYY-MM-DD HH24:MI:SS')"
 
 
-def plan_premake(t: RangeTable, now: datetime, premake: int) -> list[str]:
-    """ADD PARTITION after the last bound, or SPLIT the MAXVALUE partition, until `premake`
-    partitions start after now."""
+def premake_partitions(t: RangeTable, now: datetime, premake: int) -> list[tuple[str, str]]:
+    """(new partition name, DDL) pairs: ADD PARTITION after the last bound, or SPLIT the MAXVALUE
+    partition, until `premake` partitions start after now. [] for interval tables."""
     step, bounds = infer_step(t.bounds), t.bounds
     if step is None or t.interval:
         return []
@@ -95,16 +95,23 @@ def plan_premake(t: RangeTable, now: datetime, premake: int) -> list[str]:
     out, lower = [], bounds[-1]
     # The partition below the first bound after now is the current one, so ask for one more bound.
     for bound in future_bounds(bounds, step, naive, premake + 1):
-        name = _q(f"P_{lower:%Y%m%d}")
+        name = f"P_{lower:%Y%m%d}"
         if t.maxvalue:
-            out.append(f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} SPLIT PARTITION {_q(t.maxvalue[0])} AT "
-                       f"({literal(bound, t.key_type)}) INTO (PARTITION {name}, PARTITION {_q(t.maxvalue[0])}) "
-                       "UPDATE INDEXES")
+            sql = (f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} SPLIT PARTITION {_q(t.maxvalue[0])} AT "
+                   f"({literal(bound, t.key_type)}) INTO (PARTITION {_q(name)}, PARTITION {_q(t.maxvalue[0])}) "
+                   "UPDATE INDEXES")
         else:
-            out.append(f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} ADD PARTITION {name} "
-                       f"VALUES LESS THAN ({literal(bound, t.key_type)})")
+            sql = (f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} ADD PARTITION {_q(name)} "
+                   f"VALUES LESS THAN ({literal(bound, t.key_type)})")
+        out.append((name, sql))
         lower = bound
     return out
+
+
+def plan_premake(t: RangeTable, now: datetime, premake: int) -> list[str]:
+    """ADD PARTITION after the last bound, or SPLIT the MAXVALUE partition, until `premake`
+    partitions start after now."""
+    return [sql for _, sql in premake_partitions(t, now, premake)]
 
 
 def expired_partitions(t: RangeTable, now: datetime, retention_days: int) -> list[str]:
@@ -118,9 +125,12 @@ def expired_partitions(t: RangeTable, now: datetime, retention_days: int) -> lis
     return names
 
 
+def drop_sql(t: RangeTable, partition: str) -> str:
+    return f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} DROP PARTITIONS {_q(partition)} UPDATE INDEXES"
+
+
 def plan_retention(t: RangeTable, now: datetime, retention_days: int) -> list[str]:
-    return [f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} DROP PARTITIONS {_q(name)} UPDATE INDEXES"
-            for name in expired_partitions(t, now, retention_days)]
+    return [drop_sql(t, name) for name in expired_partitions(t, now, retention_days)]
 
 
 def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[RangeTable]:

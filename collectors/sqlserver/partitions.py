@@ -79,15 +79,25 @@ def literal(value: datetime, value_type: str) -> str:
     return f"'{value:%Y-%m-%dT%H:%M:%S}'"
 
 
+def premake_bounds(t: PartitionedTable, now: datetime, premake: int) -> list[datetime]:
+    """The boundaries to SPLIT in so that `premake` partitions lie ahead of now; [] if no interval."""
+    step = infer_step(t.bounds)
+    return [] if step is None else future_bounds(t.bounds, step, now.replace(tzinfo=None), premake)
+
+
+def next_used_sql(scheme: str, filegroup: str) -> str:
+    return f"ALTER PARTITION SCHEME {_q(scheme)} NEXT USED {_q(filegroup)}"
+
+
+def split_sql(t: PartitionedTable, bound: datetime) -> str:
+    return f"ALTER PARTITION FUNCTION {_q(t.function)}() SPLIT RANGE ({literal(bound, t.value_type)})"
+
+
 def plan_premake(t: PartitionedTable, now: datetime, premake: int) -> list[str]:
     """NEXT USED + SPLIT RANGE for each boundary needed to have `premake` partitions ahead."""
-    step = infer_step(t.bounds)
-    if step is None:
-        return []
     out = []
-    for bound in future_bounds(t.bounds, step, now.replace(tzinfo=None), premake):
-        out.append(f"ALTER PARTITION SCHEME {_q(t.scheme)} NEXT USED {_q(t.filegroup)}")
-        out.append(f"ALTER PARTITION FUNCTION {_q(t.function)}() SPLIT RANGE ({literal(bound, t.value_type)})")
+    for bound in premake_bounds(t, now, premake):
+        out += [next_used_sql(t.scheme, t.filegroup), split_sql(t, bound)]
     return out
 
 
@@ -99,19 +109,24 @@ def expired_bounds(t: PartitionedTable, now: datetime, retention_days: int) -> l
     return [b for b in t.bounds if (b <= cutoff if t.range_right else b < cutoff)]
 
 
+def staging_table(t: PartitionedTable) -> str:
+    return f"{_q(t.schema)}.{_q(t.table + '_dbfleet_staging')}"
+
+
+def retention_sql(t: PartitionedTable, bound: datetime) -> list[str]:
+    """SWITCH partition 1 (the oldest) to the staging table, empty it, MERGE its upper boundary."""
+    return [
+        f"ALTER TABLE {_q(t.schema)}.{_q(t.table)} SWITCH PARTITION 1 TO {staging_table(t)}",
+        f"TRUNCATE TABLE {staging_table(t)}",
+        f"ALTER PARTITION FUNCTION {_q(t.function)}() MERGE RANGE ({literal(bound, t.value_type)})",
+    ]
+
+
 def plan_retention(t: PartitionedTable, now: datetime, retention_days: int) -> list[str]:
     """SWITCH partition 1 out, TRUNCATE the staging table, MERGE its boundary; oldest first."""
     if t.tables_on_function > 1:
         return []  # MERGE RANGE would change every table on this function
-    staging = f"{_q(t.schema)}.{_q(t.table + '_dbfleet_staging')}"
-    out = []
-    for bound in expired_bounds(t, now, retention_days):
-        out += [
-            f"ALTER TABLE {_q(t.schema)}.{_q(t.table)} SWITCH PARTITION 1 TO {staging}",
-            f"TRUNCATE TABLE {staging}",
-            f"ALTER PARTITION FUNCTION {_q(t.function)}() MERGE RANGE ({literal(bound, t.value_type)})",
-        ]
-    return out
+    return [sql for bound in expired_bounds(t, now, retention_days) for sql in retention_sql(t, bound)]
 
 
 def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[PartitionedTable]:

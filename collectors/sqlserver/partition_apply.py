@@ -1,0 +1,237 @@
+"""The admin side of SQL Server partition maintenance: plan the live catalog, then apply it audited.
+
+Same shape as the PostgreSQL and MySQL engines (plan_live / apply, PlannedStatement / Outcome) so
+that app/partitions.py drives all of them. Premake is ALTER PARTITION SCHEME ... NEXT USED (on
+every scheme of the function) + ALTER PARTITION FUNCTION ... SPLIT RANGE; retention is SWITCH of
+partition 1 to `<table>_dbfleet_staging` + TRUNCATE + MERGE RANGE. apply never runs text it was
+handed blindly: before each statement it re-reads the catalog, re-plans that table with the
+statement's policy, and runs the statement only if the fresh plan still contains it, so a second
+apply changes nothing. The generic pieces (Policy, Outcome, run_replanned) are engine-neutral and
+the Oracle engine reuses them.
+
+UNVERIFIED against a live SQL Server: no server can run here. The plan is tested on recorded
+catalog rows, every statement parses as T-SQL, and apply is tested on a recorded-rows session and
+against a closed port.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from collectors.engines.base import ConnectFailed, SessionLimits, Target, redact
+from collectors.mysql.partitions import retention_days
+from collectors.sqlserver.common import fetch_tagged
+from collectors.sqlserver.partitions import (
+    QUERIES,
+    PartitionedTable,
+    expired_bounds,
+    next_used_sql,
+    premake_bounds,
+    retention_sql,
+    split_sql,
+    staging_table,
+    tables_from_rows,
+)
+
+Status = Literal["ok", "failed", "skipped"]
+# A table abandoned for years is a DBA's call, not a loop's: at most this many new boundaries a run.
+MAX_NEW_BOUNDS = 36
+# DDL on an empty partition is metadata only; a SPLIT that moves rows can take a while.
+APPLY_STATEMENT_TIMEOUT_MS = 300_000
+
+
+class NotRangePartitioned(ValueError):
+    """The named table is not on a date-keyed RANGE partition function/scheme; nothing was run."""
+
+
+class Session(Protocol):
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+    async def execute(self, sql: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    premake: int = 4
+    retention_days: int | None = None
+    keep_table: bool = False
+
+
+def policy_from(name: str, policies: Sequence[Mapping[str, Any]]) -> Policy:
+    """The first policy whose `table` glob matches schema.table (case-insensitive, as SQL Server
+    and Oracle names are); premake 4 and no retention otherwise, as on the other engines."""
+    for p in policies:
+        if fnmatch.fnmatchcase(name.lower(), str(p.get("table", "*")).lower()):
+            return Policy(int(p.get("premake", 4)), retention_days(p), bool(p.get("keep_table", False)))
+    return Policy()
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStatement:
+    action: str
+    schema: str
+    table_name: str
+    partition: str   # the boundary (SQL Server) or partition name (Oracle) it creates or removes
+    sql: str
+    why: str
+    policy: Policy
+
+    @property
+    def table(self) -> str:
+        return f"{self.schema}.{self.table_name}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.action, self.partition, self.sql)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    statement: PlannedStatement
+    status: Status
+    message: str = ""
+
+    @property
+    def sql(self) -> str:
+        return self.statement.sql
+
+
+def find_table(tables: Sequence[Any], name: str, what: str) -> Any:
+    """The table called `name` (schema.table, case-insensitive) among the catalog's; compared in
+    Python, so a hostile name is never sent to the server."""
+    for t in tables:
+        if t.name.lower() == name.strip().lower():
+            return t
+    raise NotRangePartitioned(f"{name!r} is not {what} in this database")
+
+
+def dedupe(statements: Sequence[PlannedStatement]) -> list[PlannedStatement]:
+    """Tables sharing one partition function plan the same SPLITs: keep the first of each."""
+    seen: set[tuple[str, str, str]] = set()
+    return [s for s in statements if not (s.key in seen or seen.add(s.key))]
+
+
+Replan = Callable[[Session, PlannedStatement], Awaitable[list[PlannedStatement]]]
+
+
+async def run_replanned(session: Session, statements: Sequence[PlannedStatement], replan: Replan,
+                        secret: str | None = None) -> list[Outcome]:
+    """One statement at a time, each only if the live catalog still calls for it; a table stops
+    at its first failure (later statements assume earlier ones), other tables go on."""
+    out: list[Outcome] = []
+    failed: set[str] = set()
+    for stmt in statements:
+        outcome = await _run_one(session, stmt, replan, secret) if stmt.table not in failed else \
+            Outcome(stmt, "skipped", "an earlier statement on this table failed")
+        if outcome.status == "failed":
+            failed.add(stmt.table)
+        out.append(outcome)
+    return out
+
+
+async def _run_one(session: Session, stmt: PlannedStatement, replan: Replan, secret: str | None) -> Outcome:
+    try:
+        fresh = await replan(session, stmt)
+    except Exception as e:  # noqa: BLE001 - a refused or unreadable table is this statement's outcome
+        return Outcome(stmt, "failed", redact(f"re-plan from the live catalog failed: {e}", secret))
+    if stmt.key not in {s.key for s in fresh}:
+        return Outcome(stmt, "skipped", "no longer needed: the live catalog already has it")
+    try:
+        await session.execute(stmt.sql)
+    except Exception as e:  # noqa: BLE001 - any server error is the statement's audited outcome
+        return Outcome(stmt, "failed", redact(str(e), secret))
+    return Outcome(stmt, "ok", f"{stmt.action} {stmt.partition} on {stmt.table}")
+
+
+# --- SQL Server -------------------------------------------------------------------------------
+
+def table_statements(t: PartitionedTable, tables: Sequence[PartitionedTable], policy: Policy,
+                     now: datetime) -> list[PlannedStatement]:
+    """The plan for one table; `tables` is the whole catalog, for the schemes sharing its function."""
+    return _premake(t, tables, policy, now) + _retention(t, policy, now)
+
+
+def _premake(t: PartitionedTable, tables: Sequence[PartitionedTable], policy: Policy,
+             now: datetime) -> list[PlannedStatement]:
+    # SPLIT needs a NEXT USED filegroup on every scheme built on the function, or it fails.
+    schemes = {o.scheme: o.filegroup for o in tables if o.function == t.function}
+    ahead = sum(1 for b in t.bounds if b > now.replace(tzinfo=None))
+    why = f"premake {policy.premake}: {ahead} partition(s) ahead of now on function {t.function}"
+    out = []
+    for bound in premake_bounds(t, now, policy.premake)[:MAX_NEW_BOUNDS]:
+        part = bound.isoformat()
+        out += [PlannedStatement("next_used", t.schema, t.table, part, next_used_sql(s, fg), why, policy)
+                for s, fg in sorted(schemes.items())]
+        out.append(PlannedStatement("split_range", t.schema, t.table, part, split_sql(t, bound), why, policy))
+    return out
+
+
+def _retention(t: PartitionedTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
+    # keep_table would leave rows in the staging table, and the next SWITCH needs it empty:
+    # dbfleet does not create or rename tables, so keeping data is left to the DBA.
+    if policy.retention_days is None or policy.keep_table or t.tables_on_function > 1:
+        return []
+    actions = ("switch_out", "truncate_staging", "merge_range")
+    out = []
+    for bound in expired_bounds(t, now, policy.retention_days):
+        why = (f"retention {policy.retention_days} days: partition 1 holds only rows before {bound:%Y-%m-%d}; "
+               f"needs {staging_table(t)} (empty, same columns, indexes and filegroup)")
+        out += [PlannedStatement(a, t.schema, t.table, bound.isoformat(), sql, why, policy)
+                for a, sql in zip(actions, retention_sql(t, bound))]
+    return out
+
+
+async def _catalog(conn: Any) -> list[PartitionedTable]:
+    return tables_from_rows(await fetch_tagged(conn, QUERIES))
+
+
+_WHAT = "a table on a date-keyed RANGE partition function"
+
+
+async def plan_live(conn: Any, policies: Sequence[Mapping[str, Any]], now: datetime,
+                    table: str | None = None) -> list[PlannedStatement]:
+    """The DDL the policies call for now, read-only (SELECTs on sys.partition_* only). With
+    `table` ("schema.table"), only that table, refused unless the catalog shows it partitioned on
+    a date/time RANGE function."""
+    tables = await _catalog(conn)
+    chosen = tables if table is None else [find_table(tables, table, _WHAT)]
+    return dedupe([s for t in chosen for s in table_statements(t, tables, policy_from(t.name, policies), now)])
+
+
+def _replanner(now: datetime) -> Replan:
+    async def replan(session: Session, stmt: PlannedStatement) -> list[PlannedStatement]:
+        tables = await _catalog(session)
+        return table_statements(find_table(tables, stmt.table, _WHAT), tables, stmt.policy, now)
+    return replan
+
+
+async def apply_on(session: Session, statements: Sequence[PlannedStatement], now: datetime,
+                   secret: str | None = None) -> list[Outcome]:
+    """Run on an open writable session (see apply); separate so it can be tested without a server."""
+    return await run_replanned(session, statements, _replanner(now), secret)
+
+
+async def apply(target: Target, statements: Sequence[PlannedStatement], lock_timeout_ms: int = 2000,
+                now: datetime | None = None) -> list[Outcome]:
+    """Run the statements on a writable session of its own (SET LOCK_TIMEOUT, SET DEADLOCK_PRIORITY
+    LOW, autocommit: each statement commits alone). Unverified against a live SQL Server."""
+    if not statements:
+        return []
+    try:
+        from collectors.engines.sqlserver import (
+            open_writable,  # the ODBC driver is an optional extra
+        )
+    except ImportError as e:
+        return [Outcome(s, "failed", f"the sqlserver driver is not installed ({e.name or e})") for s in statements]
+    limits = SessionLimits(lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=APPLY_STATEMENT_TIMEOUT_MS)
+    try:
+        session = await open_writable(target, limits)
+    except ConnectFailed as e:
+        return [Outcome(s, "failed", str(e)) for s in statements]
+    try:
+        return await apply_on(session, statements, now or datetime.now(UTC), target.password)
+    finally:
+        await session.close()

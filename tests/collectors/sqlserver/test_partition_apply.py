@@ -1,0 +1,262 @@
+"""SQL Server partition plan -> apply on recorded catalog rows (no SQL Server can run here).
+
+plan_live reads the recorded sys.partition_* rows through a tiny session; apply_on runs against
+the same session, which changes its rows the way SQL Server would for SPLIT / MERGE RANGE, so the
+re-plan before each statement and the idempotence of a second apply are tested. apply itself is
+tested up to a real connection attempt (a closed loopback port through FreeTDS). Nothing here
+proves the DDL against a live server.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import socket
+from datetime import datetime
+
+import pyodbc
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from collectors.engines.base import SessionLimits, Target
+from collectors.engines.sqlserver import connection_string, writable_session_statements
+from collectors.sqlserver.partition_apply import (
+    NotRangePartitioned,
+    apply,
+    apply_on,
+    plan_live,
+)
+from collectors.sqlserver.partitions import BOUNDARIES_SQL, PARTITIONS_SQL
+
+from .conftest import load
+from .test_sql_parses import DDL_SHAPES
+
+NOW = datetime.fromisoformat(load("planted")["now"])
+POLICIES = [{"table": "dbo.*", "premake": 4, "retention": "365 days"}]
+PASSWORD = "Sup3r;Secret{pw}"
+_SPLIT = re.compile(r"\(\) SPLIT RANGE \('([^']+)'\)$")
+_MERGE = re.compile(r"\(\) MERGE RANGE \('([^']+)'\)$")
+_FUNCTION = re.compile(r"^ALTER PARTITION FUNCTION \[((?:[^\]]|\]\])+)\]")
+
+
+def _iso(literal: str) -> str:
+    return datetime.strptime(literal, "%Y%m%d").isoformat() if len(literal) == 8 else literal
+
+
+class RecordedCatalog:
+    """Answers the two catalog SELECTs from recorded rows; SPLIT / MERGE RANGE change the rows as
+    SQL Server would (one boundary and one partition per table on the function)."""
+
+    def __init__(self, rows: list[dict], fail_on: str | None = None, error: str = "lock request time out period exceeded"):
+        self.boundaries = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "boundary"]
+        self.partitions = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "partition"]
+        self.fail_on, self.error = fail_on, error
+        self.fetched: list[str] = []
+        self.executed: list[str] = []
+
+    async def fetch(self, sql: str, *args) -> list[dict]:
+        assert not args, "the catalog is read without parameters"
+        self.fetched.append(sql)
+        rows = {BOUNDARIES_SQL: self.boundaries, PARTITIONS_SQL: self.partitions}[sql]
+        return copy.deepcopy(rows)
+
+    async def execute(self, sql: str) -> None:
+        if self.fail_on and self.fail_on in sql:
+            raise pyodbc.OperationalError("HYT00", f"[HYT00] {self.error}")
+        self.executed.append(sql)
+        function = _FUNCTION.match(sql)
+        if (m := _SPLIT.search(sql)) and function:
+            self._split(function.group(1).replace("]]", "]"), _iso(m.group(1)))
+        elif (m := _MERGE.search(sql)) and function:
+            self._merge(function.group(1).replace("]]", "]"), _iso(m.group(1)))
+
+    def _split(self, function: str, value: str) -> None:
+        template = next(b for b in self.boundaries if b["function_name"] == function)
+        self.boundaries.append({**template, "boundary_value": value})
+        self._renumber(function)
+        for table in {(p["schema_name"], p["table_name"]) for p in self.partitions if p["function_name"] == function}:
+            last = max((p for p in self.partitions if (p["schema_name"], p["table_name"]) == table),
+                       key=lambda p: p["partition_number"])
+            self.partitions.append({**last, "partition_number": last["partition_number"] + 1, "rows": 0})
+
+    def _merge(self, function: str, value: str) -> None:
+        self.boundaries = [b for b in self.boundaries
+                           if not (b["function_name"] == function and b["boundary_value"] == value)]
+        self._renumber(function)
+        for table in {(p["schema_name"], p["table_name"]) for p in self.partitions if p["function_name"] == function}:
+            last = max((p for p in self.partitions if (p["schema_name"], p["table_name"]) == table),
+                       key=lambda p: p["partition_number"])
+            self.partitions.remove(last)
+
+    def _values(self, function: str) -> list[str]:
+        return [b["boundary_value"] for b in self.boundaries if b["function_name"] == function]
+
+    def _renumber(self, function: str) -> None:
+        mine = sorted((b for b in self.boundaries if b["function_name"] == function), key=lambda b: b["boundary_value"])
+        for i, b in enumerate(mine, 1):
+            b["boundary_id"] = i
+
+    def bounds(self, function: str = "pf_events_month") -> list[str]:
+        return sorted(self._values(function))
+
+
+def _planted_rows() -> list[dict]:
+    return load("planted")["partitions"]["rows"]
+
+
+def _second_table(rows: list[dict], function: str = "pf_orders_day", scheme: str = "ps_orders_day",
+                  table: str = "orders") -> list[dict]:
+    """A second table on its own daily function, two days ahead of NOW."""
+    out = [{"kind": "boundary", "function_name": function, "boundary_value_on_right": True, "boundary_id": i,
+            "value_type": "date", "boundary_value": f"2025-06-{d:02d}T00:00:00"} for i, d in enumerate((15, 16, 17), 1)]
+    out += [{"kind": "partition", "schema_name": "sales", "table_name": table, "scheme_name": scheme,
+             "function_name": function, "partition_number": n, "rows": 10, "filegroup_name": "PRIMARY"}
+            for n in range(1, 5)]
+    return rows + out
+
+
+def _parses(sql: str) -> None:
+    trees = sqlglot.parse(sql, read="tsql", error_level=sqlglot.ErrorLevel.RAISE)
+    assert len(trees) == 1, sql
+    if isinstance(trees[0], exp.Command):
+        assert any(shape.match(sql) for shape in DDL_SHAPES), sql
+
+
+async def test_plan_live_on_recorded_catalog_rows():
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await plan_live(catalog, POLICIES, NOW)
+    assert catalog.fetched == [BOUNDARIES_SQL, PARTITIONS_SQL]
+    assert [s.action for s in plan] == ["next_used", "split_range"] * 4 + ["switch_out", "truncate_staging", "merge_range"] * 3
+    assert [s.partition for s in plan if s.action == "split_range"] == [
+        "2025-07-01T00:00:00", "2025-08-01T00:00:00", "2025-09-01T00:00:00", "2025-10-01T00:00:00"]
+    assert plan[0].sql == "ALTER PARTITION SCHEME [ps_events_month] NEXT USED [FG_2025]"
+    assert plan[1].sql == "ALTER PARTITION FUNCTION [pf_events_month]() SPLIT RANGE ('2025-07-01T00:00:00')"
+    assert plan[8].sql == "ALTER TABLE [dbo].[events] SWITCH PARTITION 1 TO [dbo].[events_dbfleet_staging]"
+    assert plan[10].sql == "ALTER PARTITION FUNCTION [pf_events_month]() MERGE RANGE ('2024-01-01T00:00:00')"
+    assert {s.table for s in plan} == {"dbo.events"} and all(s.why for s in plan)
+
+
+async def test_every_planned_statement_parses_as_tsql():
+    plan = await plan_live(RecordedCatalog(_second_table(_planted_rows())), POLICIES + [{"table": "sales.*", "premake": 5}], NOW)
+    assert len(plan) > 20
+    for s in plan:
+        _parses(s.sql)
+    for statement in writable_session_statements(SessionLimits(lock_timeout_ms=1500)):
+        _parses(statement)
+
+
+async def test_no_policy_match_gets_the_default_premake_and_no_retention():
+    plan = await plan_live(RecordedCatalog(_planted_rows()), [{"table": "other.*", "retention_days": 1}], NOW)
+    assert {s.action for s in plan} == {"next_used", "split_range"} and len(plan) == 8
+
+
+async def test_keep_table_plans_no_retention():
+    plan = await plan_live(RecordedCatalog(_planted_rows()), [{**POLICIES[0], "keep_table": True}], NOW)
+    assert not [s for s in plan if s.action in ("switch_out", "truncate_staging", "merge_range")]
+
+
+@pytest.mark.parametrize("table", ["dbo.events", "DBO.Events"])
+async def test_one_table_by_name(table):
+    rows = _second_table(_planted_rows())
+    plan = await plan_live(RecordedCatalog(rows), POLICIES, NOW, table=table)
+    assert plan and {s.table for s in plan} == {"dbo.events"}
+
+
+@pytest.mark.parametrize("table", ["dbo.nope", "events", "dbo.events; DROP TABLE dbo.events--", "dbo.[events]"])
+async def test_a_table_not_on_a_range_function_is_refused(table):
+    catalog = RecordedCatalog(_planted_rows())
+    with pytest.raises(NotRangePartitioned, match="date-keyed RANGE partition function"):
+        await plan_live(catalog, POLICIES, NOW, table=table)
+    assert catalog.fetched == [BOUNDARIES_SQL, PARTITIONS_SQL], "the name never reaches the server"
+
+
+async def test_hostile_names_from_the_catalog_are_bracket_quoted():
+    hostile = "ev]ents; DROP TABLE x--"
+    rows = [{**r, "table_name": hostile} if r["kind"] == "partition" else r for r in _planted_rows()]
+    rows = [{**r, "function_name": "pf]; SHUTDOWN--"} for r in rows]
+    plan = await plan_live(RecordedCatalog(rows), POLICIES, NOW)
+    truncate = next(s.sql for s in plan if s.action == "truncate_staging")
+    assert truncate == "TRUNCATE TABLE [dbo].[ev]]ents; DROP TABLE x--_dbfleet_staging]"
+    [tree] = sqlglot.parse(truncate, read="tsql")
+    assert [t.name for t in tree.find_all(exp.Table)] == [f"{hostile}_dbfleet_staging"]
+    for s in plan:
+        assert len(sqlglot.parse(s.sql, read="tsql")) == 1, s.sql
+    assert all("[pf]]; SHUTDOWN--]()" in s.sql for s in plan if s.action in ("split_range", "merge_range"))
+
+
+async def test_apply_runs_the_plan_and_a_second_apply_changes_nothing():
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await plan_live(catalog, POLICIES, NOW)
+    outcomes = await apply_on(catalog, plan, NOW)
+    assert [o.status for o in outcomes] == ["ok"] * len(plan)
+    assert catalog.executed == [s.sql for s in plan]
+    assert catalog.bounds() == ["2025-05-01T00:00:00", "2025-06-01T00:00:00", "2025-07-01T00:00:00",
+                                "2025-08-01T00:00:00", "2025-09-01T00:00:00", "2025-10-01T00:00:00"]
+    # The same statements again (a stale list): every one is re-planned away, nothing runs.
+    again = await apply_on(catalog, plan, NOW)
+    assert {o.status for o in again} == {"skipped"} and len(catalog.executed) == len(plan)
+    assert all("no longer needed" in o.message for o in again)
+    assert await plan_live(catalog, POLICIES, NOW) == []
+
+
+async def test_a_catalog_changed_since_the_plan_skips_what_is_already_there():
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await plan_live(catalog, POLICIES, NOW)
+    await catalog.execute("ALTER PARTITION FUNCTION [pf_events_month]() SPLIT RANGE ('2025-07-01T00:00:00')")
+    outcomes = await apply_on(catalog, plan, NOW)
+    assert [o.status for o in outcomes[:2]] == ["skipped", "skipped"]
+    assert {o.status for o in outcomes[2:]} == {"ok"}
+    assert catalog.bounds().count("2025-07-01T00:00:00") == 1
+
+
+async def test_a_failure_stops_its_table_and_the_others_go_on():
+    rows = _second_table(_planted_rows())
+    catalog = RecordedCatalog(rows, fail_on="[pf_events_month]() SPLIT RANGE ('2025-08-01", error=f"timeout pwd={PASSWORD}")
+    plan = await plan_live(catalog, POLICIES + [{"table": "sales.*", "premake": 4}], NOW)
+    outcomes = await apply_on(catalog, plan, NOW, secret=PASSWORD)
+    events = [o for o in outcomes if o.statement.table == "dbo.events"]
+    assert [o.status for o in events[:4]] == ["ok", "ok", "ok", "failed"]
+    assert {o.status for o in events[4:]} == {"skipped"}
+    assert all("earlier statement" in o.message for o in events[4:])
+    assert PASSWORD not in events[3].message and "HYT00" in events[3].message
+    orders = [o for o in outcomes if o.statement.table == "sales.orders"]
+    assert orders and {o.status for o in orders} == {"ok"}
+
+
+async def test_tables_sharing_a_function_split_once_with_next_used_on_every_scheme():
+    rows = _second_table([], scheme="ps_orders_a", table="orders_a")
+    rows += [{**r, "table_name": "orders_b", "scheme_name": "ps_orders_b"} for r in rows if r["kind"] == "partition"]
+    plan = await plan_live(RecordedCatalog(rows), [{"table": "*", "premake": 3, "retention_days": 1}], NOW)
+    assert [s.action for s in plan] == ["next_used", "next_used", "split_range"]
+    assert [s.sql.split()[3] for s in plan[:2]] == ["[ps_orders_a]", "[ps_orders_b]"]
+    assert not [s for s in plan if s.action == "merge_range"], "MERGE would change both tables"
+
+
+def test_the_writable_session_is_not_read_only_intent_and_gives_up_on_locks():
+    t = Target("mssql1", "sqlserver", "db1", 1433, user="dbfleet", password=PASSWORD, options={"odbc_driver": "FreeTDS"})
+    assert "ApplicationIntent" not in connection_string(t, SessionLimits(), read_only=False)
+    assert "ApplicationIntent=ReadOnly" in connection_string(t, SessionLimits())
+    assert writable_session_statements(SessionLimits(lock_timeout_ms=1500)) == [
+        "SET LOCK_TIMEOUT 1500", "SET DEADLOCK_PRIORITY LOW"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_apply_against_a_closed_port_fails_each_statement_cleanly():
+    plan = await plan_live(RecordedCatalog(_planted_rows()), POLICIES, NOW)
+    target = Target("mssql1", "sqlserver", "127.0.0.1", _closed_port(), dbname="master", user="dbfleet",
+                    password=PASSWORD, tls_mode="disable", options={"odbc_driver": "FreeTDS"})
+    outcomes = await apply(target, plan, lock_timeout_ms=500)
+    assert len(outcomes) == len(plan) and {o.status for o in outcomes} == {"failed"}
+    assert all(PASSWORD not in o.message and o.message for o in outcomes)
+    if any("freetds" in d.lower() for d in pyodbc.drivers()):
+        assert "cannot connect to 127.0.0.1" in outcomes[0].message
+
+
+async def test_apply_of_nothing_opens_no_session():
+    assert await apply(Target("x", "sqlserver", "127.0.0.1", _closed_port()), []) == []
