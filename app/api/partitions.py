@@ -13,7 +13,7 @@ from app.partitions import PolicyError, apply_for, outcome_json, plan_for, state
 from collectors.engines.base import ConnectFailed
 from collectors.mysql.partition_plan import NotRangePartitioned
 from collectors.postgres.partitions import NotPartitioned
-from collectors.sqlserver.partition_apply import NotRangePartitioned as NotOnRangeFunction  # also Oracle's
+from collectors.sqlserver.partition_apply import PlanRefused  # SQL Server's and Oracle's
 
 router = APIRouter(prefix="/api/v1", tags=["partitions"])
 
@@ -37,7 +37,7 @@ async def partition_plan(name: str, session: SessionDep, settings: SettingsDep, 
     inst = await _get(session, name)
     try:
         statements = await plan_for(settings, inst, table)
-    except (PolicyError, NotPartitioned, NotRangePartitioned, NotOnRangeFunction, ConnectFailed) as e:
+    except (PolicyError, NotPartitioned, NotRangePartitioned, PlanRefused, ConnectFailed) as e:
         raise _refuse(e) from None
     return {"instance": name, "dry_run": True, "statements": [statement_json(s) for s in statements]}
 
@@ -49,6 +49,6 @@ async def partition_apply(name: str, session: SessionDep, settings: SettingsDep,
     inst = await _get(session, name)
     try:
         outcomes = await apply_for(session, settings, inst, who.name, body.table, body.lock_timeout_ms)
-    except (PolicyError, NotPartitioned, NotRangePartitioned, NotOnRangeFunction, ConnectFailed) as e:
+    except (PolicyError, NotPartitioned, NotRangePartitioned, PlanRefused, ConnectFailed) as e:
         raise _refuse(e) from None
     return {"instance": name, "outcomes": [outcome_json(o) for o in outcomes]}

@@ -44,8 +44,16 @@ MAX_NEW_BOUNDS = 36
 APPLY_STATEMENT_TIMEOUT_MS = 300_000
 
 
-class NotRangePartitioned(ValueError):
+class PlanRefused(ValueError):
+    """Nothing was planned or run: the request or the policy cannot be honoured (the API says 422)."""
+
+
+class NotRangePartitioned(PlanRefused):
     """The named table is not on a date-keyed RANGE partition function/scheme; nothing was run."""
+
+
+class BadPolicy(PlanRefused):
+    """A partition policy's premake or retention cannot be read."""
 
 
 class Session(Protocol):
@@ -65,7 +73,13 @@ def policy_from(name: str, policies: Sequence[Mapping[str, Any]]) -> Policy:
     and Oracle names are); premake 4 and no retention otherwise, as on the other engines."""
     for p in policies:
         if fnmatch.fnmatchcase(name.lower(), str(p.get("table", "*")).lower()):
-            return Policy(int(p.get("premake", 4)), retention_days(p), bool(p.get("keep_table", False)))
+            try:
+                policy = Policy(int(p.get("premake", 4)), retention_days(p), bool(p.get("keep_table", False)))
+            except (TypeError, ValueError) as e:
+                raise BadPolicy(f"partition policy {p.get('table', '*')!r}: {e}") from None
+            if policy.premake < 0 or (policy.retention_days is not None and policy.retention_days <= 0):
+                raise BadPolicy(f"partition policy {p.get('table', '*')!r}: premake must be >= 0, retention > 0")
+            return policy
     return Policy()
 
 

@@ -22,7 +22,9 @@ from sqlglot import exp
 from collectors.engines.base import SessionLimits, Target
 from collectors.engines.sqlserver import connection_string, writable_session_statements
 from collectors.sqlserver.partition_apply import (
+    BadPolicy,
     NotRangePartitioned,
+    PlanRefused,
     apply,
     apply_on,
     plan_live,
@@ -260,3 +262,24 @@ async def test_apply_against_a_closed_port_fails_each_statement_cleanly():
 
 async def test_apply_of_nothing_opens_no_session():
     assert await apply(Target("x", "sqlserver", "127.0.0.1", _closed_port()), []) == []
+
+
+@pytest.mark.parametrize("policy", [{"retention": "3 fortnights"}, {"premake": "many"}, {"premake": -1},
+                                    {"retention_days": 0}])
+async def test_an_unreadable_policy_is_refused_before_anything_runs(policy):
+    catalog = RecordedCatalog(_planted_rows())
+    with pytest.raises(BadPolicy, match="partition policy 'dbo.\\*'") as e:
+        await plan_live(catalog, [{"table": "dbo.*", **policy}], NOW)
+    assert isinstance(e.value, PlanRefused) and catalog.executed == []
+
+
+async def test_the_app_drives_sqlserver_through_its_engine_table():
+    from app.partitions import ENGINES
+
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await ENGINES["sqlserver"].plan(catalog, POLICIES, NOW, "dbo.events")
+    assert plan == await plan_live(catalog, POLICIES, NOW)
+    target = Target("mssql1", "sqlserver", "127.0.0.1", _closed_port(), password=PASSWORD, tls_mode="disable",
+                    options={"odbc_driver": "FreeTDS"})
+    outcomes = await ENGINES["sqlserver"].apply(target, plan[:2], 500)
+    assert [(o.status, o.sql) for o in outcomes] == [("failed", s.sql) for s in plan[:2]]
