@@ -95,13 +95,19 @@ def _start_dispatcher(store: Store, settings: Settings, stop: asyncio.Event) -> 
 
 
 def _extra_jobs(store: Store, settings: Settings) -> list[dict]:
-    """Jobs owned by optional parts (cloud discovery), when they are configured."""
+    """Cloud discovery jobs, for the clouds that have regions or subscriptions configured."""
     try:
+        from app.inventory.cloud_settings import CloudSettings
         from app.inventory.discovery_aws import discovery_job
+        from app.inventory.discovery_azure import discovery_job_azure
     except ImportError:
         return []
-    interval = int(settings.cloud.get("aws", {}).get("interval_s", 0) or 0)
-    if not interval:
-        return []
-    return [dict(func=discovery_job, trigger="interval", seconds=interval, args=[store, settings],
-                 id="discover:aws", max_instances=1)]
+    cfg = CloudSettings.of(settings)
+    jobs = []
+    for cloud, func, wanted, interval in (
+            ("aws", discovery_job, cfg.aws.regions, cfg.aws.interval_s),
+            ("azure", discovery_job_azure, cfg.azure.subscriptions, cfg.azure.interval_s)):
+        if wanted:
+            jobs.append(dict(func=func, trigger="interval", seconds=interval, args=[store, settings],
+                             id=f"discover:{cloud}", max_instances=1, coalesce=True))
+    return jobs

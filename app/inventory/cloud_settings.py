@@ -24,7 +24,11 @@ class AwsCloud(BaseModel):
 class AzureCloud(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscriptions: list[str] = Field(default_factory=list)
+    subscriptions: list[str] = Field(default_factory=list, description="subscriptions the discovery job scans")
+    tags: dict[str, str] = Field(default_factory=dict, description="only discover servers with all these tags")
+    interval_s: int = Field(3600, ge=60, description="how often the discovery job runs")
+    management_endpoint: str = Field("https://management.azure.com",
+                                     description="Azure Resource Manager (another cloud, or a test server)")
     workspace_id: str | None = Field(None, description="Log Analytics workspace with the servers' diagnostic logs")
     tenant_id: str | None = None
     client_id: str | None = None

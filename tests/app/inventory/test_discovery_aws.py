@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +20,8 @@ from cloud_fakes import FaultProxy  # noqa: E402
 
 from app.db import Store, migrate  # noqa: E402
 from app.inventory.discovery_aws import DiscoveryError, discover_aws, discovery_job, map_engine  # noqa: E402
-from app.models import AuditLog, Instance  # noqa: E402
+from app.findings import fingerprint  # noqa: E402
+from app.models import AuditLog, Finding, Instance, Outbox  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
@@ -146,6 +148,12 @@ async def test_removed_instance_is_marked_gone_pinned_field_kept_and_changes_aud
     async with store.sessions() as s, s.begin():
         maria = (await s.execute(select(Instance).where(Instance.name == "shop-maria"))).scalar_one()
         maria.dbname, maria.pinned = "shop", {"dbname": True}
+        replica = (await s.execute(select(Instance).where(Instance.name == "orders-pg-ro"))).scalar_one()
+        now = datetime.now(timezone.utc)
+        s.add(Finding(fingerprint=fingerprint(replica.id, "replication_lag", "orders-pg-ro"), instance_id=replica.id,
+                      collector="cloudwatch_metrics", check="replication_lag", object="orders-pg-ro",
+                      severity="warning", title="Replica lag 120 s", details={}, recommendation="", first_seen=now,
+                      last_seen=now, opened_at=now))
     rds.delete_db_instance(DBInstanceIdentifier="orders-pg-ro", SkipFinalSnapshot=True)
     rds.add_tags_to_resource(ResourceName=(await rows(store))["shop-maria"].cloud["arn"],
                              Tags=[{"Key": "team", "Value": "web"}])
@@ -155,6 +163,9 @@ async def test_removed_instance_is_marked_gone_pinned_field_kept_and_changes_aud
     assert diff.changed[0].fields == {"tags": {"from": {"env": "dev"}, "to": {"env": "dev", "team": "web"}}}
     got = await rows(store)
     assert got["orders-pg-ro"].gone_at is not None  # kept, not deleted
+    async with store.sessions() as s:  # nothing would resolve a gone instance's findings later
+        finding = (await s.execute(select(Finding))).scalar_one()
+        assert (finding.state, [o.status for o in (await s.execute(select(Outbox))).scalars()]) == ("resolved", ["resolved"])
     assert got["shop-maria"].dbname == "shop" and got["shop-maria"].tags["team"] == "web"
     actions = [(a.action, a.target) for a in await audit(store)][-2:]
     assert sorted(actions) == [("instance.gone", "orders-pg-ro"), ("instance.updated", "shop-maria")]
