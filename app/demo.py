@@ -96,8 +96,12 @@ async def _create_demo_databases(store_url: str) -> None:
 def demo_fleet(store_url: str) -> list[InstanceIn]:
     host_port = plain_url(store_url).split("@", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
+    # A fresh demo has minutes of statistics, not the week an unused-index verdict normally
+    # needs, so the demo instances override that window (and the size floor) to show the check.
+    fresh = {"index_advice": {"thresholds": {"unused_index_min_window_days": 0, "unused_index_min_bytes": 0}}}
     fleet = [InstanceIn(name=db.replace("_", "-"), engine="postgres", host=host, port=int(port), dbname=db,
-                        user="postgres", tags={"env": "demo", "team": "dba"}) for db in DEMO_DATABASES]
+                        user="postgres", tags={"env": "demo", "team": "dba"}, overrides=fresh)
+             for db in DEMO_DATABASES]
     # One instance that is down, to show what an unreachable server looks like.
     fleet.append(InstanceIn(name="demo-offline", engine="postgres", host="127.0.0.1", port=1, dbname="postgres",
                             user="postgres", tags={"env": "demo", "team": "dba"}))
