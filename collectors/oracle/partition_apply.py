@@ -6,7 +6,8 @@ get ADD PARTITION (or SPLIT of the MAXVALUE partition) ahead; interval-partition
 premake (Oracle creates partitions on insert) and get only retention: DROP PARTITIONS ... UPDATE
 INDEXES, so global indexes stay usable. Before each statement apply re-reads DBA_PART_TABLES /
 DBA_TAB_PARTITIONS, re-plans that table and runs the statement only if the fresh plan still has it,
-so a second apply changes nothing.
+so a second apply changes nothing. A table whose MAXVALUE partition already holds current rows
+gets no SPLIT at a bound in the past: that would rewrite the rows under lock.
 
 UNVERIFIED against a live Oracle: no server can run here. The plan is tested on recorded catalog
 rows, every statement parses in sqlglot's oracle dialect (or matches the documented shape), and
@@ -28,6 +29,7 @@ from collectors.oracle.partitions import (
     premake_partitions,
     tables_from_rows,
 )
+from collectors.sqlserver.common import infer_step, next_bound
 from collectors.sqlserver.partition_apply import (
     APPLY_STATEMENT_TIMEOUT_MS,
     MAX_NEW_BOUNDS,
@@ -51,9 +53,15 @@ _WHAT = "a RANGE-partitioned table on a DATE/TIMESTAMP column"
 def table_statements(t: RangeTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
     ahead = max(0, sum(1 for b in t.bounds if b > now.replace(tzinfo=None)) - 1)
     why = f"premake {policy.premake}: {ahead} partition(s) ahead of now"
+    planned = premake_partitions(t, now, policy.premake)[:MAX_NEW_BOUNDS]
+    if planned and t.maxvalue and (t.maxvalue[2] or 0) > 0 and \
+            next_bound(t.bounds[-1], infer_step(t.bounds)) <= now.replace(tzinfo=None):
+        # Current rows sit in MAXVALUE, so a SPLIT at a bound in the past puts rows on both sides
+        # and rewrites them under lock (no fast split): a DBA's call (the catchall_partition_rows
+        # finding says how), as on PostgreSQL where a non-empty default blocks what it overlaps.
+        planned = []
     out = [PlannedStatement("split_partition" if t.maxvalue else "add_partition", t.owner, t.table, name, sql,
-                            why, policy)
-           for name, sql in premake_partitions(t, now, policy.premake)[:MAX_NEW_BOUNDS]]
+                            why, policy) for name, sql in planned]
     # keep_table would need an exchange table per partition; dbfleet creates no tables, so
     # keeping the data is left to the DBA and no DROP is planned.
     if policy.retention_days is None or policy.keep_table:

@@ -7,7 +7,8 @@ partition 1 to `<table>_dbfleet_staging` + TRUNCATE + MERGE RANGE. apply never r
 handed blindly: before each statement it re-reads the catalog, re-plans that table with the
 statement's policy, and runs the statement only if the fresh plan still contains it, so a second
 apply changes nothing. The generic pieces (Policy, Outcome, run_replanned) are engine-neutral and
-the Oracle engine reuses them.
+the Oracle engine reuses them. A boundary in the past of a table whose open-ended last partition
+holds rows is not planned: that SPLIT would move rows under a schema-modification lock.
 
 UNVERIFIED against a live SQL Server: no server can run here. The plan is tested on recorded
 catalog rows, every statement parses as T-SQL, and apply is tested on a recorded-rows session and
@@ -174,8 +175,15 @@ def _premake(t: PartitionedTable, tables: Sequence[PartitionedTable], policy: Po
     schemes = {o.scheme: o.filegroup for o in tables if o.function == t.function}
     ahead = sum(1 for b in t.bounds if b > now.replace(tzinfo=None))
     why = f"premake {policy.premake}: {ahead} partition(s) ahead of now on function {t.function}"
+    bounds = premake_bounds(t, now, policy.premake)[:MAX_NEW_BOUNDS]
+    if bounds and bounds[0] <= now.replace(tzinfo=None) and t.rows.get(len(t.bounds) + 1, 0):
+        # Rows already land in the open-ended last partition, so a SPLIT at a boundary in the past
+        # moves them while holding a schema-modification lock on the table: that is a DBA's call
+        # (the catchall_partition_rows finding says how), never an automatic one, as on PostgreSQL
+        # where a default partition holding rows blocks the partitions it overlaps.
+        return []
     out = []
-    for bound in premake_bounds(t, now, policy.premake)[:MAX_NEW_BOUNDS]:
+    for bound in bounds:
         part = bound.isoformat()
         out += [PlannedStatement("next_used", t.schema, t.table, part, next_used_sql(s, fg), why, policy)
                 for s, fg in sorted(schemes.items())]

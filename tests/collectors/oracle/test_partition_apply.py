@@ -229,3 +229,14 @@ async def test_the_app_drives_oracle_through_its_engine_table():
     target = Target("ora1", "oracle", "127.0.0.1", _closed_port(), dbname="ORCLPDB1", user="dbfleet", password=PASSWORD)
     outcomes = await ENGINES["oracle"].apply(target, plan[:2], 500)
     assert [(o.status, o.sql) for o in outcomes] == [("failed", s.sql) for s in plan[:2]]
+
+
+@pytest.mark.parametrize(("pmax_rows", "splits"), [(0, 6), (None, 6), (1200, 0)])
+async def test_no_split_at_a_past_bound_of_a_maxvalue_partition_holding_rows(pmax_rows, splits):
+    """Last bound 2025-05-01 on 2025-06-15: SPLIT of PMAX at 2025-06-01 would rewrite May's rows."""
+    rows = [r for r in _planted_rows() if r["table_name"] == "EVENTS" and r["partition_position"] in (1, 2, 5)]
+    rows[1] = {**rows[1], "high_value": _high_value("2025-05-01 00:00:00")}
+    rows[0] = {**rows[0], "high_value": _high_value("2025-04-01 00:00:00")}
+    rows[2] = {**rows[2], "num_rows": pmax_rows}
+    plan = await plan_live(RecordedCatalog(rows), [{"table": "*", "premake": 4}], NOW)
+    assert sum(s.action == "split_partition" for s in plan) == splits

@@ -283,3 +283,14 @@ async def test_the_app_drives_sqlserver_through_its_engine_table():
                     options={"odbc_driver": "FreeTDS"})
     outcomes = await ENGINES["sqlserver"].apply(target, plan[:2], 500)
     assert [(o.status, o.sql) for o in outcomes] == [("failed", s.sql) for s in plan[:2]]
+
+
+@pytest.mark.parametrize(("last_rows", "splits"), [(0, 6), (5_000, 0)])
+async def test_no_split_at_a_past_boundary_of_a_last_partition_holding_rows(last_rows, splits):
+    """Bounds up to 2025-04-01 on 2025-06-15: SPLIT at 2025-05-01 would move May's rows under Sch-M."""
+    rows = [r for r in _planted_rows() if r.get("boundary_id", 0) <= 3 and r.get("partition_number", 0) <= 4]
+    rows = [{**r, "boundary_value": "2025-04-01T00:00:00"} if r.get("boundary_id") == 3 else r for r in rows]
+    rows = [{**r, "boundary_value": "2025-03-01T00:00:00"} if r.get("boundary_id") == 2 else r for r in rows]
+    rows = [{**r, "rows": last_rows} if r.get("partition_number") == 4 else r for r in rows]
+    plan = await plan_live(RecordedCatalog(rows), [{"table": "*", "premake": 4}], NOW)
+    assert sum(s.action == "split_range" for s in plan) == splits
