@@ -171,3 +171,35 @@ async def test_a_bad_config_file_is_a_clear_error(env, monkeypatch, tmp_path):
     get_settings.cache_clear()
     r = await invoke("findings")
     assert r.exit_code == 2 and "worker.concurrency" in r.stderr
+
+
+def _month(offset: int) -> str:
+    from datetime import date
+
+    today = date.today()
+    y, m = divmod(today.month - 1 + offset, 12)
+    return date(today.year + y, m + 1, 1).isoformat()
+
+
+PARTITIONED = "create table events (id bigint not null, at timestamptz not null) partition by range (at);\n" + "".join(
+    f"create table events_m{i + 2} partition of events for values from ('{_month(i)}') to ('{_month(i + 1)}');\n"
+    for i in (-2, -1, 0))
+
+
+async def test_partitions_plan_then_apply_from_the_terminal(env, clean_store, target_db, tmp_path, monkeypatch):
+    db = await target_db(PARTITIONED)
+    config = tmp_path / "dbfleet.yaml"
+    config.write_text("partitions:\n  policies:\n    - {table: public.events, premake: 1, retention: '1 month'}\n")
+    monkeypatch.setenv("DBFLEET_CONFIG", str(config))
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text(f"- {{name: parts, engine: postgres, host: 127.0.0.1, port: 5432, dbname: {db}, user: postgres}}\n")
+    assert (await invoke("inventory", "import", str(inventory))).exit_code == 0
+    plan = await invoke("partitions", "plan", "--instance", "parts", "--json")
+    assert plan.exit_code == 0, plan.output
+    statements = json.loads(plan.output)["parts"]
+    actions = sorted({s["action"] for s in statements})
+    assert actions == ["create_partition", "detach_partition", "drop_partition"]
+    applied = await invoke("partitions", "apply", "--instance", "parts", "--json")
+    assert {o["status"] for o in json.loads(applied.output)["parts"]} == {"ok"}
+    again = await invoke("partitions", "plan", "--instance", "parts", "--json")
+    assert json.loads(again.output)["parts"] == []
