@@ -130,11 +130,11 @@ class ArmReader:
         raise ArmError(f"{what}: more than {MAX_PAGES} pages")
 
     async def _token(self) -> str:
-        from azure.core.exceptions import ClientAuthenticationError
+        from azure.core.exceptions import AzureError
 
         try:
             return (await self.credential.get_token(MANAGEMENT_SCOPE)).token
-        except ClientAuthenticationError as e:
+        except AzureError as e:  # authentication refused, or Entra ID / the identity endpoint unreachable
             first = (str(e).splitlines() or [""])[0][:200]
             raise ArmError(f"could not get an Azure token ({type(e).__name__}: {first}); set cloud.azure."
                            "tenant_id, client_id and client_secret, or run with a managed identity") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -9,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from app.inventory.credentials import resolve_credential
 from collectors.cloud.targets import cloud_targets
 from collectors.engines.base import Target
+
+SUBSCRIPTION_ID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 class AwsCloud(BaseModel):
@@ -35,6 +38,14 @@ class AzureCloud(BaseModel):
     client_secret: str | None = Field(None, description="a reference (env:VAR, file:/path, aws-sm:...), never the secret")
     metrics_endpoint: str | None = None
     logs_endpoint: str | None = None
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _subscription_ids(cls, v: list[str]) -> list[str]:
+        for sub in v:
+            if not SUBSCRIPTION_ID.match(sub):
+                raise ValueError(f"{sub!r} is not a subscription id (a GUID; `az account list` shows them)")
+        return v
 
     @field_validator("client_secret")
     @classmethod

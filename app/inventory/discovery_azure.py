@@ -26,14 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.findings import retire_findings
 from app.inventory.azure_arm import ArmError, ArmReader, make_credential
-from app.inventory.cloud_settings import CloudSettings
+from app.inventory.cloud_settings import SUBSCRIPTION_ID, CloudSettings
 from app.inventory.discovery_aws import MANAGED, DiscoveryError, _Existing, _field_diff, _matches, _tags
 from app.models import AuditLog, Instance
 
 log = logging.getLogger(__name__)
 ACTOR = "discovery:azure"
 SQL_API = "2021-11-01"
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
 SQL_SEMAPHORE = 8  # concurrent `databases` listings per subscription, well under ARM's read quota
 
@@ -238,7 +237,7 @@ async def _mark_gone(session: AsyncSession, inst: Instance, now: datetime, diff:
 async def fetch_subscription(subscription: str, credential: Any = None,
                              management_endpoint: str = "https://management.azure.com") -> tuple[set[str], list[dict]]:
     """List one subscription; DiscoveryError says what went wrong (nothing is written then)."""
-    if not _GUID.match(subscription or ""):
+    if not SUBSCRIPTION_ID.match(subscription or ""):
         raise DiscoveryError(f"{subscription!r} is not an Azure subscription id (a GUID such as "
                              "00000000-0000-0000-0000-000000000000)")
     own = credential is None

@@ -464,6 +464,13 @@ async def test_client_secret_comes_from_its_reference(monkeypatch):
     await default.close()
 
 
+def test_config_check_names_a_subscription_that_is_not_an_id():
+    from app.settings import config_problems
+
+    problems = config_problems(Settings(cloud={"azure": {"subscriptions": [SUB, "prod"]}}))
+    assert any(p.startswith("cloud.azure.subscriptions") and "'prod' is not a subscription id" in p for p in problems)
+
+
 def test_plain_http_endpoint_is_refused_unless_loopback():
     with pytest.raises(azure_arm.ArmError, match="must be https"):
         azure_arm.ArmReader(FakeCredential(), "http://management.example.com")
