@@ -87,9 +87,11 @@ def explain(resp: httpx.Response, what: str) -> ArmError:
     if status == 403:
         return ArmError(f"{what} was denied (HTTP 403, {code}): give dbfleet's identity the Reader role "
                         f"on subscription {sub}")
-    if status == 404:
+    if status == 404 and code in ("SubscriptionNotFound", "InvalidSubscriptionId"):
         return ArmError(f"{what}: subscription {sub} not found (HTTP 404, {code}); check the id and that "
                         "dbfleet's identity belongs to the subscription's tenant")
+    if status == 404:
+        return ArmError(f"{what}: not found (HTTP 404, {code}); check cloud.azure.management_endpoint")
     if status == 429:
         return ArmError(f"{what} is still throttled after {MAX_ATTEMPTS} attempts (HTTP 429, {code}); "
                         "raise cloud.azure.interval_s or try again later")
@@ -114,12 +116,13 @@ class ArmReader:
     async def __aexit__(self, *exc: Any) -> None:
         await self.http.aclose()
 
-    async def list(self, path: str, api_version: str, what: str) -> list[dict[str, Any]]:
-        """Every item of an ARM collection, following nextLink."""
+    async def list(self, path: str, api_version: str, what: str, missing_ok: bool = False) -> list[dict[str, Any]]:
+        """Every item of an ARM collection, following nextLink; with `missing_ok`, a parent resource
+        that no longer exists (404 other than SubscriptionNotFound) is an empty collection."""
         url: str | None = f"{self.endpoint}{path}?api-version={api_version}"
         items: list[dict[str, Any]] = []
         for _ in range(MAX_PAGES):
-            page = await self._get(url, what)  # type: ignore[arg-type]
+            page = await self._get(url, what, missing_ok)  # type: ignore[arg-type]
             items += page.get("value") or []
             url = page.get("nextLink")
             if not url:
@@ -139,7 +142,7 @@ class ArmReader:
             raise ArmError(f"could not get an Azure token ({type(e).__name__}: {first}); set cloud.azure."
                            "tenant_id, client_id and client_secret, or run with a managed identity") from None
 
-    async def _get(self, url: str, what: str) -> dict[str, Any]:
+    async def _get(self, url: str, what: str, missing_ok: bool = False) -> dict[str, Any]:
         for attempt in range(MAX_ATTEMPTS):
             headers = {"authorization": f"Bearer {await self._token()}", "accept": "application/json"}
             self.requests += 1
@@ -154,6 +157,8 @@ class ArmReader:
                     raise ArmError(f"{what}: the answer is not JSON (a proxy in the way?)") from None
             if resp.status_code == 409 and _error_code(resp) == "MissingSubscriptionRegistration":
                 return {"value": []}  # the resource provider was never registered, so it holds no servers
+            if resp.status_code == 404 and missing_ok and _error_code(resp) != "SubscriptionNotFound":
+                return {"value": []}
             if resp.status_code in RETRYABLE and attempt < MAX_ATTEMPTS - 1:
                 await self.sleep(_retry_wait(resp, attempt))
                 continue

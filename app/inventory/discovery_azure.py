@@ -121,7 +121,8 @@ def database_row(server: dict[str, Any], db: dict[str, Any], subscription: str) 
     max_bytes = props.get("maxSizeBytes")
     cloud = {**_identity(db, subscription), "server": server["name"], "server_resource_id": server["id"],
              "database": db["name"], "replication_role": secondary or "None",
-             "role": "reader" if secondary else "writer", "storage_gb": round(max_bytes / 1024**3, 2) if max_bytes else None}
+             "role": "reader" if secondary else "writer",
+             "storage_gb": round(max_bytes / 1024**3, 2) if max_bytes else None}
     return {"name": _NAME_CHARS.sub("_", f"{server['name']}.{db['name']}"), "engine": "sqlserver",
             "host": sprops["fullyQualifiedDomainName"], "port": 1433, "dbname": db["name"],
             "tags": {**_clean_tags(server.get("tags")), **_clean_tags(db.get("tags"))}, "cloud": cloud,
@@ -133,7 +134,9 @@ async def _sql_databases(reader: ArmReader, servers: list[dict[str, Any]]) -> li
 
     async def one(server: dict[str, Any]) -> list[dict]:
         async with gate:
-            return await reader.list(f"{server['id']}/databases", SQL_API, f"Azure SQL databases of {server['name']}")
+            # missing_ok: a server deleted since the servers list holds no databases any more.
+            return await reader.list(f"{server['id']}/databases", SQL_API, f"Azure SQL databases of {server['name']}",
+                                     missing_ok=True)
 
     got = await asyncio.gather(*(one(s) for s in servers), return_exceptions=True)
     for result in got:

@@ -419,6 +419,14 @@ async def test_a_failure_mid_listing_marks_nothing_gone(store, arm):
     assert all(i.gone_at is None for i in (await rows(store)).values())
 
 
+async def test_sql_server_deleted_between_listings_has_no_databases(store, arm):
+    make_fleet(arm)
+    await discover(store, arm)
+    arm.faults, arm.fault_on = [(404, "ResourceNotFound", {})], "/databases"
+    diff = await discover(store, arm)
+    assert sorted(c.name for c in diff.gone) == ["billing-sql.billing", "billing-sql.billing-ro"]
+
+
 async def test_next_link_to_another_host_is_refused(store, arm):
     make_fleet(arm)
     arm.foreign_next_link = True
