@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from operator import itemgetter
 from typing import Any
 
 from collectors.registry import register
@@ -111,11 +112,11 @@ def _previous_counters(rows: Sequence[Mapping[str, Any]], prev: dict[str, Any] |
     return prev.get("counters", {})
 
 
-def _delta(old: list | None, row: Mapping[str, Any]) -> list[float] | None:
+def _delta(old: list | None, values: tuple, since: str | None) -> list[float] | None:
     """Counter deltas since `old`, or None when this key needs a new baseline."""
-    if old is None or old[7] != _iso(row["stats_since"]):
+    if old is None or old[7] != since:
         return None
-    delta = [float(row[c] or 0) - float(o or 0) for c, o in zip(_COUNTERS, old)]
+    delta = [float(v or 0) - float(o or 0) for v, o in zip(values, old)]
     # Timing sums can wobble by float rounding; a real drop in calls or rows means a reset.
     if min(delta[0], delta[2], delta[3], delta[4], delta[5]) < 0 or delta[1] < -1.0:
         return None
@@ -132,6 +133,11 @@ def _query_stat(row: Mapping[str, Any], delta: list[float], interval_s: float, t
     )
 
 
+# One C-level call per row instead of seven lookups (a sweep runs this for every statement of
+# every database).
+_ROW_COUNTERS = itemgetter(*_COUNTERS)
+
+
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """Deltas against ctx.previous, then findings over the rolling per-query windows."""
     t = {**THRESHOLDS, **ctx.thresholds}
@@ -143,7 +149,8 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     for row in rows:
         key = key_of(row)
         old = old_counters.get(key)
-        delta = _delta(old, row)
+        values, since = _ROW_COUNTERS(row), _iso(row["stats_since"])
+        delta = _delta(old, values, since)
         pending = True if delta is None else bool(old[8])
         if delta is not None and delta[0] > 0:
             text = row.get("query") if pending else None
@@ -151,11 +158,12 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
             result.query_stats.append(_query_stat(row, delta, interval_s, text))
             pending = pending and text is None
             _add_delta(per_query, row["queryid"], delta[0], delta[1], text)
-        counters[key] = [row[c] for c in _COUNTERS] + [_iso(row["stats_since"]), pending]
+        counters[key] = [*values, since, pending]
     queries = _advance(prev.get("queries", {}) if prev else {}, per_query, now)
-    result.findings += _findings(queries, t)
+    sums = {qid: _sums(q) for qid, q in queries.items()}
+    result.findings += _findings(queries, sums, t)
     result.state = {"v": 1, "at": now, "stats_reset": _iso(rows[0]["stats_reset"]) if rows else None,
-                    "counters": counters, "queries": _trim(queries, t["tracked_queries"])}
+                    "counters": counters, "queries": _trim(queries, sums, t["tracked_queries"])}
     return result
 
 HOUR, DAY, BASELINE_DAYS = 3600, 86400, 7
@@ -172,45 +180,76 @@ def _add_delta(per_query: dict[str, list], queryid: str, calls: float, ms: float
 def _advance(old: Mapping[str, Any], per_query: Mapping[str, list], now: float) -> dict[str, dict]:
     """Add this run's deltas; fold deltas older than an hour into day buckets; forget > 7 days."""
     out = {}
+    cutoff = now - HOUR
     oldest_day = int((now - BASELINE_DAYS * DAY) // DAY)
     for qid in set(old) | set(per_query):
         q = old.get(qid) or {}
-        days = {int(d): [c, m] for d, c, m in q.get("d", [])}
-        recent = [list(e) for e in q.get("r", [])]
-        if qid in per_query:
-            recent.append([now, per_query[qid][0], round(per_query[qid][1], 3)])
-        keep = []
-        for ts, c, m in recent:
-            if ts > now - HOUR:
-                keep.append([ts, c, m])
-            else:
-                bucket = days.setdefault(int(ts // DAY), [0, 0.0])
-                bucket[0] += c
-                bucket[1] = round(bucket[1] + m, 3)
-        daily = [[d, c, m] for d, (c, m) in sorted(days.items()) if d >= oldest_day]
+        recent, days = q.get("r", []), q.get("d", [])
+        new = per_query.get(qid)
+        if (not recent or min(map(_TS, recent)) > cutoff) and _days_in_order(days, oldest_day):
+            # Nothing to fold or forget (the usual case): share the entries, nothing mutates them.
+            keep, daily = list(recent), list(days)
+            if new is not None:
+                keep.append([now, new[0], round(new[1], 3)])
+        else:
+            keep, daily = _fold(recent, days, new, now, oldest_day)
         if keep or daily:
-            text = q.get("t") or (per_query[qid][2] if qid in per_query else None)
-            out[qid] = {"r": keep, "d": daily, "t": text}
+            out[qid] = {"r": keep, "d": daily, "t": q.get("t") or (new[2] if new is not None else None)}
     return out
 
 
-def _trim(queries: dict[str, dict], limit: int) -> dict[str, dict]:
+def _days_in_order(days: Sequence, oldest_day: int) -> bool:
+    """Day buckets already as _fold would leave them: int days, ascending, none too old."""
+    last = oldest_day - 1
+    for d in days:
+        if type(d[0]) is not int or d[0] <= last:
+            return False
+        last = d[0]
+    return True
+
+
+def _fold(recent: Sequence, days_in: Sequence, new: list | None, now: float,
+          oldest_day: int) -> tuple[list[list], list[list]]:
+    days = {int(d): [c, m] for d, c, m in days_in}
+    recent = list(recent)
+    if new is not None:
+        recent.append([now, new[0], round(new[1], 3)])
+    keep = []
+    for ts, c, m in recent:
+        if ts > now - HOUR:
+            keep.append([ts, c, m])
+        else:
+            bucket = days.setdefault(int(ts // DAY), [0, 0.0])
+            bucket[0] += c
+            bucket[1] = round(bucket[1] + m, 3)
+    return keep, [[d, c, m] for d, (c, m) in sorted(days.items()) if d >= oldest_day]
+
+
+_TS, _CALLS, _MS = itemgetter(0), itemgetter(1), itemgetter(2)
+
+
+def _sums(q: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """Calls and ms of the last hour, then of the daily baseline; summed once per run."""
+    return sum(map(_CALLS, q["r"])), sum(map(_MS, q["r"])), sum(map(_CALLS, q["d"])), sum(map(_MS, q["d"]))
+
+
+def _trim(queries: dict[str, dict], sums: Mapping[str, tuple], limit: int) -> dict[str, dict]:
     """Keep the baselines of the queries that cost the most server time, so state stays small."""
-    def cost(q: dict) -> float:
-        return sum(e[2] for e in q["r"]) + sum(e[2] for e in q["d"])
-    return dict(sorted(queries.items(), key=lambda kv: cost(kv[1]), reverse=True)[: int(limit)])
+    def cost(kv: tuple[str, dict]) -> float:
+        s = sums[kv[0]]
+        return s[1] + s[3]
+    return dict(sorted(queries.items(), key=cost, reverse=True)[: int(limit)])
 
 
-def _findings(queries: Mapping[str, dict], t: Mapping[str, Any]) -> list[Finding]:
+def _findings(queries: Mapping[str, dict], sums: Mapping[str, tuple], t: Mapping[str, Any]) -> list[Finding]:
     out = []
     for qid, q in sorted(queries.items()):
-        calls, ms = sum(e[1] for e in q["r"]), sum(e[2] for e in q["r"])
+        calls, ms, base_calls, base_ms = sums[qid]
         if calls <= 0:
             continue
         mean = ms / calls
         if calls >= t["slow_query_min_calls"] and mean >= t["slow_query_mean_ms"]:
             out.append(_slow_query(qid, q.get("t"), calls, ms, t))
-        base_calls, base_ms = sum(d[1] for d in q["d"]), sum(d[2] for d in q["d"])
         if (base_calls >= t["regression_min_baseline_calls"] and calls >= t["regression_min_calls"]
                 and mean >= t["regression_min_mean_ms"] and mean >= t["regression_factor"] * base_ms / base_calls):
             out.append(_regression(qid, q.get("t"), calls, mean, base_calls, base_ms / base_calls))
