@@ -25,6 +25,7 @@ from app.db import Store
 from app.telemetry import OUTBOX_PENDING
 
 log = logging.getLogger(__name__)
+FLUSH_SLACK_S = 0.002  # wake just after a group is due, never just before it
 MAX_BATCHES = 20  # per step, so one step never starves the others
 PERIODS = {"rules": timedelta(seconds=15), "reminders": timedelta(seconds=30),
            "housekeeping": timedelta(minutes=10), "gauges": timedelta(minutes=1)}
@@ -62,6 +63,7 @@ class Dispatcher:
         self.flusher = Flusher(config, self.tree)
         self.sender = Sender(config, sinks if sinks is not None else build_sinks(config))
         self._last: dict[str, datetime] = {}
+        self.next_flush_at: datetime | None = None  # the earliest group due, seen at the last route step
 
     def _due(self, task: str, now: datetime) -> bool:
         last = self._last.get(task)
@@ -91,8 +93,18 @@ class Dispatcher:
             await housekeeping(conn, self.config, now)
         if self._due("gauges", now):
             await self._gauges(conn, now)
-        OUTBOX_PENDING.set(await conn.fetchval("select count(*) from outbox where processed_at is null"))
+        pending, self.next_flush_at = await conn.fetchrow(
+            "select (select count(*) from outbox where processed_at is null), (select min(next_flush_at) from alert_groups)")
+        OUTBOX_PENDING.set(pending)
         return r
+
+    def route_pause(self, poll: float, now: datetime) -> float:
+        """Sleep until the next group is due, if sooner than the poll: a flush then waits ~group_wait,
+        not group_wait plus up to a poll interval. A group already due is held by another dispatcher
+        (or muted in a batch that has just run), so that case waits the full poll."""
+        if self.next_flush_at is None or self.next_flush_at <= now:
+            return poll
+        return min(poll, (self.next_flush_at - now).total_seconds() + FLUSH_SLACK_S)
 
     async def _gauges(self, conn: asyncpg.Connection, now: datetime) -> None:
         sinks = [self.sender.sinks[r.name] for r in self.config.receivers
@@ -163,7 +175,8 @@ async def dispatch_once(store: Store, config: AlertingConfig, now: datetime | No
             await d.aclose()
 
 
-async def _loop(name: str, stop: asyncio.Event, pause: float, step, wake: asyncio.Event) -> None:
+async def _loop(name: str, stop: asyncio.Event, pause, step, wake: asyncio.Event) -> None:
+    """`pause()` says how long to sleep when a step found nothing to do."""
     while not stop.is_set():
         busy = False
         try:
@@ -172,7 +185,7 @@ async def _loop(name: str, stop: asyncio.Event, pause: float, step, wake: asynci
             log.exception("alert dispatcher %s step failed", name)
         if not busy:
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-            await asyncio.wait(waiters, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=pause(), return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
         wake.clear()
@@ -201,8 +214,9 @@ async def run_dispatcher(store: Store, settings, stop: asyncio.Event,
             return await d.send_step(conn, datetime.now(timezone.utc))
 
     try:
-        await asyncio.gather(_loop("route", stop, pause, route, never),
-                             _loop("send", stop, pause, send, wake_sender))
+        await asyncio.gather(
+            _loop("route", stop, lambda: d.route_pause(pause, datetime.now(timezone.utc)), route, never),
+            _loop("send", stop, lambda: pause, send, wake_sender))
     finally:
         await d.aclose()
 

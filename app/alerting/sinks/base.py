@@ -115,7 +115,7 @@ async def post(client: HttpClients, url: str, what: str, secrets: list[str | Non
     """POST and classify the outcome. Errors name the sink and status, never the URL or secrets."""
     try:
         response = await client.post(url, **kwargs)
-    except asyncio.TimeoutError:
+    except TimeoutError:  # aiohttp's timeouts subclass it
         raise RetryableError(f"{what}: timed out") from None
     except (aiohttp.ClientError, OSError) as e:
         # The URL's parts are worked out only here: on the hot path they cost as much as the send.
