@@ -5,7 +5,7 @@ processes (as N workers would) against a throwaway store database, and a loopbac
 when each alert arrives. Reports notifications/s and outbox-row-to-delivery latency p50/p99, and
 writes the table under "## Alert dispatch" in docs/benchmarks.md.
 
-    .venv/bin/python bench/alerts.py [--alerts 10000] [--runs 2000:1 2000:2 400:1] [--group-wait 1]
+    .venv/bin/python bench/alerts.py [--alerts 10000] [--runs 2000:1 2000:2 1000:1 400:1] [--group-wait 1]
 """
 
 from __future__ import annotations
@@ -31,17 +31,36 @@ sys.path.insert(0, str(ROOT))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADING = "## Alert dispatch"
-NOTES = """What limits it: one notification costs about 1 ms of dispatcher CPU in httpx (request build,
-h11 parsing) plus its share of routing and grouping (about 0.5 ms per alert change), and the
-2 cores are shared by PostgreSQL, the receiver and the dispatchers. A second dispatcher process
-(a second worker) adds about 70 %: outbox rows, groups and notifications are claimed with
-SKIP LOCKED, and no run delivered a duplicate. One httpx client with many pooled connections
-managed ~300 requests/s here, so each sink uses single-connection clients (see sinks/base.py).
+NOTES = """What limits it: one dispatcher process is CPU-bound. After the sinks moved from httpx to aiohttp
+(C HTTP parser; httpx's request building and h11 parsing were ~60 % of the dispatcher's CPU and
+capped it at ~825 notifications/s), py-spy shows aiohttp's request path ~25 %, routing, grouping and
+flushing ~22 %, and the rest in the event loop, socket writes, asyncpg and JSON (encoding a webhook
+body ~4 %). A dispatcher now spends about 0.4-0.55 ms of CPU per notification including its share
+of routing (the "CPU ms/notification" column: user + system time of the dispatcher processes while
+the alerts flow, which other engineers' load skews less than notifications/s). On 2 shared cores
+(PostgreSQL, the receiver and the writer run there too) that is ~1,600-1,950 notifications/s from
+one dispatcher, so at 2,000 arrivals/s a backlog builds and latency is queueing; at 1,000 arrivals/s
+one dispatcher keeps up and p99 is under group_wait + 1 s. A second dispatcher process (a second
+worker) shares the work: outbox rows, groups and notifications are claimed with SKIP LOCKED, and no
+run delivered a duplicate.
+
+The idle route loop sleeps until the next group is due when that is sooner than the poll interval,
+so a flush no longer waits up to a poll (200 ms here) past group_wait.
 
 The notification claim (UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)) once ran as a
 prepared statement's generic plan that took ~1 s of PostgreSQL CPU per claim after the table had
 churned (seen in pg_stat_activity), giving 110–650 notifications/s run to run; the dispatcher now
 asks for custom plans on its claims (SET LOCAL plan_cache_mode), ~10 ms each."""
+
+# The figures before this round of work (httpx single-connection clients in the sinks, the route
+# loop polling every 200 ms), kept for comparison; commit 6bc00fd.
+BEFORE = """Before (sinks on httpx, route loop polling every 200 ms), for comparison:
+
+| alert changes | dispatchers | arrival rate/s | group_wait | notifications | duplicates | notifications/s | p50 latency | p99 latency | max | load avg |
+|---|---|---|---|---|---|---|---|---|---|---|
+| 10,000 | 1 | 2,000 | 1 s | 10,571 of 10,571 | 0 | 825 | 6.85 s | 9.43 s | 9.70 s | 0.6 |
+| 10,000 | 2 | 2,000 | 1 s | 10,571 of 10,571 | 0 | 1,408 | 3.03 s | 4.12 s | 4.30 s | 1.0 |
+| 10,000 | 1 | 400 | 1 s | 10,571 of 10,571 | 0 | 429 | 1.32 s | 1.67 s | 1.85 s | 1.5 |"""
 
 
 # --- the receiver (runs in its own process so it does not share the dispatcher's GIL) ------------
@@ -180,12 +199,15 @@ async def run(args: argparse.Namespace) -> dict:
                    for _ in range(args.dispatchers)]
         await asyncio.sleep(2)  # let them start and reconcile before the first alert arrives
         load = os.getloadavg()[0]
+        cpu0 = sum(_cpu_s(w.pid) for w in workers)
         t0 = time.time()
         await write_outbox(url, rows, args.rate)
         while _count(out) < want and time.time() - t0 < 600:
             await asyncio.sleep(0.2)
+        cpu = sum(_cpu_s(w.pid) for w in workers) - cpu0  # before the idle second below
         await asyncio.sleep(1)  # anything beyond `want` would be a duplicate: give it time to show
-        return {**await _results(url, out, want, t0, args), "load": load}
+        result = await _results(url, out, want, t0, args)
+        return {**result, "load": load, "cpu_ms_per_notification": 1000 * cpu / max(result["notifications"], 1)}
     finally:
         for p in [proc, *locals().get("workers", [])]:
             p.terminate()
@@ -193,6 +215,12 @@ async def run(args: argparse.Namespace) -> dict:
         await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
         out.unlink(missing_ok=True)
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process: unlike notifications/s, not skewed by other load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _count(out: Path) -> int:
@@ -235,14 +263,14 @@ def write_doc(results: list[dict]) -> None:
              "engineers' runs, so the 1-minute load average at the start of each run is shown."]
     lines = [HEADING, "", textwrap.fill("".join(intro), 100), "", NOTES, "",
              "| alert changes | dispatchers | arrival rate/s | group_wait | notifications | duplicates | "
-             "notifications/s | p50 latency | p99 latency | max | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "notifications/s | p50 latency | p99 latency | max | CPU ms/notification | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['alerts']:,} | {r['dispatchers']} | {r['rate']:,.0f} | {r['group_wait']:g} s | "
                      f"{r['notifications']:,} of {r['expected']:,} | {r['duplicates']} | "
                      f"{r['notifications_per_s']:,.0f} | {r['p50']:.2f} s | {r['p99']:.2f} s | {r['max']:.2f} s | "
-                     f"{r['load']:.1f} |")
-    section = "\n".join(lines) + "\n"
+                     f"{r['cpu_ms_per_notification']:.2f} | {r['load']:.1f} |")
+    section = "\n".join([*lines, "", BEFORE]) + "\n"
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
@@ -259,7 +287,7 @@ def main() -> None:
         return
     p = argparse.ArgumentParser()
     p.add_argument("--alerts", type=int, default=10_000)
-    p.add_argument("--runs", nargs="+", default=["2000:1", "2000:2", "400:1"],
+    p.add_argument("--runs", nargs="+", default=["2000:1", "2000:2", "1000:1", "400:1"],
                    help="arrival rate/s : dispatcher processes, one run each")
     p.add_argument("--group-wait", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=500)
