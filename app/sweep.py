@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from app import telemetry
 from app.db import Store
-from app.findings import InstanceRef, record_failure, record_run
+from app.findings import InstanceRef, RunRecord, record_failure, record_run, record_runs
 from app.inventory.credentials import resolve_credential
 from app.inventory.store import filtered
 from app.models import Instance
@@ -106,6 +106,9 @@ class Sweeper:
             backoff_base_s=w.backoff_base_s, backoff_max_s=w.backoff_max_s)
         self.concurrency = w.concurrency
         self._state: dict[tuple[int, str], Any] = {}
+        # What this worker last wrote per (instance, collector): (run start, fingerprint -> finding).
+        # Findings unchanged since then only get their last_seen bumped (see app/findings.py).
+        self._written: dict[tuple[int, str], tuple[datetime, dict[str, Finding]]] = {}
         # (instance id, connectivity collector) pairs with an open unreachable finding
         self._unreachable_ids: set[tuple[int, str]] | None = None
         self._clusters: dict[str, list[tuple[str, dict[str, str]]]] = {}
@@ -250,16 +253,30 @@ class Sweeper:
         summary.skipped += skipped
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
+        runs: list[RunRecord] = []  # written together, one statement for the instance's runs
         try:
             async with self.pool.session(target, password) as conn:
                 await self._connected(store, ref, _connectivity(target, inst), started, t0)
                 failures = 0
                 for spec in specs:
-                    failures += not await self._run_one(store, conn, spec, ref, inst, summary)
-                return "ok" if failures == 0 else "failed"
+                    failures += not await self._run_one(store, conn, spec, ref, inst, summary, runs)
         except ConnectFailed as e:
+            await self._write_runs(store, ref, runs)
             await self._record_unreachable(store, ref, _connectivity(target, inst), e, specs, started, t0, summary)
             return "skipped" if isinstance(e, BackingOff) else "unreachable"
+        await self._write_runs(store, ref, runs)
+        return "ok" if failures == 0 else "failed"
+
+    async def _write_runs(self, store: asyncpg.Connection, ref: InstanceRef, runs: list[RunRecord]) -> None:
+        if not runs:
+            return
+        for r in runs:
+            r.known = self._written.get((ref.id, r.collector)) if r.result is not None else None
+        await record_runs(store, ref, runs)
+        for r in runs:
+            if r.result is not None:
+                self._state[(ref.id, r.collector)] = r.result.state
+                self._written[(ref.id, r.collector)] = (r.started_at, r.seen)
 
     async def _connected(self, store: asyncpg.Connection, ref: InstanceRef, connectivity: str, started: datetime,
                          t0: float) -> None:
@@ -298,7 +315,7 @@ class Sweeper:
             await record_failure(store, ref, spec.name, "error", str(e), started, ms)
 
     async def _run_one(self, store: asyncpg.Connection, conn, spec: CollectorSpec, ref: InstanceRef,
-                       inst: Instance, summary: SweepSummary) -> bool:
+                       inst: Instance, summary: SweepSummary, runs: list[RunRecord]) -> bool:
         if not spec.applies_to(conn.is_standby):
             return True
         key = (ref.id, spec.name)
@@ -315,23 +332,22 @@ class Sweeper:
         try:
             result = await run_collector(spec, conn, ctx)
         except (asyncio.TimeoutError, TimeoutError) as e:
-            return await self._failed(store, ref, spec, "timeout", f"timed out after {spec.timeout_s}s {e}".strip(),
-                                      started, t0, summary)
+            return self._failed(ref, spec, "timeout", f"timed out after {spec.timeout_s}s {e}".strip(),
+                                started, t0, summary, runs)
         except Exception as e:  # noqa: BLE001 - one broken collector must not stop the sweep
-            return await self._failed(store, ref, spec, "error", f"{type(e).__name__}: {e}", started, t0, summary)
+            return self._failed(ref, spec, "error", f"{type(e).__name__}: {e}", started, t0, summary, runs)
         ms = (time.perf_counter() - t0) * 1000
-        await record_run(store, ref, spec.name, result, started, ms)
-        self._state[key] = result.state
+        runs.append(RunRecord(spec.name, started, ms, result))  # state kept once it is stored
         summary.ok += 1
         telemetry.RUNS.labels(spec.name, "ok").inc()
         telemetry.RUN_DURATION.labels(spec.name).observe(ms / 1000)
         return True
 
-    async def _failed(self, store: asyncpg.Connection, ref: InstanceRef, spec: CollectorSpec, status: str, error: str,
-                      started: datetime, t0: float, summary: SweepSummary) -> bool:
+    def _failed(self, ref: InstanceRef, spec: CollectorSpec, status: str, error: str, started: datetime, t0: float,
+                summary: SweepSummary, runs: list[RunRecord]) -> bool:
         ms = (time.perf_counter() - t0) * 1000
         log.warning("collector %s on %s: %s", spec.name, ref.name, error)
-        await record_failure(store, ref, spec.name, status, error, started, ms)
+        runs.append(RunRecord(spec.name, started, ms, None, status, error))
         summary.failed += 1
         summary.errors[ref.name] = error
         telemetry.RUNS.labels(spec.name, status).inc()
