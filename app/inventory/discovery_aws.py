@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,21 +23,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.cloud_settings import CloudSettings
-from app.findings import retire_findings
-from app.models import AuditLog, Instance
+from app.inventory.reconcile import Cloud, DiscoveryError, ExistingRows, clean_tags, matches
+from app.models import Instance
 from collectors.cloud.clients import CloudApiError, aws_client, check_region, explain
 
 log = logging.getLogger(__name__)
-ACTOR = "discovery:aws"
-MANAGED = ("engine", "host", "port", "dbname", "tags", "cloud")
 ENGINES = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mariadb", "aurora-postgresql": "aurora-postgres",
            "aurora-mysql": "aurora-mysql", "aurora": "aurora-mysql"}
 DEFAULT_DB = {"postgres": "postgres", "aurora-postgres": "postgres", "sqlserver": "master"}
-_TAG_KEY = re.compile(r"[^A-Za-z0-9_.\-/]")
-
-
-class DiscoveryError(Exception):
-    """Discovery could not list the region; nothing was written."""
 
 
 @dataclass
@@ -62,6 +54,10 @@ class DiscoveryDiff:
         return asdict(self)
 
 
+AWS = Cloud(source="aws", id_key="arn", change=Change)
+__all__ = ["DiscoveryError", "DiscoveryDiff", "discover_aws", "discovery_job", "map_engine"]
+
+
 def map_engine(rds_engine: str) -> str | None:
     """RDS engine name -> inventory engine; None for engines we do not monitor (docdb, neptune)."""
     if rds_engine in ENGINES:
@@ -70,15 +66,6 @@ def map_engine(rds_engine: str) -> str | None:
         if rds_engine.startswith(prefix + "-"):
             return prefix
     return None
-
-
-def _tags(tag_list: list[dict[str, str]] | None) -> dict[str, str]:
-    """AWS tag keys may hold spaces or ':'; the inventory's may not, so those become '_'."""
-    out = {}
-    for tag in tag_list or []:
-        key = _TAG_KEY.sub("_", tag["Key"])
-        out[key if re.match(r"[A-Za-z_]", key) else f"_{key}"] = tag.get("Value", "")
-    return out
 
 
 def _list_rds(client: Any) -> tuple[list[dict], list[dict]]:
@@ -119,110 +106,21 @@ def desired_row(db: dict, cluster: dict | None, region: str) -> dict[str, Any] |
     secret = (db.get("MasterUserSecret") or (cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
     return {"name": db["DBInstanceIdentifier"], "engine": engine, "host": endpoint["Address"],
             "port": int(endpoint.get("Port") or 0), "dbname": dbname,
-            "tags": {**_tags((cluster or {}).get("TagList")), **_tags(db.get("TagList"))}, "cloud": cloud,
+            "tags": {**clean_tags((cluster or {}).get("TagList")), **clean_tags(db.get("TagList"))}, "cloud": cloud,
             # Only on insert: the DBA usually replaces these with a monitoring user and reference.
             "user": db.get("MasterUsername") or "", "tls_mode": "require",
             "credential": f"aws-sm:{secret}#password" if secret else ("aws-iam" if cloud["iam_auth"] else None)}
 
 
-def _field_diff(inst: Instance, row: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    changes: dict[str, dict[str, Any]] = {}
-    kept: list[str] = []
-    for name in MANAGED:
-        old, new = getattr(inst, name), row[name]
-        if old == new:
-            continue
-        if name in (inst.pinned or {}):
-            kept.append(name)
-        elif name == "cloud":
-            for key in sorted(set(old or {}) | set(new)):
-                if (old or {}).get(key) != new.get(key):
-                    changes[f"cloud.{key}"] = {"from": (old or {}).get(key), "to": new.get(key)}
-        else:
-            changes[name] = {"from": old, "to": new}
-    return changes, kept
-
-
-class _Existing:
-    """The inventory rows discovery can touch: AWS rows by ARN, any row by endpoint and by name."""
+class _Existing(ExistingRows):
+    """The inventory rows discovery can touch: AWS rows by ARN, manual rows by endpoint, names."""
 
     def __init__(self, rows: list[Instance]):
+        super().__init__(rows)
         self.by_arn = {(r.cloud or {}).get("arn"): r for r in rows if r.source == "aws" and (r.cloud or {}).get("arn")}
-        self.manual_by_endpoint = {(r.host.lower(), r.port): r for r in rows if r.source == "manual"}
-        self.names = {r.name for r in rows}
-
-    def free_name(self, name: str, region: str) -> str:
-        for candidate in (name, f"{name}.{region}"):
-            if candidate not in self.names:
-                self.names.add(candidate)
-                return candidate
-        n = 2
-        while f"{name}.{region}.{n}" in self.names:
-            n += 1
-        self.names.add(f"{name}.{region}.{n}")
-        return f"{name}.{region}.{n}"
-
-
-def _matches(tags: dict[str, str], wanted: dict[str, str]) -> bool:
-    return all(tags.get(k) == v for k, v in wanted.items())
-
 
 async def _rows_in_scope(session: AsyncSession) -> list[Instance]:
     return list((await session.execute(select(Instance))).scalars())
-
-
-def _audit(session: AsyncSession, action: str, change: Change) -> None:
-    session.add(AuditLog(actor=ACTOR, action=action, target=change.name,
-                         details={"arn": change.arn, "changes": change.fields}))
-
-
-def _add(session: AsyncSession, row: dict[str, Any], existing: _Existing, region: str, diff: DiscoveryDiff) -> None:
-    name = existing.free_name(row["name"], region)
-    change = Change(name, row["cloud"]["arn"], {k: {"from": None, "to": v} for k, v in row.items() if k != "name"})
-    diff.added.append(change)
-    if not diff.dry_run:
-        session.add(Instance(**{**row, "name": name}, source="aws", pinned={}))
-        _audit(session, "instance.discovered", change)
-
-
-def _adopt(session: AsyncSession, inst: Instance, row: dict[str, Any], diff: DiscoveryDiff) -> None:
-    """A manual row for the same endpoint: keep what the DBA typed (pinned), add the cloud identity."""
-    pinned = {k: True for k in MANAGED if k != "cloud" and getattr(inst, k) != row[k]}
-    change = Change(inst.name, row["cloud"]["arn"], {"source": {"from": "manual", "to": "aws"},
-                                                     "cloud": {"from": inst.cloud, "to": row["cloud"]}})
-    diff.changed.append(change)
-    if pinned:
-        diff.pinned_kept[inst.name] = sorted(pinned)
-    if not diff.dry_run:
-        inst.source, inst.cloud, inst.pinned = "aws", row["cloud"], {**(inst.pinned or {}), **pinned}
-        _audit(session, "instance.adopted", change)
-
-
-def _update(session: AsyncSession, inst: Instance, row: dict[str, Any], diff: DiscoveryDiff) -> None:
-    changes, kept = _field_diff(inst, row)
-    if kept:
-        diff.pinned_kept[inst.name] = kept
-    if inst.gone_at is not None:
-        changes["gone_at"] = {"from": inst.gone_at.isoformat(), "to": None}
-    if not changes:
-        diff.unchanged.append(inst.name)
-        return
-    change = Change(inst.name, row["cloud"]["arn"], changes)
-    diff.changed.append(change)
-    if not diff.dry_run:
-        for name in MANAGED:
-            if name not in kept and any(k == name or k.startswith(f"{name}.") for k in changes):
-                setattr(inst, name, row[name])
-        inst.gone_at = None
-        _audit(session, "instance.returned" if "gone_at" in changes else "instance.updated", change)
-
-
-def _mark_gone(session: AsyncSession, inst: Instance, now: datetime, diff: DiscoveryDiff) -> None:
-    change = Change(inst.name, inst.cloud["arn"], {"gone_at": {"from": None, "to": now.isoformat()}})
-    diff.gone.append(change)
-    if not diff.dry_run:
-        inst.gone_at = now
-        _audit(session, "instance.gone", change)
 
 
 def _region_of(arn: str) -> str:
@@ -256,19 +154,17 @@ async def discover_aws(session: AsyncSession, region: str, tags_filter: dict[str
     now = datetime.now(timezone.utc)
     for db in sorted(instances, key=lambda d: d["DBInstanceIdentifier"]):
         row = desired_row(db, by_cluster.get(db.get("DBClusterIdentifier") or ""), region)
-        if row is None or not _matches(row["tags"], tags_filter or {}):
+        if row is None or not matches(row["tags"], tags_filter or {}):
             continue
         if (inst := existing.by_arn.get(row["cloud"]["arn"])) is not None:
-            _update(session, inst, row, diff)
+            AWS.update(session, inst, row, diff)
         elif (inst := existing.manual_by_endpoint.get((row["host"].lower(), row["port"]))) is not None:
-            _adopt(session, inst, row, diff)
+            AWS.adopt(session, inst, row, diff)
         else:
-            _add(session, row, existing, region, diff)
+            AWS.add(session, row, existing.free_name(row["name"], region), diff)
     for arn, inst in existing.by_arn.items():
         if _region_of(arn) == region and arn not in listed and inst.gone_at is None:
-            _mark_gone(session, inst, now, diff)
-            if not dry_run:
-                await retire_findings(session, inst, "instance gone from AWS", now)
+            await AWS.mark_gone(session, inst, now, diff, "AWS")
     if not dry_run:
         await session.flush()
     return diff

@@ -24,14 +24,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.findings import retire_findings
 from app.inventory.azure_arm import ArmError, ArmReader, make_credential
 from app.inventory.cloud_settings import SUBSCRIPTION_ID, CloudSettings
-from app.inventory.discovery_aws import MANAGED, DiscoveryError, _Existing, _field_diff, _matches, _tags
-from app.models import AuditLog, Instance
+from app.inventory.reconcile import Cloud, DiscoveryError, ExistingRows, clean_tags, matches
+from app.models import Instance
 
 log = logging.getLogger(__name__)
-ACTOR = "discovery:azure"
 SQL_API = "2021-11-01"
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
 SQL_SEMAPHORE = 8  # concurrent `databases` listings per subscription, well under ARM's read quota
@@ -71,10 +69,13 @@ class DiscoveryDiff:
         return asdict(self)
 
 
+AZURE = Cloud(source="azure", id_key="resource_id", change=Change)
+
+
 def _clean_tags(tags: dict[str, str] | None) -> dict[str, str]:
     """Azure tag keys may hold spaces and ':' (cleaned as for AWS); values may hold ';', which the
     inventory's CSV form cannot carry, so it becomes ','."""
-    out = _tags([{"Key": k, "Value": v} for k, v in (tags or {}).items()])
+    out = clean_tags([{"Key": k, "Value": v} for k, v in (tags or {}).items()])
     return {k: str(v).replace(";", ",") for k, v in out.items()}
 
 
@@ -163,9 +164,9 @@ async def list_subscription(reader: ArmReader, subscription: str) -> tuple[set[s
     return listed, sorted((r for r in rows if r is not None), key=lambda r: r["name"])
 
 
-class _AzureRows(_Existing):
+class _AzureRows(ExistingRows):
     """Azure rows by resource id; manual rows by endpoint, and by endpoint + database for Azure SQL
-    (its databases share the logical server's endpoint). Name allocation is AWS discovery's."""
+    (its databases share the logical server's endpoint)."""
 
     def __init__(self, rows: list[Instance]):
         super().__init__(rows)
@@ -179,62 +180,6 @@ class _AzureRows(_Existing):
     def manual_for(self, row: dict[str, Any]) -> Instance | None:
         db = row["dbname"].lower() if row["engine"] == "sqlserver" else None
         return self.manual.get((row["host"].lower(), row["port"], db))
-
-
-def _audit(session: AsyncSession, action: str, change: Change) -> None:
-    session.add(AuditLog(actor=ACTOR, action=action, target=change.name,
-                         details={"resource_id": change.resource_id, "changes": change.fields}))
-
-
-def _add(session: AsyncSession, row: dict[str, Any], existing: _AzureRows, diff: DiscoveryDiff) -> None:
-    name = existing.free_name(row["name"], str(row["cloud"].get("region") or "azure"))
-    fields = {k: {"from": None, "to": v} for k, v in row.items() if k != "name"}
-    change = Change(name, row["cloud"]["resource_id"], fields)
-    diff.added.append(change)
-    if not diff.dry_run:
-        session.add(Instance(**{**row, "name": name}, source="azure", pinned={}))
-        _audit(session, "instance.discovered", change)
-
-
-def _adopt(session: AsyncSession, inst: Instance, row: dict[str, Any], diff: DiscoveryDiff) -> None:
-    """A manual row for the same endpoint: keep what the DBA typed (pinned), add the cloud identity."""
-    pinned = {k: True for k in MANAGED if k != "cloud" and getattr(inst, k) != row[k]}
-    change = Change(inst.name, row["cloud"]["resource_id"], {"source": {"from": "manual", "to": "azure"},
-                                                             "cloud": {"from": inst.cloud, "to": row["cloud"]}})
-    diff.changed.append(change)
-    if pinned:
-        diff.pinned_kept[inst.name] = sorted(pinned)
-    if not diff.dry_run:
-        inst.source, inst.cloud, inst.pinned = "azure", row["cloud"], {**(inst.pinned or {}), **pinned}
-        _audit(session, "instance.adopted", change)
-
-
-def _update(session: AsyncSession, inst: Instance, row: dict[str, Any], diff: DiscoveryDiff) -> None:
-    changes, kept = _field_diff(inst, row)
-    if kept:
-        diff.pinned_kept[inst.name] = kept
-    if inst.gone_at is not None:
-        changes["gone_at"] = {"from": inst.gone_at.isoformat(), "to": None}
-    if not changes:
-        diff.unchanged.append(inst.name)
-        return
-    change = Change(inst.name, row["cloud"]["resource_id"], changes)
-    diff.changed.append(change)
-    if not diff.dry_run:
-        for name in MANAGED:
-            if name not in kept and any(k == name or k.startswith(f"{name}.") for k in changes):
-                setattr(inst, name, row[name])
-        inst.gone_at = None
-        _audit(session, "instance.returned" if "gone_at" in changes else "instance.updated", change)
-
-
-async def _mark_gone(session: AsyncSession, inst: Instance, now: datetime, diff: DiscoveryDiff) -> None:
-    change = Change(inst.name, inst.cloud["resource_id"], {"gone_at": {"from": None, "to": now.isoformat()}})
-    diff.gone.append(change)
-    if not diff.dry_run:
-        inst.gone_at = now
-        _audit(session, "instance.gone", change)
-        await retire_findings(session, inst, "instance gone from Azure", now)
 
 
 async def fetch_subscription(subscription: str, credential: Any = None,
@@ -265,17 +210,17 @@ async def discover_azure(session: AsyncSession, subscription: str, tags_filter: 
     diff = DiscoveryDiff(subscription=subscription.lower(), dry_run=dry_run)
     now = datetime.now(timezone.utc)
     for row in rows:
-        if not _matches(row["tags"], tags_filter or {}):
+        if not matches(row["tags"], tags_filter or {}):
             continue
         if (inst := existing.by_id.get(row["cloud"]["resource_id"].lower())) is not None:
-            _update(session, inst, row, diff)
+            AZURE.update(session, inst, row, diff)
         elif (inst := existing.manual_for(row)) is not None:
-            _adopt(session, inst, row, diff)
+            AZURE.adopt(session, inst, row, diff)
         else:
-            _add(session, row, existing, diff)
+            AZURE.add(session, row, existing.free_name(row["name"], str(row["cloud"].get("region") or "azure")), diff)
     for rid, inst in existing.by_id.items():
         if inst.cloud.get("subscription") == diff.subscription and rid not in listed and inst.gone_at is None:
-            await _mark_gone(session, inst, now, diff)
+            await AZURE.mark_gone(session, inst, now, diff, "Azure")
     if not dry_run:
         await session.flush()
     return diff
