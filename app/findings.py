@@ -265,15 +265,15 @@ class _Batch:
 
     def _series(self, r: RunRecord) -> None:
         result, c, iid = r.result, r.collector, self.inst.id
+        values = [float(s.value) for s in result.samples]
         # JSON has no NaN/Infinity; COPY carries them.
-        if len(result.samples) >= COPY_MIN_ROWS or not all(math.isfinite(s.value) for s in result.samples):
+        if len(values) >= COPY_MIN_ROWS or not all(map(math.isfinite, values)):
             self.copies.append(("samples", _SAMPLE_COLUMNS, [
-                (r.started_at, iid, c, s.metric, s.object, float(s.value)) for s in result.samples]))
-        elif result.samples:
+                (r.started_at, iid, c, s.metric, s.object, v) for s, v in zip(result.samples, values)]))
+        elif values:
             # Columns rather than one object per row: a third of the encoding time.
             self.samples.append({"c": c, "m": [s.metric for s in result.samples],
-                                 "o": [s.object for s in result.samples],
-                                 "v": [float(s.value) for s in result.samples]})
+                                 "o": [s.object for s in result.samples], "v": values})
         if len(result.query_stats) >= COPY_MIN_ROWS:
             self.copies.append(("query_stats", _STAT_COLUMNS, [(r.started_at, iid, *q) for q in _stat_rows(result)]))
         elif result.query_stats:
