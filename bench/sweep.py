@@ -15,6 +15,8 @@
    printed as JSON and written into docs/benchmarks.md ("## Sweep vs. the driver floor").
 
 --profile writes a pyinstrument profile of one dbfleet sweep to bench/out/.
+--cpu-profile runs one more sweep under cProfile with a process-time clock (and the garbage
+collector timed through gc.callbacks) and writes where its CPU goes into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -99,6 +101,51 @@ async def profile_sweep(sweeper: Sweeper, n: int) -> Path:
     return path
 
 
+# cProfile function keys (file suffix, function name) whose cumulative process time makes a row.
+CPU_PARTS = [
+    ("collectors: instance SQL through the driver, rows to dicts (PgConnection.fetch)", "collectors/engines/pg.py",
+     "fetch"),
+    ("collectors: query_stats.transform", "collectors/postgres/query_stats.py", "transform"),
+    ("collectors: health.transform", "collectors/postgres/health.py", "transform"),
+    ("store: record_runs (one statement per instance, JSON encoding)", "app/findings.py", "record_runs"),
+    ("store: advisory locks per (instance, collector)", "app/sweep.py", "_try_locks"),
+]
+
+
+async def cpu_profile(sweeper: Sweeper) -> dict:
+    """One sweep under cProfile (process-time clock); GC pauses timed separately."""
+    import cProfile
+    import gc
+    import pstats
+
+    gc_s, started = [0.0], [0.0]
+
+    def on_gc(phase: str, _info: dict) -> None:
+        if phase == "start":
+            started[0] = time.process_time()
+        else:
+            gc_s[0] += time.process_time() - started[0]
+
+    profiler = cProfile.Profile(time.process_time)
+    gc.callbacks.append(on_gc)
+    cpu = time.process_time()
+    profiler.enable()
+    try:
+        await sweeper.sweep(None, SELECTOR)
+    finally:
+        profiler.disable()
+        gc.callbacks.remove(on_gc)
+    total = time.process_time() - cpu
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    parts = {}
+    for label, suffix, name in CPU_PARTS:
+        parts[label] = sum(v[3] for (f, _, n), v in stats.items() if f.endswith(suffix) and n == name)
+    parts["everything else: event loop, asyncpg protocol, pool, other collectors' Python, sweeper"] = \
+        total - sum(parts.values())
+    parts["garbage collector (spread over all rows above)"] = gc_s[0]
+    return {"total_s": round(total, 3), "parts": {k: round(v, 3) for k, v in parts.items()}}
+
+
 async def run(args: argparse.Namespace) -> dict:
     settings = Settings()
     url = store_url()
@@ -122,12 +169,15 @@ async def run(args: argparse.Namespace) -> dict:
             w, c, summary = await dbfleet_round(sweeper)
             fleet.append((w, c, rss.peak, summary))
         profile = await profile_sweep(sweeper, args.instances) if args.profile else None
+        cpu = await cpu_profile(sweeper) if args.cpu_profile else None
     finally:
         rss.close()
         await sweeper.close()
         await store.dispose()
     statements = sum(len(calls) for _, calls in plan)
-    return report(args, settings, first.as_json(), second.as_json(), plan, statements, floor, fleet, profile)
+    result = report(args, settings, first.as_json(), second.as_json(), plan, statements, floor, fleet, profile)
+    result["cpu_profile"] = cpu
+    return result
 
 
 def report(args, settings, first, second, plan, statements, floor, fleet, profile) -> dict:
@@ -179,20 +229,39 @@ it), so the RSS column says how much the process grew during that side's phase a
 Machine: """
 
 
+def cpu_markdown(r: dict) -> str:
+    prof, floor_cpu = r["cpu_profile"], r["floor"]["cpu_s"]
+    rows = "\n".join(f"| {label} | {s} | {100 * s / prof['total_s']:.0f} % |" for label, s in prof["parts"].items())
+    return f"""### Where a sweep's CPU goes, {r['instances']} instances ({now_utc()})
+
+One steady sweep under cProfile with a process-time clock (`--cpu-profile`): {prof['total_s']} s of
+CPU with the profiler on (its overhead inflates Python-heavy code; without it the sweep took
+{r['dbfleet']['cpu_s']} s, the floor {floor_cpu} s). Rows are cumulative per function and do not overlap,
+except the garbage collector's pauses, which fall inside whichever row allocated at the time.
+
+| part | CPU s (profiled) | share |
+|---|---:|---:|
+{rows}
+"""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--inventory", type=Path, default=Path("/tmp/dbf_bench_fleet.yaml"))
     p.add_argument("--instances", type=int, default=200)
     p.add_argument("--sweeps", type=int, default=5)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--cpu-profile", action="store_true")
     p.add_argument("--no-doc", action="store_true")
     args = p.parse_args()
     result = asyncio.run(run(args))
     print(json.dumps(result, indent=2))
     if not args.no_doc:
         command = (f"python bench/sweep.py --inventory {args.inventory} --instances {args.instances} "
-                   f"--sweeps {args.sweeps}")
+                   f"--sweeps {args.sweeps}" + (" --cpu-profile" if args.cpu_profile else ""))
         update_doc(HEADING, f"sweep.py N={args.instances}", markdown(result, command), INTRO + machine() + ".")
+    if not args.no_doc and result["cpu_profile"]:
+        update_doc(HEADING, f"sweep.py profile N={args.instances}", cpu_markdown(result), INTRO + machine() + ".")
 
 
 if __name__ == "__main__":
