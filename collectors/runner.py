@@ -8,10 +8,15 @@ from collectors.spec import CollectorSpec, Connection, Context, Result
 
 
 async def run_collector(spec: CollectorSpec, conn: Connection, ctx: Context) -> Result:
-    """Run the spec within its timeout; the transform stays pure and sees dict rows."""
+    """Run the spec within its timeout; the transform stays pure and sees dict rows.
+
+    asyncio.timeout rather than wait_for: no extra Task and timer per run (a measurable share of a
+    sweep's CPU over hundreds of instances), same TimeoutError on expiry.
+    """
     ctx.server_version = conn.server_version
     ctx.is_standby = conn.is_standby
-    if spec.run is not None:
-        return await asyncio.wait_for(spec.run(conn, ctx), spec.timeout_s)
-    rows = await asyncio.wait_for(conn.fetch(spec.sql_for(conn.server_version)), spec.timeout_s)
+    async with asyncio.timeout(spec.timeout_s):
+        if spec.run is not None:
+            return await spec.run(conn, ctx)
+        rows = await conn.fetch(spec.sql_for(conn.server_version))
     return spec.transform(rows, ctx)
