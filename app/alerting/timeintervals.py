@@ -8,10 +8,17 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 WEEKDAYS = {name.lower(): i for i, name in enumerate(calendar.day_name)}  # monday=0
 MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
+
+
+# Per field: names accepted besides numbers, and the numeric bounds (validation and matching).
+RANGES: dict[str, tuple[dict[str, int] | None, int, int]] = {
+    "weekdays": (WEEKDAYS, 0, 6), "months": (MONTHS, 1, 12), "days_of_month": (None, -31, 31),
+    "years": (None, 1, 9999),
+}
 
 
 def _parse_range(text: str, names: dict[str, int] | None, lo: int, hi: int) -> tuple[int, int]:
@@ -68,32 +75,11 @@ class TimeInterval(BaseModel):
     def _strings(cls, v: list) -> list[str]:
         return [str(x) for x in v]
 
-    @field_validator("weekdays")
+    @field_validator("weekdays", "months", "days_of_month", "years")
     @classmethod
-    def _weekdays(cls, v: list[str]) -> list[str]:
+    def _ranges(cls, v: list[str], info: ValidationInfo) -> list[str]:
         for item in v:
-            _parse_range(item, WEEKDAYS, 0, 6)
-        return v
-
-    @field_validator("months")
-    @classmethod
-    def _months(cls, v: list[str]) -> list[str]:
-        for item in v:
-            _parse_range(item, MONTHS, 1, 12)
-        return v
-
-    @field_validator("days_of_month")
-    @classmethod
-    def _days(cls, v: list[str]) -> list[str]:
-        for item in v:
-            _parse_range(item, None, -31, 31)
-        return v
-
-    @field_validator("years")
-    @classmethod
-    def _years(cls, v: list[str]) -> list[str]:
-        for item in v:
-            _parse_range(item, None, 1, 9999)
+            _parse_range(item, *RANGES[info.field_name])
         return v
 
     @field_validator("location")
@@ -107,11 +93,11 @@ class TimeInterval(BaseModel):
 
     def contains(self, when: datetime) -> bool:
         t = when.astimezone(ZoneInfo(self.location))
-        if self.weekdays and not _in_ranges(t.weekday(), self.weekdays, WEEKDAYS, 0, 6):
+        if self.weekdays and not _in_ranges(t.weekday(), self.weekdays, *RANGES["weekdays"]):
             return False
-        if self.months and not _in_ranges(t.month, self.months, MONTHS, 1, 12):
+        if self.months and not _in_ranges(t.month, self.months, *RANGES["months"]):
             return False
-        if self.years and not _in_ranges(t.year, self.years, None, 1, 9999):
+        if self.years and not _in_ranges(t.year, self.years, *RANGES["years"]):
             return False
         if self.days_of_month and not _day_matches(t, self.days_of_month):
             return False
@@ -129,7 +115,7 @@ def _day_matches(t: datetime, items: list[str]) -> bool:
     """Negative days count from the end of the month (-1 = last day), as in Alertmanager."""
     last = calendar.monthrange(t.year, t.month)[1]
     for item in items:
-        a, b = _parse_range(item, None, -31, 31)
+        a, b = _parse_range(item, *RANGES["days_of_month"])
         a = a if a > 0 else last + 1 + a
         b = b if b > 0 else last + 1 + b
         if a <= t.day <= b:
