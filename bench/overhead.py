@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import asyncpg
-import yaml
 from common import REPO, fresh_store, import_inventory, machine, now_utc, update_doc
 from fleet import SCHEMA, TEMPLATE, init_cluster, stop
 

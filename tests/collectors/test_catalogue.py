@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from collectors.registry import ENGINE_FAMILY, FAMILIES, all_specs, specs_for
+from collectors.registry import FAMILIES, all_specs, specs_for
 from collectors.spec import CollectorSpec, Context, NodeRole, Result
 
 SPECS = all_specs()

@@ -17,7 +17,7 @@ import oracledb
 import pytest
 from oracledb.errors import _Error
 
-from collectors.engines.base import LoginFailed, SessionLimits, Target, Unreachable, connect
+from collectors.engines.base import SessionLimits, Target, Unreachable, connect
 from collectors.engines.oracle import OracleConnection, classify, connect_params, version_number
 
 PASSWORD = "Tiger#Secret42"
