@@ -1,4 +1,8 @@
-"""Streaming replication: per-standby lag on the primary, replay lag on a standby, replication slots."""
+"""Streaming replication: per-standby lag on the primary, replay lag on a standby, replication slots.
+
+Aurora PostgreSQL is told apart by its functions, not by the inventory's engine name: its readers
+are in recovery but have no WAL receiver, so they take the Aurora path (aurora_replica_status()).
+"""
 
 from __future__ import annotations
 
@@ -57,6 +61,29 @@ from pg_stat_wal_receiver
 RECEIVER_SQL = {100000: _RECEIVER_SELECT.format(flushed="received_lsn"),
                 130000: _RECEIVER_SELECT.format(flushed="flushed_lsn")}
 
+# Aurora readers replay from the shared cluster volume instead of a WAL stream. aurora_replica_status()
+# answers on the writer and on every reader with one row per instance of the cluster; the writer's
+# session_id is 'MASTER_SESSION_ID' and its replica_lag_in_msec is NULL. That column is what
+# CloudWatch reports as AuroraReplicaLag.
+# https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/aurora_replica_status.html
+# to_regproc gives NULL rather than an error for a function that does not exist.
+AURORA_PROBE_SQL = """
+select to_regproc('aurora_version') is not null as aurora_version,
+       to_regproc('aurora_replica_status') is not null as replica_status,
+       to_regproc('aurora_db_instance_identifier') is not null as instance_identifier
+"""
+# aurora_db_instance_identifier() (Aurora 13.7, 12.11, 11.16, 10.21 and later) names the instance this
+# session is on: without it a reader cannot tell which row is its own.
+_AURORA_STATUS_SELECT = """
+select s.*, {is_self} as is_self,
+       extract(epoch from clock_timestamp() - s.last_update_timestamp)::float8 as last_update_age_s
+from aurora_replica_status() s
+order by s.server_id
+"""
+AURORA_STATUS_SQL = {True: _AURORA_STATUS_SELECT.format(is_self="s.server_id = aurora_db_instance_identifier()"),
+                     False: _AURORA_STATUS_SELECT.format(is_self="null::boolean")}
+AURORA_WRITER_SESSION = "MASTER_SESSION_ID"
+
 THRESHOLDS: dict[str, Any] = {
     # A standby half a minute behind already serves stale reads; five minutes threatens failover RPO.
     "replication_lag_warning_s": 30,
@@ -70,10 +97,15 @@ def _pick(sql: Mapping[int, str], version: int) -> str:
     return sql[max(k for k in sql if k <= version)]
 
 
-def _lag_finding(name: str, lag_s: float, lag_bytes: int, t: Mapping[str, Any], details: dict) -> Finding | None:
+def _lag_severity(lag_s: float, t: Mapping[str, Any]) -> Severity | None:
     if lag_s < t["replication_lag_warning_s"]:
         return None
-    severity = Severity.critical if lag_s >= t["replication_lag_critical_s"] else Severity.warning
+    return Severity.critical if lag_s >= t["replication_lag_critical_s"] else Severity.warning
+
+
+def _lag_finding(name: str, lag_s: float, lag_bytes: int, t: Mapping[str, Any], details: dict) -> Finding | None:
+    if (severity := _lag_severity(lag_s, t)) is None:
+        return None
     return Finding(
         check="replication_lag", object=name, severity=severity,
         title=f"Standby {name} is {lag_s:.0f} s ({lag_bytes:,} bytes of WAL) behind",
@@ -86,6 +118,13 @@ def _lag_finding(name: str, lag_s: float, lag_bytes: int, t: Mapping[str, Any], 
 
 def primary_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """pg_stat_replication rows -> per-standby samples, replication_lag and standby_disconnected."""
+    result = walsender_transform(rows, ctx)
+    result.findings += _disconnected(rows, ctx.extra.get("expected_standbys") or [])
+    return result
+
+
+def walsender_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
+    """pg_stat_replication rows -> per-standby (or logical consumer) samples and replication_lag."""
     t, result = {**THRESHOLDS, **ctx.thresholds}, Result()
     for r in rows:
         name = r["application_name"] or r["client_addr"]
@@ -97,7 +136,6 @@ def primary_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result
         details["sql"] = "select application_name, state, write_lag, flush_lag, replay_lag from pg_stat_replication"
         if (f := _lag_finding(name, lag_s, r["replay_lag_bytes"], t, details)) is not None:
             result.findings.append(f)
-    result.findings += _disconnected(rows, ctx.extra.get("expected_standbys") or [])
     return result
 
 
@@ -170,22 +208,99 @@ def standby_transform(rows: Sequence[Mapping[str, Any]], receivers: Sequence[Map
     return result
 
 
+def aurora_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
+    """aurora_replica_status() seen from the writer or a reader -> per-reader lag, replication_lag.
+
+    One home per problem: the writer reports every reader, a reader only itself (as a vanilla
+    standby does), unless it cannot tell which row is its own.
+    """
+    t, result = {**THRESHOLDS, **ctx.thresholds}, Result()
+    me = next((r for r in rows if r.get("is_self")), None)
+    on_writer = me["session_id"] == AURORA_WRITER_SESSION if me is not None else not ctx.is_standby
+    for r in rows:
+        lag_ms = r.get("replica_lag_in_msec")
+        if r["session_id"] == AURORA_WRITER_SESSION or lag_ms is None or lag_ms < 0:
+            continue  # the writer, or a reader that has not reported yet
+        lag_s = float(lag_ms) / 1000
+        result.samples.append(Sample("replication_lag_seconds", lag_s, r["server_id"]))
+        if (on_writer or me is None or r is me) and (f := _aurora_lag_finding(r, lag_s, t)) is not None:
+            result.findings.append(f)
+    if on_writer:
+        result.findings += _readers_missing(rows, ctx.extra.get("expected_standbys") or [])
+    return result
+
+
+_AURORA_EVIDENCE = ("session_id", "replica_lag_in_msec", "cur_replay_latency_in_usec", "pending_read_ios",
+                    "active_txns", "feedback_xmin", "last_transport_error", "last_error_timestamp",
+                    "last_update_timestamp", "last_update_age_s")
+
+
+def _aurora_lag_finding(r: Mapping[str, Any], lag_s: float, t: Mapping[str, Any]) -> Finding | None:
+    if (severity := _lag_severity(lag_s, t)) is None:
+        return None
+    details = {k: r.get(k) for k in _AURORA_EVIDENCE}
+    details.update(lag_seconds=round(lag_s, 3),
+                   sql="select server_id, replica_lag_in_msec, cur_replay_latency_in_usec, pending_read_ios, "
+                       "last_update_timestamp from aurora_replica_status()")
+    return Finding(
+        check="replication_lag", object=str(r["server_id"]), severity=severity,
+        title=f"Aurora reader {r['server_id']} is {lag_s:,.1f} s behind the writer",
+        details=details,
+        recommendation="Aurora readers replay from the shared cluster volume and normally trail by well "
+                       "under a second, so sustained lag means this reader cannot keep up: look at its CPU "
+                       "and long queries (pg_stat_database_conflicts counts replay conflicts), a reader "
+                       "class smaller than the writer's, or a write burst on the writer. Aurora restarts "
+                       "a reader that falls too far behind.",
+    )
+
+
+def _readers_missing(rows: Sequence[Mapping[str, Any]], expected: Sequence[str]) -> list[Finding]:
+    """Readers the inventory lists that the cluster's replica status does not know (Aurora's pg_stat_replication)."""
+    seen = {str(r["server_id"]) for r in rows}
+    return [Finding(
+        check="standby_disconnected", object=name, severity=Severity.critical,
+        title=f"Aurora reader {name} is not in this cluster's replica status",
+        details={"known": sorted(seen), "sql": "select server_id, session_id, last_update_timestamp "
+                                               "from aurora_replica_status()"},
+        recommendation="Check in the RDS console or `aws rds describe-db-clusters` whether the reader was "
+                       "deleted, is rebooting or failed; if it was removed on purpose, update the inventory.",
+    ) for name in expected if name not in seen]
+
+
+async def aurora_status_sql(conn: Connection, ctx: Context) -> str | None:
+    """The aurora_replica_status() query if this is Aurora PostgreSQL, else None."""
+    [probe] = await conn.fetch(AURORA_PROBE_SQL)
+    # The inventory's engine name is a hint, never enough on its own: the function must exist.
+    if not probe["replica_status"] or not (probe["aurora_version"] or ctx.engine == "aurora-postgres"):
+        return None
+    return AURORA_STATUS_SQL[bool(probe["instance_identifier"])]
+
+
+def _add(result: Result, more: Result) -> Result:
+    result.findings += more.findings
+    result.samples += more.samples
+    return result
+
+
 async def run(conn: Connection, ctx: Context) -> Result:
     version = conn.server_version
-    if conn.is_standby:
+    if (aurora_sql := await aurora_status_sql(conn, ctx)) is not None:
+        result = aurora_transform(await conn.fetch(aurora_sql), ctx)
+        if conn.is_standby:
+            return result  # an Aurora reader has no WAL receiver and no slots of its own
+        # The writer still streams to logical consumers (subscriptions, DMS) and keeps their slots.
+        _add(result, walsender_transform(await conn.fetch(PRIMARY_SQL), ctx))
+    elif conn.is_standby:
         result = standby_transform(await conn.fetch(STANDBY_SQL), await conn.fetch(_pick(RECEIVER_SQL, version)), ctx)
     else:
         result = primary_transform(await conn.fetch(PRIMARY_SQL), ctx)
-    slots = slots_transform(await conn.fetch(_pick(SLOTS_SQL, version)), ctx)
-    result.findings += slots.findings
-    result.samples += slots.samples
-    return result
+    return _add(result, slots_transform(await conn.fetch(_pick(SLOTS_SQL, version)), ctx))
 
 
 SPEC = register(CollectorSpec(
     name="replication",
     engine="postgres",
-    description="Streaming replication lag per standby, disconnected standbys, replication slots",
+    description="Streaming replication lag per standby (Aurora: per reader), disconnected standbys, replication slots",
     sql={100000: PRIMARY_SQL},
     run=run,
     interval_s=60,

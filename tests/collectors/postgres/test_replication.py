@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,7 +19,7 @@ from collectors.postgres.replication import (
     standby_transform,
 )
 from collectors.runner import run_collector
-from collectors.spec import Context, Severity
+from collectors.spec import Context, Result, Severity
 
 
 def standby_row(name="s1", lag_s=0.0, lag_bytes=0, state="streaming", addr="10.0.0.2"):
@@ -104,6 +106,164 @@ def test_wal_receiver_sql_by_version(version, column):
 
 def test_slot_sql_has_wal_status_from_13():
     assert "wal_status as wal_status" in SLOTS_SQL[130000] and "'' as wal_status" in SLOTS_SQL[100000]
+
+
+# --- Aurora PostgreSQL: recorded rows written from AWS's documentation ---
+
+AURORA = json.loads((Path(__file__).parent.parent / "fixtures" / "postgres" / "replication_aurora.json").read_text())
+WRITER, READER_1, READER_2 = "db-124-001-instance-03", "db-124-001-instance-01", "db-124-001-instance-02"
+NO_AURORA = {"aurora_version": False, "replica_status": False, "instance_identifier": False}
+
+
+def aurora_rows(view: str, lag_ms: dict[str, float] | None = None, knows_itself: bool = True) -> list[dict]:
+    """The fixture's rows seen from the writer or from reader -01, with some readers lagging."""
+    rows = [dict(r) for r in AURORA[view]]
+    for r in rows:
+        r["replica_lag_in_msec"] = (lag_ms or {}).get(r["server_id"], r["replica_lag_in_msec"])
+        if not knows_itself:  # Aurora before 13.7 has no aurora_db_instance_identifier()
+            r["is_self"] = None
+    return rows
+
+
+class RecordedAurora:
+    """An Aurora PostgreSQL instance answering from recorded rows (no Aurora can run here).
+
+    It stands in for the server only; the collector's own code runs unchanged. Asked the vanilla
+    standby questions, it answers as an Aurora reader would: in recovery, but with nothing received
+    over a WAL stream and no WAL receiver."""
+
+    engine = "postgres"
+
+    def __init__(self, rows: list[dict], is_standby: bool, probe: dict | None = None):
+        self.rows, self.is_standby, self.probe = rows, is_standby, probe or AURORA["probe"]
+        self.server_version, self.asked = 150004, []
+
+    async def fetch(self, sql: str, *args) -> list[dict]:
+        self.asked.append(sql)
+        if "to_regproc" in sql:
+            return [dict(self.probe)]
+        if "aurora_replica_status()" in sql:
+            return [dict(r) for r in self.rows]
+        if "pg_last_wal_receive_lsn" in sql:
+            return [{"receive_lsn": "", "replay_lsn": "", "replay_lag_bytes": 0, "replay_lag_s": 0.0,
+                     "replay_timestamp_known": False, "replay_paused": False}]
+        return []  # pg_stat_wal_receiver, pg_stat_replication, pg_replication_slots: nothing here
+
+    async def close(self) -> None:
+        pass
+
+
+async def collect_recorded(node: RecordedAurora, engine: str = "aurora-postgres", **extra) -> Result:
+    thresholds = extra.pop("thresholds", {})
+    return await run_collector(SPEC, node, Context(instance="node", engine=engine, thresholds=thresholds,
+                                                   extra=extra))
+
+
+@pytest.mark.parametrize("engine", ["aurora-postgres", "postgres"])  # the inventory name is only a hint
+async def test_aurora_reader_has_no_wal_receiver_finding_and_lag_from_replica_status(engine):
+    node = RecordedAurora(aurora_rows("reader_view"), is_standby=True)
+    result = await collect_recorded(node, engine)
+    assert result.findings == []
+    assert not any("pg_stat_wal_receiver" in sql for sql in node.asked)
+    assert {(s.metric, s.object, s.value) for s in result.samples} == {
+        ("replication_lag_seconds", READER_1, 0.013), ("replication_lag_seconds", READER_2, 0.013)}
+
+
+AURORA_LAG_CASES = [
+    ("writer, readers caught up", "writer_view", {}, True, set()),
+    ("writer sees a lagging reader", "writer_view", {READER_2: 45_000}, True,
+     {("replication_lag", READER_2, Severity.warning)}),
+    ("writer, reader past the critical mark", "writer_view", {READER_1: 301_000}, True,
+     {("replication_lag", READER_1, Severity.critical)}),
+    ("reader lagging itself", "reader_view", {READER_1: 45_000}, True,
+     {("replication_lag", READER_1, Severity.warning)}),
+    # One home per problem: another reader's lag is reported by the writer and by that reader.
+    ("reader, another reader lagging", "reader_view", {READER_2: 45_000}, True, set()),
+    ("reader that cannot name itself reports every reader", "reader_view", {READER_2: 45_000}, False,
+     {("replication_lag", READER_2, Severity.warning)}),
+]
+
+
+@pytest.mark.parametrize("case, view, lag_ms, knows_itself, expected", AURORA_LAG_CASES,
+                         ids=[c[0] for c in AURORA_LAG_CASES])
+async def test_aurora_replication_lag(case, view, lag_ms, knows_itself, expected):
+    node = RecordedAurora(aurora_rows(view, lag_ms, knows_itself), is_standby=view == "reader_view")
+    result = await collect_recorded(node)
+    assert {(f.check, f.object, f.severity) for f in result.findings} == expected
+    lags = {s.object: s.value for s in result.samples if s.metric == "replication_lag_seconds"}
+    assert lags == {READER_1: lag_ms.get(READER_1, 13) / 1000, READER_2: lag_ms.get(READER_2, 13) / 1000}
+    for f in result.findings:
+        assert f.details["replica_lag_in_msec"] == lag_ms[f.object] and "aurora_replica_status()" in f.details["sql"]
+
+
+@pytest.mark.parametrize("expected, found", [
+    ([READER_1, READER_2], set()),  # readers are not in pg_stat_replication on Aurora: that is no outage
+    ([READER_1, "db-124-001-instance-04"], {("standby_disconnected", "db-124-001-instance-04")}),
+])
+async def test_aurora_writer_expects_readers_in_replica_status(expected, found):
+    node = RecordedAurora(aurora_rows("writer_view"), is_standby=False)
+    result = await collect_recorded(node, expected_standbys=expected)
+    assert {(f.check, f.object) for f in result.findings} == found
+    assert any("pg_replication_slots" in sql for sql in node.asked)  # the writer's logical slots still count
+
+
+@pytest.mark.parametrize("engine, probe, aurora", [
+    ("postgres", NO_AURORA, False),
+    ("aurora-postgres", NO_AURORA, False),  # the inventory says Aurora, the server has no such function
+    ("postgres", {**NO_AURORA, "replica_status": True}, False),  # somebody's own function of that name
+    ("aurora-postgres", {**NO_AURORA, "replica_status": True}, True),
+])
+async def test_aurora_is_detected_by_its_functions(engine, probe, aurora):
+    node = RecordedAurora(aurora_rows("reader_view"), is_standby=True, probe=probe)
+    result = await collect_recorded(node, engine)
+    assert any("aurora_replica_status()" in sql for sql in node.asked) == aurora
+    assert any("pg_stat_wal_receiver" in sql for sql in node.asked) == (not aurora)
+    assert ("wal_receiver_not_streaming" in {f.check for f in result.findings}) == (not aurora)
+
+
+# --- the Aurora SQL on a real server: Aurora's functions re-created from the documented columns ---
+
+AURORA_COLUMNS = """server_id text, session_id text, durable_lsn bigint, highest_lsn_rcvd bigint,
+    current_read_lsn bigint, cur_replay_latency_in_usec bigint, active_txns int, is_current boolean,
+    last_transport_error int, last_error_timestamp timestamptz, last_update_timestamp timestamptz,
+    feedback_xmin bigint, feedback_epoch int, replica_lag_in_msec real, log_stream_speed_in_kib_per_second real,
+    log_buffer_sequence_number bigint, oldest_read_view_trx_id bigint, oldest_read_view_lsn bigint,
+    pending_read_ios int, read_ios bigint, iops int, cpu real"""
+
+
+async def _emulate_aurora(dbname: str, rows: list[dict], instance: str) -> None:
+    """AWS documents names and meanings but not types; the types here are our reading of the examples."""
+    recorded = json.dumps([{k: v for k, v in r.items() if k not in ("is_self", "last_update_age_s")} for r in rows])
+    c = await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database=dbname)
+    try:
+        await c.execute(f"""
+            create function aurora_version() returns text language sql as $$ select '15.4.1' $$;
+            create function aurora_db_instance_identifier() returns varchar language sql as $$ select '{instance}' $$;
+            create function aurora_replica_status() returns table({AURORA_COLUMNS}) language sql as $fn$
+                select * from jsonb_to_recordset($json${recorded}$json$::jsonb) as x({AURORA_COLUMNS}) $fn$;""")
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize("instance, lag_ms, expected", [
+    (WRITER, {READER_2: 45_000}, {("replication_lag", READER_2)}),
+    (READER_1, {READER_2: 45_000}, set()),
+    (READER_1, {READER_1: 45_000}, {("replication_lag", READER_1)}),
+])
+async def test_aurora_sql_runs_on_a_real_server(pgp_db, instance, lag_ms, expected):
+    await _emulate_aurora(pgp_db, aurora_rows("writer_view", lag_ms), instance)
+    conn = await connect(Target("node", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"))
+    try:
+        result = await run_collector(SPEC, conn, Context(instance="node", engine="postgres"))
+    finally:
+        await conn.close()
+    # The shared server may carry other tests' slots or standbys: look at this cluster's names only.
+    cluster = {WRITER, READER_1, READER_2}
+    findings = [f for f in result.findings if f.object in cluster or f.check == "wal_receiver_not_streaming"]
+    assert {(f.check, f.object) for f in findings} == expected
+    lags = {s.object: s.value for s in result.samples if s.metric == "replication_lag_seconds" and s.object in cluster}
+    assert lags == pytest.approx({READER_1: lag_ms.get(READER_1, 13) / 1000, READER_2: lag_ms.get(READER_2, 13) / 1000})
+    assert all(f.details["last_update_age_s"] > 0 for f in findings)  # computed by the server from the timestamp
 
 
 # --- a real primary + streaming standby (PostgreSQL 15) ---
