@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from app.collector_state import StateWrite
 from collectors.spec import Finding, Result
 
 STATES = ("open", "acknowledged", "silenced", "resolved")
@@ -59,7 +60,7 @@ class RunOutcome:
 _RECORD = """
 with runs as (
     select * from json_to_recordset($2::json)
-        as u(c text, ts timestamptz, ms float8, st text, e text, n int, p timestamptz, l json)
+        as u(c text, ts timestamptz, ms float8, st text, e text, n int, p timestamptz, l json, rs bool)
 ), seen as (
     select x.*, runs.ts from (
         select *, row_number() over () as i from json_to_recordset($3::json)
@@ -90,7 +91,7 @@ with runs as (
 ), gone as (
     update findings set state = 'resolved', resolved_at = runs.ts, state_by = 'dbfleet', state_at = runs.ts,
            state_note = 'no longer seen'
-    from live join runs on runs.c = live.collector and runs.st = 'ok'
+    from live join runs on runs.c = live.collector and runs.st = 'ok' and runs.rs is not false
     where findings.id = live.id
       and not exists (select 1 from seen where seen.f = live.fingerprint and seen.c = live.collector)
       and not exists (select 1 from light where light.f = live.fingerprint and light.c = live.collector)
@@ -138,6 +139,22 @@ with runs as (
 ), run as (
     insert into collector_runs (instance_id, collector, started_at, duration_ms, status, error, findings)
     select $1, c, ts, ms, st, e, n from runs where st is not null
+), state as (
+    select * from json_to_recordset($10::json) as u(c text, q bigint, b jsonb, p jsonb, n int)
+), state_base as (
+    insert into collector_state as cs (instance_id, collector, seq, base_seq, base, patch_bytes, updated_at)
+    select $1, c, q, q, b, 0, now() from state where b is not null
+    on conflict (instance_id, collector) do update set seq = excluded.seq, base_seq = excluded.seq,
+        base = excluded.base, patch_bytes = 0, updated_at = excluded.updated_at
+), state_compacted as (
+    delete from collector_state_patches
+    where instance_id = $1 and collector in (select c from state where b is not null)
+), state_bumped as (
+    update collector_state cs set seq = state.q, patch_bytes = cs.patch_bytes + state.n, updated_at = now()
+    from state where state.p is not null and cs.instance_id = $1 and cs.collector = state.c
+), state_patch as (
+    insert into collector_state_patches (instance_id, collector, seq, patch)
+    select $1, c, q, p from state where p is not null
 )
 select (select count(*) from fired) as opened, (select count(*) from cleared) as resolved,
        (select coalesce(json_agg(f), '[]') from light
@@ -188,6 +205,10 @@ class RunRecord:
     # fingerprint -> finding). Findings equal to those only have their last_seen bumped.
     known: tuple[datetime, dict[str, Finding]] | None = None
     seen: dict[str, Finding] = field(default_factory=dict)  # filled in by record_runs
+    # False when the run had no baseline to judge by: its findings are stored, nothing is resolved.
+    resolves: bool = True
+    # The collector's state change, written in the same statement (app/collector_state.py).
+    state: StateWrite | None = None
 
 
 async def record_run(conn: asyncpg.Connection, inst: InstanceRef, collector: str, result: Result,
@@ -236,12 +257,17 @@ class _Batch:
         self.samples: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
         self.texts: list[dict[str, Any]] = []
+        self.states: list[str] = []
         self.copies: list[tuple[str, tuple[str, ...], list[tuple]]] = []
 
     def add(self, r: RunRecord) -> None:
         row = {"c": r.collector, "ts": r.started_at.isoformat(), "ms": r.duration_ms, "st": r.status,
                "e": r.error[:2000] if r.error is not None else None, "n": len(r.seen)}
+        if not r.resolves:
+            row["rs"] = False
         self.runs.append(row)
+        if r.state is not None:
+            self.states.append(r.state.as_json_text())
         if r.result is None:
             return
         prev_at, prev = r.known or (None, {})
@@ -283,7 +309,7 @@ class _Batch:
     async def write(self, conn: asyncpg.Connection) -> Any:
         inst = self.inst
         args = (inst.id, _json(self.runs), _json(self.found), json.dumps(inst.tags), inst.name, inst.engine,
-                _json(self.samples), _json(self.stats), _json(self.texts))
+                _json(self.samples), _json(self.stats), _json(self.texts), f"[{','.join(self.states)}]")
         if not self.copies:
             return await conn.fetchrow(_RECORD, *args)
         async with conn.transaction():

@@ -333,3 +333,18 @@ class RuleAlert(Base):
     status: Mapped[str] = mapped_column(String(16))  # firing, resolved
     since: Mapped[datetime]
     changed_at: Mapped[datetime]
+
+
+class CollectorState(Base):
+    """A collector's state on one instance as of `seq`: the base as of `base_seq`, plus patches."""
+
+    __tablename__ = "collector_state"
+
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True)
+    collector: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    base_seq: Mapped[int] = mapped_column(BigInteger)
+    base: Mapped[dict[str, Any] | None]
+    patch_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    updated_at: Mapped[datetime]
+

@@ -23,6 +23,7 @@ import asyncpg
 from sqlalchemy import select
 
 from app import telemetry
+from app.collector_state import CLAIM, CollectorStates
 from app.db import Store
 from app.findings import InstanceRef, RunRecord, record_failure, record_run, record_runs
 from app.inventory.credentials import resolve_credential
@@ -117,7 +118,7 @@ class Sweeper:
                           lock_timeout_ms=w.lock_timeout_ms),
             backoff_base_s=w.backoff_base_s, backoff_max_s=w.backoff_max_s)
         self.concurrency = w.concurrency
-        self._state: dict[tuple[int, str], Any] = {}
+        self.states = CollectorStates()
         # What this worker last wrote per (instance, collector): (run start, fingerprint -> finding).
         # Findings unchanged since then only get their last_seen bumped (see app/findings.py).
         self._written: dict[tuple[int, str], tuple[datetime, dict[str, Finding]]] = {}
@@ -235,6 +236,8 @@ class Sweeper:
         async with self.store.raw() as store:
             locked = await _try_locks(store, inst.id, names)
             await self._record_lock_losers(store, ref, [n for n in names if n not in locked])
+            if stale := self.states.stale(inst.id, locked):
+                await self.states.load(store, inst.id, stale)
             # The locks go when the connection returns to the pool: asyncpg's reset on release
             # runs pg_advisory_unlock_all(), so no extra round trip here.
             status = "ok"
@@ -284,10 +287,13 @@ class Sweeper:
             return
         for r in runs:
             r.known = self._written.get((ref.id, r.collector)) if r.result is not None else None
+            if r.result is not None and r.result.state is not None:
+                r.state = self.states.change(ref.id, r.collector, r.result.state)
         await record_runs(store, ref, runs)
         for r in runs:
             if r.result is not None:
-                self._state[(ref.id, r.collector)] = r.result.state
+                if r.result.state is not None:
+                    self.states.written(ref.id, r.state, r.collector, r.result.state)
                 self._written[(ref.id, r.collector)] = (r.started_at, r.seen)
 
     async def _connected(self, store: asyncpg.Connection, ref: InstanceRef, connectivity: str, started: datetime,
@@ -337,8 +343,9 @@ class Sweeper:
             extra["sql_available"] = self._sql_ok.get(ref.id, False)
         if spec.peer_metrics and extra.get("cluster_peers"):
             extra.update(await _peer_metrics(store, spec, extra["cluster_peers"]))
+        previous = self.states.previous(*key)
         ctx = Context(instance=ref.name, engine=ref.engine, thresholds=self.thresholds(spec, inst),
-                      tags=ref.tags, previous=self._state.get(key), extra=extra)
+                      tags=ref.tags, previous=previous, extra=extra)
         started = datetime.now(timezone.utc)
         t0 = time.perf_counter()
         try:
@@ -349,7 +356,9 @@ class Sweeper:
         except Exception as e:  # noqa: BLE001 - one broken collector must not stop the sweep
             return self._failed(ref, spec, "error", f"{type(e).__name__}: {e}", started, t0, summary, runs)
         ms = (time.perf_counter() - t0) * 1000
-        runs.append(RunRecord(spec.name, started, ms, result))  # state kept once it is stored
+        # A collector that keeps a baseline and had none cannot tell "gone" from "not measured yet".
+        runs.append(RunRecord(spec.name, started, ms, result,
+                              resolves=not (result.state is not None and previous is None)))
         summary.ok += 1
         telemetry.RUNS.labels(spec.name, "ok").inc()
         telemetry.RUN_DURATION.labels(spec.name).observe(ms / 1000)
@@ -393,11 +402,9 @@ def _lock_key(collector: str) -> int:
     return zlib.crc32(collector.encode()) & 0x7FFFFFFF
 
 
-async def _try_locks(store: asyncpg.Connection, instance_id: int, names: list[str]) -> set[str]:
-    """Session advisory locks per (instance, collector); the ones we got."""
+async def _try_locks(store: asyncpg.Connection, instance_id: int, names: list[str]) -> dict[str, int]:
+    """Session advisory locks per (instance, collector): the ones we got, with their stored state's seq."""
     if not names:
-        return set()
-    got = await store.fetch(
-        "select n, pg_try_advisory_lock($1, k) as ok from unnest($2::text[], $3::int[]) as u(n, k)",
-        instance_id, names, [_lock_key(n) for n in names])
-    return {r["n"] for r in got if r["ok"]}
+        return {}
+    got = await store.fetch(CLAIM, instance_id, names, [_lock_key(n) for n in names])
+    return {r["collector"]: r["seq"] for r in got}

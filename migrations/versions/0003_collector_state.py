@@ -41,8 +41,29 @@ def upgrade() -> None:
                             name=op.f('fk_collector_state_patches_instance_id_collector_state'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('instance_id', 'collector', 'seq', name=op.f('pk_collector_state_patches'))
     )
+    # Lock first, then read the seq in a statement of its own: each statement of a volatile
+    # function takes a fresh snapshot, so a state another process wrote and unlocked just before
+    # we locked is seen. Returns the collectors locked, with their stored seq (0: no state yet).
+    op.execute(CLAIM_FUNCTION)
+
+
+CLAIM_FUNCTION = """
+create function dbfleet_claim(p_instance int, p_collectors text[], p_keys int[])
+returns table (collector text, seq bigint) language plpgsql volatile as $$
+declare
+    got text[] := '{}';
+begin
+    select coalesce(array_agg(u.n), '{}') into got
+    from unnest(p_collectors, p_keys) as u(n, k) where pg_try_advisory_lock(p_instance, u.k);
+    return query
+        select g.n, coalesce(s.seq, 0)::bigint from unnest(got) as g(n)
+        left join collector_state s on s.instance_id = p_instance and s.collector = g.n;
+end
+$$
+"""
 
 
 def downgrade() -> None:
+    op.execute('drop function dbfleet_claim(int, text[], int[])')
     op.drop_table('collector_state_patches')
     op.drop_table('collector_state')
