@@ -3,7 +3,9 @@
 Same shape as the PostgreSQL engine's (plan_live / apply with statements and outcomes) so that
 app/partitions.py can drive both. apply never runs text it was handed: for each table it re-reads
 information_schema (refusing anything not RANGE-partitioned on time), re-plans with the
-statement's policy, and runs a statement only if the fresh plan still contains it.
+statement's policy, and runs a statement only if the fresh plan still contains it. With keep_table
+the fresh plan reads the archive tables and partitions live, and the DROP of an emptied partition
+runs only if a probe under LOCK TABLES finds it empty (partition_plan.drop_emptied_partition).
 """
 
 from __future__ import annotations
@@ -15,16 +17,29 @@ from typing import Any, Literal
 
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.engines.mysql import open_raw
-from collectors.mysql.partition_plan import Fetch, NotRangePartitioned, Policy, RangeTable, load_table, plan_table, raw_fetcher
+from collectors.mysql.partition_plan import (
+    Fetch,
+    NotRangePartitioned,
+    Plan,
+    Policy,
+    RangeTable,
+    load_table,
+    plan_live_table,
+    raw_fetcher,
+    run_step,
+    steps,
+)
 from collectors.mysql.partitions import COLUMNS, SQL, THRESHOLDS, policy_for, tables_from
 from collectors.spec import Connection
 
 Status = Literal["ok", "failed", "skipped"]
+Action = Literal["create_partitions", "drop_partition", "create_archive", "unpartition_archive",
+                 "exchange_partition", "drop_emptied_partition"]
 
 
 @dataclass(frozen=True, slots=True)
 class PlannedStatement:
-    action: Literal["create_partitions", "drop_partition"]
+    action: Action
     schema: str
     table_name: str
     partition: str   # the partition(s) it creates or drops, comma-separated
@@ -52,15 +67,16 @@ def _policies(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {**THRESHOLDS, "partition_policies": list(policies)}
 
 
-def _statements(table: RangeTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
-    plan = plan_table(table, policy, now)
-    out = [PlannedStatement("create_partitions", table.schema, table.table, ", ".join(p.name for p in plan.create),
-                            sql, f"{plan.ahead} partitions ahead, policy premake {policy.premake}", policy)
-           for sql in plan.create_sql]
-    out += [PlannedStatement("drop_partition", table.schema, table.table, p.name, sql,
-                             f"ends {p.upper:%Y-%m-%d}, older than {policy.retention_days} days", policy)
-            for p, sql in zip(plan.drop, plan.drop_sql)]
-    return out
+def _statements(plan: Plan, policy: Policy) -> list[PlannedStatement]:
+    table = plan.table
+    whys = [f"{plan.ahead} partitions ahead, policy premake {policy.premake}"] * len(plan.create_sql)
+    whys += [s.why for s in plan.retention]
+    return [PlannedStatement(action, table.schema, table.table, partition, sql, why, policy)
+            for (action, partition, sql), why in zip(steps(plan), whys)]
+
+
+async def _table_statements(fetch: Fetch, table: RangeTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
+    return _statements(await plan_live_table(fetch, table, policy, now), policy)
 
 
 async def plan_live(conn: Connection, policies: Sequence[Mapping[str, Any]], now: datetime,
@@ -71,9 +87,9 @@ async def plan_live(conn: Connection, policies: Sequence[Mapping[str, Any]], now
     if table is not None:
         schema, _, name = table.partition(".")
         live = await load_table(conn.fetch, schema, name)
-        return _statements(live, policy_for(live.name, t), now)
+        return await _table_statements(conn.fetch, live, policy_for(live.name, t), now)
     snap = {"partitions": await conn.fetch(SQL[min(SQL)]), "columns": await conn.fetch(COLUMNS[min(COLUMNS)])}
-    return [s for tb in tables_from(snap) for s in _statements(tb, policy_for(tb.name, t), now)]
+    return [s for tb in tables_from(snap) for s in await _table_statements(conn.fetch, tb, policy_for(tb.name, t), now)]
 
 
 async def apply(target: Target, statements: Sequence[PlannedStatement], lock_timeout_ms: int = 2000,
@@ -100,12 +116,15 @@ async def _apply_one(fetch: Fetch, stmt: PlannedStatement, now: datetime, failed
         return Outcome(stmt, "skipped", "an earlier statement on this table failed")
     try:
         live = await load_table(fetch, stmt.schema, stmt.table_name)
+        fresh = await _table_statements(fetch, live, stmt.policy, now)
     except NotRangePartitioned as e:
         return Outcome(stmt, "failed", str(e))
-    if stmt.sql not in plan_table(live, stmt.policy, now).statements:
+    except Exception as e:  # noqa: BLE001 - a probe the re-plan needs failed: nothing ran
+        return Outcome(stmt, "failed", f"re-plan from the live table failed: {e}")
+    if (stmt.action, stmt.sql) not in {(s.action, s.sql) for s in fresh}:
         return Outcome(stmt, "skipped", "no longer needed: the live table already has it")
     try:
-        await fetch(stmt.sql)
+        await run_step(fetch, live, stmt.action, stmt.partition, stmt.sql)
     except Exception as e:  # noqa: BLE001 - any server error is the statement's audited outcome
         return Outcome(stmt, "failed", str(e))
     return Outcome(stmt, "ok", f"{stmt.action} {stmt.partition} on {stmt.table}")

@@ -3,6 +3,14 @@
 Planning is pure (table + policy + now -> DDL strings), so a dry run shows exactly what apply
 would run. Apply re-reads the table, refuses anything that is not RANGE-partitioned, and runs one
 statement at a time under a short lock_wait_timeout; re-running it plans nothing new.
+
+Retention with keep_table (as on PostgreSQL, where it means DETACH and keep the table) never drops
+rows: CREATE TABLE <table>_<partition> LIKE <table>, REMOVE PARTITIONING on it, EXCHANGE PARTITION
+into it, and only then DROP PARTITION of the emptied partition, which apply runs only after
+`SELECT 1 ... PARTITION (p) LIMIT 1` under LOCK TABLES ... WRITE finds it empty. The EXCHANGE has
+no WITH/WITHOUT VALIDATION clause: MariaDB 10.11 accepts neither (11.4 added them), MySQL 8 then
+validates, and the archive is empty, so validation reads nothing. An archive name that already
+holds rows is refused for that partition, never overwritten.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ TO_DAYS_OFFSET = 365
 _EXPR_RE = re.compile(r"^\s*(to_days|unix_timestamp)\s*\(\s*`?([^`()]+)`?\s*\)\s*$", re.I)
 _COLUMN_RE = re.compile(r"^\s*`?([^`,]+)`?\s*$")
 TIME_TYPES = ("date", "datetime", "timestamp")
+NAME_MAX = 64  # MySQL and MariaDB identifiers, in characters
 
 Fetch = Callable[..., Awaitable[list[dict[str, Any]]]]
 
@@ -71,6 +80,26 @@ class Policy:
     premake: int = 4
     retention_days: int | None = None
     max_new_partitions: int = 60  # a table abandoned for years is a DBA's call, not a loop's
+    keep_table: bool = False      # retention keeps the rows in <table>_<partition> instead of dropping them
+
+
+@dataclass(frozen=True, slots=True)
+class KeepFacts:
+    """What the server says about one expired partition and its archive table, from probes
+    (SELECT 1 ... LIMIT 1), not from TABLE_ROWS, which is an estimate."""
+
+    partition_has_rows: bool
+    archive_exists: bool
+    archive_partitioned: bool = False
+    archive_has_rows: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionStep:
+    action: str  # drop_partition, or create_archive / unpartition_archive / exchange_partition / drop_emptied_partition
+    partition: Partition
+    sql: str
+    why: str
 
 
 @dataclass(slots=True)
@@ -79,14 +108,19 @@ class Plan:
     interval: Interval | None
     ahead: int
     create: list[Partition] = field(default_factory=list)
-    drop: list[Partition] = field(default_factory=list)
+    drop: list[Partition] = field(default_factory=list)   # partitions retention takes out of the table
     create_sql: list[str] = field(default_factory=list)
-    drop_sql: list[str] = field(default_factory=list)
+    retention: list[RetentionStep] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # partition -> why retention leaves it alone
+
+    @property
+    def retention_sql(self) -> list[str]:
+        return [step.sql for step in self.retention]
 
     @property
     def statements(self) -> list[str]:
-        """Creates first, then drops: retention never leaves a table without a partition ahead."""
-        return [*self.create_sql, *self.drop_sql]
+        """Creates first, then retention: it never leaves a table without a partition ahead."""
+        return [*self.create_sql, *self.retention_sql]
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,19 +219,24 @@ def _definition(table: RangeTable, p: Partition) -> str:
     return f"PARTITION {quote_ident(p.name)} VALUES LESS THAN {bound_sql(table, p.upper)}"
 
 
-def plan_table(table: RangeTable, policy: Policy, now: datetime) -> Plan:
-    """What to create so `premake` partitions lie wholly ahead of now, and what retention drops."""
+def plan_table(table: RangeTable, policy: Policy, now: datetime,
+               kept: Mapping[str, KeepFacts] | None = None) -> Plan:
+    """What to create so `premake` partitions lie wholly ahead of now, and what retention does.
+
+    `kept` is what keep_facts read from the server; without it a keep_table plan assumes the
+    partition holds rows and has no archive yet (the full sequence, the safe default)."""
     now = now.astimezone(timezone.utc).replace(tzinfo=None) if now.tzinfo else now
     bounded = table.bounded
     interval = infer_interval([p.upper for p in bounded])
     plan = Plan(table, interval, ahead=sum(1 for lo in _lowers(bounded) if lo is not None and lo > now))
     if interval is not None and bounded:
         plan.create = _future(table, interval, policy, now, plan.ahead)
+    plan.create_sql = _create_sql(table, plan.create)
     if policy.retention_days is not None:
-        cutoff = now - timedelta(days=policy.retention_days)
-        old = [p for p in bounded if p.upper <= cutoff]
-        plan.drop = old[: max(0, len(bounded) + len(plan.create) - 1)]  # a table keeps one partition
-    plan.create_sql, plan.drop_sql = _create_sql(table, plan.create), _drop_sql(table, plan.drop)
+        old = [p for p in bounded if p.upper <= now - timedelta(days=policy.retention_days)]
+        due = old[: max(0, len(bounded) + len(plan.create) - 1)]  # a table keeps one partition
+        for p in due:
+            _plan_retention(plan, p, policy, (kept or {}).get(p.name))
     return plan
 
 
@@ -235,9 +274,54 @@ def _create_sql(table: RangeTable, create: Sequence[Partition]) -> list[str]:
     return [f"ALTER TABLE {target} REORGANIZE PARTITION {quote_ident(catchall.name)} INTO ({parts})"]
 
 
-def _drop_sql(table: RangeTable, drop: Sequence[Partition]) -> list[str]:
-    target = qualified(table.schema, table.table)
-    return [f"ALTER TABLE {target} DROP PARTITION {quote_ident(p.name)}" for p in drop]
+def archive_name(table: RangeTable, p: Partition) -> str:
+    return f"{table.table}_{p.name}"
+
+
+def drop_partition_sql(table: RangeTable, partition: str) -> str:
+    return f"ALTER TABLE {qualified(table.schema, table.table)} DROP PARTITION {quote_ident(partition)}"
+
+
+def _plan_retention(plan: Plan, p: Partition, policy: Policy, facts: KeepFacts | None) -> None:
+    table = plan.table
+    drop_sql = drop_partition_sql(table, p.name)
+    old = f"ends {p.upper:%Y-%m-%d}, older than {policy.retention_days} days"
+    if not policy.keep_table:
+        plan.drop.append(p)
+        plan.retention.append(RetentionStep("drop_partition", p, drop_sql, old))
+        return
+    archive = archive_name(table, p)
+    if len(archive) > NAME_MAX:
+        plan.refused[p.name] = (f"the archive table name {archive} is longer than {NAME_MAX} characters; "
+                                f"keep_table leaves {p.name} in place: archive it by hand")
+        return
+    if facts is not None and facts.partition_has_rows and facts.archive_has_rows:
+        plan.refused[p.name] = (f"{table.schema}.{archive} already exists and holds rows: EXCHANGE would swap "
+                                f"them into {table.name}, so {p.name} is left in place; rename or empty that table")
+        return
+    plan.drop.append(p)
+    plan.retention += _keep_steps(table, p, facts, old)
+    plan.retention.append(RetentionStep("drop_emptied_partition", p, drop_sql, (
+        f"{old}; its rows are kept in {table.schema}.{archive}; apply drops it only if "
+        f"SELECT 1 ... PARTITION ({p.name}) LIMIT 1 finds it empty under LOCK TABLES")))
+
+
+def _keep_steps(table: RangeTable, p: Partition, facts: KeepFacts | None, old: str) -> list[RetentionStep]:
+    """CREATE ... LIKE, REMOVE PARTITIONING, EXCHANGE: what is still missing to move p's rows out."""
+    if facts is not None and not facts.partition_has_rows:
+        return []  # empty (exchanged by an earlier apply, or never used): only the DROP is left
+    target, archive = qualified(table.schema, table.table), qualified(table.schema, archive_name(table, p))
+    why = f"{old}; keep_table: its rows move to {table.schema}.{archive_name(table, p)}"
+    steps = []
+    if facts is None or not facts.archive_exists:
+        steps.append(RetentionStep("create_archive", p, f"CREATE TABLE {archive} LIKE {target}", why))
+    if facts is None or not facts.archive_exists or facts.archive_partitioned:
+        # CREATE ... LIKE copies the partitioning; EXCHANGE needs a non-partitioned table.
+        steps.append(RetentionStep("unpartition_archive", p, f"ALTER TABLE {archive} REMOVE PARTITIONING", why))
+    steps.append(RetentionStep("exchange_partition", p,
+                               f"ALTER TABLE {target} EXCHANGE PARTITION {quote_ident(p.name)} WITH TABLE {archive}",
+                               f"{why} (metadata only: the two tables swap their data)"))
+    return steps
 
 
 PARTITIONS_SQL = """
@@ -270,6 +354,77 @@ async def load_table(fetch: Fetch, schema: str, table: str) -> RangeTable:
     return parsed
 
 
+ARCHIVES_SQL = """
+SELECT TABLE_NAME AS table_name, CREATE_OPTIONS AS create_options
+FROM information_schema.TABLES
+WHERE TABLE_SCHEMA = %s AND TABLE_NAME IN ({names})
+"""
+
+
+class PartitionNotEmpty(RuntimeError):
+    """A partition whose rows keep_table must keep still holds rows: it was not dropped."""
+
+
+async def _has_rows(fetch: Fetch, source: str) -> bool:
+    return bool(await fetch(f"SELECT 1 AS found FROM {source} LIMIT 1"))
+
+
+def _partition_of(table: RangeTable, partition: str) -> str:
+    return f"{qualified(table.schema, table.table)} PARTITION ({quote_ident(partition)})"
+
+
+async def keep_facts(fetch: Fetch, table: RangeTable, parts: Sequence[Partition]) -> dict[str, KeepFacts]:
+    """Probe each expired partition and its archive table; names are bound or backtick-quoted."""
+    if not parts:
+        return {}
+    names = [archive_name(table, p) for p in parts]
+    rows = await fetch(ARCHIVES_SQL.format(names=", ".join(["%s"] * len(names))), table.schema, *names)
+    partitioned = {r["table_name"]: "partitioned" in str(r["create_options"] or "").lower() for r in rows}
+    out = {}
+    for p, name in zip(parts, names):
+        exists = name in partitioned
+        out[p.name] = KeepFacts(await _has_rows(fetch, _partition_of(table, p.name)), exists,
+                                partitioned.get(name, False),
+                                exists and await _has_rows(fetch, qualified(table.schema, name)))
+    return out
+
+
+async def plan_live_table(fetch: Fetch, table: RangeTable, policy: Policy, now: datetime) -> Plan:
+    """plan_table, with keep_table's facts read from the server (SELECTs only)."""
+    plan = plan_table(table, policy, now)
+    if not policy.keep_table or not plan.drop:
+        return plan
+    return plan_table(table, policy, now, await keep_facts(fetch, table, plan.drop))
+
+
+async def drop_emptied_partition(fetch: Fetch, table: RangeTable, partition: str) -> None:
+    """DROP PARTITION only if the partition is empty, checked under LOCK TABLES ... WRITE so that no
+    row can land in it between the check and the drop (the DDL runs under the same lock)."""
+    await fetch(f"LOCK TABLES {qualified(table.schema, table.table)} WRITE")
+    try:
+        if await _has_rows(fetch, _partition_of(table, partition)):
+            raise PartitionNotEmpty(f"partition {partition} of {table.name} still holds rows, so it was not dropped "
+                                    "(keep_table: its rows must be exchanged into the archive table first)")
+        await fetch(drop_partition_sql(table, partition))
+    finally:
+        await fetch("UNLOCK TABLES")
+
+
+async def run_step(fetch: Fetch, table: RangeTable, action: str, partition: str, sql: str) -> None:
+    """One planned statement; the DROP of a partition whose rows are kept goes through the check."""
+    if action == "drop_emptied_partition":
+        await drop_emptied_partition(fetch, table, partition)
+    else:
+        await fetch(sql)
+
+
+def steps(plan: Plan) -> list[tuple[str, str, str]]:
+    """(action, partition(s), sql) for every statement of the plan, in the order they run."""
+    created = ", ".join(p.name for p in plan.create)
+    return [("create_partitions", created, sql) for sql in plan.create_sql] + \
+           [(s.action, s.partition.name, s.sql) for s in plan.retention]
+
+
 async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetime | None = None,
                 lock_wait_timeout_s: int = 5) -> list[StatementOutcome]:
     """Plan from the live table and run it on a writable aiomysql connection, one statement at a time.
@@ -279,14 +434,14 @@ async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetim
     """
     fetch = raw_fetcher(conn)
     live = await load_table(fetch, schema, table)
-    statements = plan_table(live, policy, now or datetime.now(timezone.utc)).statements
-    if not statements:
+    planned = steps(await plan_live_table(fetch, live, policy, now or datetime.now(timezone.utc)))
+    if not planned:
         return []
     await fetch(f"SET SESSION lock_wait_timeout = {int(lock_wait_timeout_s)}")
     outcomes = []
-    for sql in statements:
+    for action, partition, sql in planned:
         try:
-            await fetch(sql)
+            await run_step(fetch, live, action, partition, sql)
             outcomes.append(StatementOutcome(sql, True))
         except Exception as e:  # noqa: BLE001 - any server error ends the run and is audited
             outcomes.append(StatementOutcome(sql, False, str(e)))

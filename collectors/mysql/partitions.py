@@ -9,7 +9,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.mysql._common import MYSQL_57, SYSTEM_SCHEMAS_SQL, as_int, qualified, quote_ident, snapshot_of
-from collectors.mysql.partition_plan import COLUMNS_SQL, PARTITIONS_SQL, Plan, Policy, RangeTable, parse_table, plan_table
+from collectors.mysql.partition_plan import (
+    COLUMNS_SQL,
+    PARTITIONS_SQL,
+    KeepFacts,
+    Plan,
+    Policy,
+    RangeTable,
+    keep_facts,
+    parse_table,
+    plan_table,
+)
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
 
@@ -24,7 +34,8 @@ CATCHALL_SAMPLE = 100_000
 # pg_partman's default premake is 4; retention is off unless a policy sets it. Policies look like
 # [{"table": "sales.events_*", "premake": 6, "retention_days": 365}], first match wins.
 # `partition_policies` is the same config as PostgreSQL's: table glob, premake, and retention as
-# "90 days" / "3 months" (or retention_days as a number).
+# "90 days" / "3 months" (or retention_days as a number), and keep_table (keep the rows in an
+# archive table instead of dropping them).
 THRESHOLDS: dict[str, Any] = {"premake": 4, "retention_days": None, "partition_policies": []}
 # Calendar units in days, rounded up: a retention window is a promise to keep at least that long.
 _UNIT_DAYS = {"day": 1, "week": 7, "month": 31, "quarter": 92, "year": 366}
@@ -44,6 +55,21 @@ def retention_days(policy: Mapping[str, Any]) -> int | None:
     return int(number) * days
 
 
+# The spellings PostgreSQL's policy (a pydantic bool) accepts, so one policy means the same everywhere.
+_TRUE, _FALSE = ("1", "on", "t", "true", "y", "yes"), ("0", "off", "f", "false", "n", "no")
+
+
+def keep_table(policy: Mapping[str, Any]) -> bool:
+    """A policy's keep_table: a bool, 0/1, or true/false, yes/no, on/off; False when absent."""
+    value = policy.get("keep_table", False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"keep_table {value!r}: use true or false")
+    return text in _TRUE
+
+
 def policy_for(name: str, t: Mapping[str, Any]) -> Policy:
     chosen: Mapping[str, Any] = {}
     for p in t.get("partition_policies") or []:
@@ -52,7 +78,8 @@ def policy_for(name: str, t: Mapping[str, Any]) -> Policy:
             break
     retention = retention_days(chosen) if chosen else t.get("retention_days")
     return Policy(premake=int(chosen.get("premake", t.get("premake", 4))),
-                  retention_days=None if retention is None else int(retention))
+                  retention_days=None if retention is None else int(retention),
+                  keep_table=keep_table(chosen if chosen else t))
 
 
 def tables_from(snap: Mapping[str, Any]) -> list[RangeTable]:
@@ -73,17 +100,29 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
         return result
     t = {**THRESHOLDS, **ctx.thresholds}
     catchall = {(r["table_schema"], r["table_name"]): r for r in snap.get("catchall", [])}
+    kept = _kept(snap.get("keep", []))
     for table in tables_from(snap):
         policy = policy_for(table.name, t)
-        plan = plan_table(table, policy, ctx.now)
+        plan = plan_table(table, policy, ctx.now, kept.get((table.schema, table.table)))
         if plan.create:
             result.findings.append(_missing_finding(plan, policy.premake, ctx))
-        if plan.drop:
+        if plan.retention or plan.refused:
             result.findings.append(_retention_finding(plan, policy))
         probe = catchall.get((table.schema, table.table))
         if probe is not None and as_int(probe["rows"]) > 0:
             result.findings.append(_catchall_finding(table, probe))
     return result
+
+
+_KEEP_FIELDS = ("partition_has_rows", "archive_exists", "archive_partitioned", "archive_has_rows")
+
+
+def _kept(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, KeepFacts]]:
+    """The snapshot's keep_table probes, per table and partition."""
+    out: dict[tuple[str, str], dict[str, KeepFacts]] = defaultdict(dict)
+    for r in rows:
+        out[(r["table_schema"], r["table_name"])][r["partition_name"]] = KeepFacts(*(bool(r[k]) for k in _KEEP_FIELDS))
+    return out
 
 
 def _ddl(statements: Sequence[str]) -> str:
@@ -114,14 +153,21 @@ def _missing_finding(plan: Plan, premake: int, ctx: Context) -> Finding:
 
 def _retention_finding(plan: Plan, policy: Policy) -> Finding:
     table = plan.table
-    names = [p.name for p in plan.drop]
+    names = [p.name for p in plan.drop] + list(plan.refused)
+    ddl = _ddl(plan.retention_sql)
+    if not policy.keep_table:
+        advice = ("DROP PARTITION deletes those rows for good and is instant; take a backup of them "
+                  "first if anyone may ask for them.")
+    else:
+        advice = ("keep_table: each partition's rows are kept in <table>_<partition> (EXCHANGE PARTITION swaps "
+                  "the data, metadata only); only the emptied partition is dropped, after a check that it is empty."
+                  + "".join(f"\nNot done: {reason}" for reason in plan.refused.values()))
     return Finding(
         check="partition_retention_due", object=table.name, severity=Severity.info,
         title=f"{len(names)} partition(s) of {table.name} are older than the {policy.retention_days}-day retention",
-        details={"partitions": names, "retention_days": policy.retention_days,
-                 "ddl": _ddl(plan.drop_sql), "sql": _partitions_sql(table)},
-        recommendation=f"{_ddl(plan.drop_sql)}\nDROP PARTITION deletes those rows for good and is "
-                       "instant; take a backup of them first if anyone may ask for them.",
+        details={"partitions": names, "retention_days": policy.retention_days, "keep_table": policy.keep_table,
+                 "ddl": ddl, "refused": dict(plan.refused), "sql": _partitions_sql(table)},
+        recommendation=f"{ddl}\n{advice}".lstrip("\n"),
     )
 
 
@@ -148,13 +194,23 @@ def _partitions_sql(table: RangeTable) -> str:
 
 
 async def run(conn: Connection, ctx: Context) -> Result:
-    snap: dict[str, Any] = {"partitions": await conn.fetch(SQL[MYSQL_57]), "columns": [], "catchall": []}
+    snap: dict[str, Any] = {"partitions": await conn.fetch(SQL[MYSQL_57]), "columns": [], "catchall": [], "keep": []}
     if snap["partitions"]:
         snap["columns"] = await conn.fetch(COLUMNS[MYSQL_57])
+    t = {**THRESHOLDS, **ctx.thresholds}
     for table in tables_from(snap):
         if table.catchall is not None:
             snap["catchall"].append(await _probe_catchall(conn, table))
+        snap["keep"] += await _probe_kept(conn, table, policy_for(table.name, t), ctx)
     return transform([snap], ctx)
+
+
+async def _probe_kept(conn: Connection, table: RangeTable, policy: Policy, ctx: Context) -> list[dict[str, Any]]:
+    """keep_table's facts for the partitions past retention, so the finding says what apply would do."""
+    due = plan_table(table, policy, ctx.now).drop if policy.keep_table else []
+    facts = await keep_facts(conn.fetch, table, due)
+    return [{"table_schema": table.schema, "table_name": table.table, "partition_name": name,
+             **{k: getattr(f, k) for k in _KEEP_FIELDS}} for name, f in facts.items()]
 
 
 async def _probe_catchall(conn: Connection, table: RangeTable) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 from collectors.mysql import partitions
 from collectors.mysql.partition_plan import (
     Interval,
+    KeepFacts,
     Partition,
     Policy,
     RangeTable,
@@ -162,3 +163,103 @@ def test_unreadable_retention_is_refused():
 
     with pytest.raises(ValueError, match="retention 'soon'"):
         retention_days({"retention": "soon"})
+
+
+# --- keep_table: retention keeps the rows (EXCHANGE into an archive table, then drop the emptied partition)
+
+KEEP = Policy(premake=0, retention_days=90, keep_table=True)
+KEEP_NOW = datetime(2024, 4, 15, tzinfo=timezone.utc)  # 90 days back: before 2024-01-16
+_OLD = RangeTable("shop", "events", "RANGE", "to_days", "created", "date",
+                  (Partition("p202311", datetime(2023, 12, 1), rows=7), Partition("p202312", datetime(2024, 1, 1), rows=9),
+                   Partition("p202401", datetime(2024, 2, 1), rows=4), Partition("pmax", None)))
+
+
+def _steps_by_partition(plan) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for step in plan.retention:
+        out.setdefault(step.partition.name, []).append(step.action)
+    return out
+
+
+def test_keep_table_plans_no_drop_before_the_exchange_of_that_partition():
+    plan = plan_table(_OLD, KEEP, KEEP_NOW)
+    assert _steps_by_partition(plan) == {
+        p: ["create_archive", "unpartition_archive", "exchange_partition", "drop_emptied_partition"]
+        for p in ("p202311", "p202312")}
+    assert plan.statements[:4] == [
+        "CREATE TABLE `shop`.`events_p202311` LIKE `shop`.`events`",
+        "ALTER TABLE `shop`.`events_p202311` REMOVE PARTITIONING",
+        "ALTER TABLE `shop`.`events` EXCHANGE PARTITION `p202311` WITH TABLE `shop`.`events_p202311`",
+        "ALTER TABLE `shop`.`events` DROP PARTITION `p202311`",
+    ]
+    for i, sql in enumerate(plan.statements):
+        if " DROP PARTITION " in sql:
+            name = sql.rsplit(" ", 1)[1]
+            assert any(f"EXCHANGE PARTITION {name} " in s for s in plan.statements[:i]), sql
+    assert all(step.why for step in plan.retention) and not plan.refused
+
+
+def test_keep_table_false_still_drops():
+    plan = plan_table(_OLD, replace(KEEP, keep_table=False), KEEP_NOW)
+    assert plan.statements == ["ALTER TABLE `shop`.`events` DROP PARTITION `p202311`",
+                               "ALTER TABLE `shop`.`events` DROP PARTITION `p202312`"]
+    assert {s.action for s in plan.retention} == {"drop_partition"}
+
+
+@pytest.mark.parametrize("facts, steps", [
+    # the archive is there already (an earlier apply stopped after CREATE / after REMOVE PARTITIONING)
+    (KeepFacts(partition_has_rows=True, archive_exists=True, archive_partitioned=True),
+     ["unpartition_archive", "exchange_partition", "drop_emptied_partition"]),
+    (KeepFacts(partition_has_rows=True, archive_exists=True), ["exchange_partition", "drop_emptied_partition"]),
+    # the rows are in the archive already, or the partition never held any: only the empty partition goes
+    (KeepFacts(partition_has_rows=False, archive_exists=True, archive_has_rows=True), ["drop_emptied_partition"]),
+    (KeepFacts(partition_has_rows=False, archive_exists=False), ["drop_emptied_partition"]),
+])
+def test_keep_table_plan_follows_what_the_server_says(facts, steps):
+    plan = plan_table(_OLD, KEEP, KEEP_NOW, {"p202311": facts})
+    assert _steps_by_partition(plan)["p202311"] == steps
+
+
+def test_an_archive_table_that_already_holds_rows_is_never_overwritten():
+    facts = {"p202311": KeepFacts(partition_has_rows=True, archive_exists=True, archive_has_rows=True)}
+    plan = plan_table(_OLD, KEEP, KEEP_NOW, facts)
+    assert "p202311" not in _steps_by_partition(plan) and [p.name for p in plan.drop] == ["p202312"]
+    assert "shop.events_p202311 already exists and holds rows" in plan.refused["p202311"]
+
+
+def test_an_archive_name_longer_than_mysql_allows_is_refused():
+    long_table = replace(_OLD, table="e" * 60)
+    plan = plan_table(long_table, KEEP, KEEP_NOW)
+    assert plan.retention == [] and set(plan.refused) == {"p202311", "p202312"}
+    assert "64" in plan.refused["p202311"]
+
+
+@pytest.mark.parametrize("raw, keep", [(True, True), (False, False), ("true", True), ("false", False),
+                                       ("no", False), (1, True), (0, False), ("absent", False)])
+def test_keep_table_reads_the_postgresql_policy_shape(raw, keep):
+    policy = {"table": "shop.*", "retention": "90 days"} | ({} if raw == "absent" else {"keep_table": raw})
+    assert partitions.policy_for("shop.events", {"partition_policies": [policy]}) == \
+        Policy(retention_days=90, keep_table=keep)
+
+
+@pytest.mark.parametrize("raw", ["maybe", None, 2, 0.5])
+def test_an_unreadable_keep_table_is_refused(raw):
+    """As PostgreSQL's policy model refuses it: a typo must not silently mean 'drop the data'."""
+    with pytest.raises(ValueError, match=f"keep_table {raw!r}"):
+        partitions.policy_for("shop.events", {"partition_policies": [{"table": "*", "keep_table": raw}]})
+
+
+def test_keep_table_finding_says_the_rows_are_kept_and_why_a_partition_is_not():
+    data = recorded("mysql_8_0")
+    thresholds = {"partition_policies": [{"table": "shop.sales", "retention_days": 20, "keep_table": True}]}
+    snap = {**data["partitions"], "keep": [
+        {"table_schema": "shop", "table_name": "sales", "partition_name": "p202401", "partition_has_rows": True,
+         "archive_exists": True, "archive_partitioned": False, "archive_has_rows": True}]}
+    result = partitions.transform([snap], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
+    due = next(f for f in result.findings if f.check == "partition_retention_due")
+    assert "EXCHANGE" not in due.details["ddl"] and "deletes those rows" not in due.recommendation
+    assert due.details["refused"]["p202401"].startswith("shop.sales_p202401 already exists and holds rows")
+    result = partitions.transform([data["partitions"]], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
+    due = next(f for f in result.findings if f.check == "partition_retention_due")
+    assert "EXCHANGE PARTITION `p202401` WITH TABLE `shop`.`sales_p202401`" in due.details["ddl"]
+    assert "kept" in due.recommendation and "deletes those rows" not in due.recommendation
