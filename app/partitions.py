@@ -6,9 +6,10 @@ name or tag; the planner and the executor are the engine family's own (collector
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.inventory.credentials import resolve_credential
 from app.models import AuditLog, Instance
 from app.settings import Settings
-from collectors.engines.base import SessionLimits, Target, connect
+from collectors.engines.base import LoginFailed, SessionLimits, Target, Unreachable, connect
 from collectors.registry import ENGINE_FAMILY
 
 
@@ -53,10 +54,22 @@ def policies_for(settings: Settings, inst: Instance) -> list[dict[str, Any]]:
     return out
 
 
+def _table_glob(fold_case: bool = False, default: str = "*") -> Callable[[str, dict[str, Any]], bool]:
+    """Whether a policy's `table` glob names schema.table, by the engine planner's own rule."""
+    def names(table: str, policy: dict[str, Any]) -> bool:
+        pattern = str(policy.get("table", default))
+        if fold_case:
+            return fnmatch.fnmatchcase(table.lower(), pattern.lower())
+        return fnmatch.fnmatchcase(table, pattern)
+    return names
+
+
 @dataclass(frozen=True)
 class Engine:
     plan: Callable[[Any, list[dict[str, Any]], datetime, str | None], Awaitable[list[Any]]]
     apply: Callable[[Target, list[Any], int], Awaitable[list[Any]]]
+    # The planner gives a table no policy names the defaults; this tells the app which those are.
+    names_table: Callable[[str, dict[str, Any]], bool] = field(default=_table_glob())
 
 
 async def _pg_plan(conn, policies, now, table):
@@ -67,11 +80,22 @@ async def _pg_plan(conn, policies, now, table):
 
 
 async def _pg_apply(target: Target, statements, lock_timeout_ms: int):
+    import asyncpg
+
+    from collectors.engines.pg import _LOGIN_ERRORS, _ssl_for
     from collectors.postgres.partition_apply import apply
 
+    # The writable session takes TLS from the instance exactly as the read-only collector session
+    # does: with tls_mode=require a server without TLS must refuse us, not get DDL in plain text.
     params = {"host": target.host, "port": target.port, "user": target.user or None,
-              "password": target.password, "database": target.dbname or None}
-    return await apply(params, statements, lock_timeout_ms=lock_timeout_ms)
+              "password": target.password, "database": target.dbname or None, "ssl": _ssl_for(target.tls_mode)}
+    try:
+        return await apply(params, statements, lock_timeout_ms=lock_timeout_ms)
+    except _LOGIN_ERRORS as e:
+        raise LoginFailed(target, f"login failed: {e}") from None
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise Unreachable(target, f"writable session to {target.host}:{target.port} failed "
+                                  f"(tls_mode={target.tls_mode}): {str(e) or type(e).__name__}") from None
 
 
 async def _mysql_plan(conn, policies, now, table):
@@ -111,9 +135,11 @@ async def _oracle_apply(target: Target, statements, lock_timeout_ms: int):
 
 
 # SQL Server and Oracle apply are tested on recorded catalog rows only, never on a live server.
-ENGINES: dict[str, Engine] = {"postgres": Engine(_pg_plan, _pg_apply), "mysql": Engine(_mysql_plan, _mysql_apply),
-                              "sqlserver": Engine(_mssql_plan, _mssql_apply),
-                              "oracle": Engine(_oracle_plan, _oracle_apply)}
+# MySQL matches `table` exactly as written and has no '*' default; SQL Server and Oracle fold case.
+ENGINES: dict[str, Engine] = {"postgres": Engine(_pg_plan, _pg_apply),
+                              "mysql": Engine(_mysql_plan, _mysql_apply, _table_glob(default="")),
+                              "sqlserver": Engine(_mssql_plan, _mssql_apply, _table_glob(fold_case=True)),
+                              "oracle": Engine(_oracle_plan, _oracle_apply, _table_glob(fold_case=True))}
 
 
 def _engine(inst: Instance) -> Engine:
@@ -141,15 +167,45 @@ async def plan_for(settings: Settings, inst: Instance, table: str | None = None)
         await conn.close()
 
 
+NO_POLICY = "no policy configured: planned only"
+
+
+@dataclass(frozen=True)
+class PlannedOnly:
+    """A statement for a table no configured policy names: shown with the defaults, never run."""
+
+    statement: Any
+    status: str = "planned_only"
+    message: str = NO_POLICY
+
+    @property
+    def sql(self) -> str:
+        return self.statement.sql
+
+
+def policy_covers(settings: Settings, inst: Instance) -> Callable[[Any], bool]:
+    """Whether a configured policy names a statement's table; one no policy names is planned only."""
+    names, policies = _engine(inst).names_table, policies_for(settings, inst)
+    return lambda statement: any(names(statement.table, p) for p in policies)
+
+
 async def apply_for(session: AsyncSession, settings: Settings, inst: Instance, actor: str,
-                    table: str | None = None, lock_timeout_ms: int = 2000) -> list[Any]:
-    """Re-plan on the server (never from a client's list), run one statement at a time, audit each."""
-    statements = await plan_for(settings, inst, table)
-    outcomes = await _engine(inst).apply(await _target(inst), statements, lock_timeout_ms) if statements else []
+                    table: str | None = None, lock_timeout_ms: int = 2000,
+                    statements: list[Any] | None = None) -> list[Any]:
+    """Run the plan one statement at a time and audit each; a table no policy names is planned only.
+
+    Without `statements` it re-plans on the server (the API never runs a client's list); the CLI
+    passes the plan it has just shown and had confirmed. Either way the engine re-checks the live
+    catalog before each statement."""
+    if statements is None:
+        statements = await plan_for(settings, inst, table)
+    covered = policy_covers(settings, inst)
+    chosen = [s for s in statements if covered(s)]
+    outcomes = await _engine(inst).apply(await _target(inst), chosen, lock_timeout_ms) if chosen else []
     for o in outcomes:
         session.add(AuditLog(actor=actor, action="partitions.apply", target=f"{inst.name}/{o.statement.table}",
                              details={"sql": o.sql, "message": o.message}, outcome=o.status))
-    return outcomes
+    return outcomes + [PlannedOnly(s) for s in statements if not covered(s)]
 
 
 def statement_json(s: Any) -> dict[str, Any]:

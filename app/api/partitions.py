@@ -1,4 +1,6 @@
-"""Partition maintenance routes: the plan (anyone who can read) and apply (admins)."""
+"""Partition maintenance routes: the plan (anyone who can read) and apply (admins).
+
+Apply runs only what a configured policy names; the rest comes back as `planned_only`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
 from app.api.instances import _get
-from app.partitions import PolicyError, apply_for, outcome_json, plan_for, statement_json
+from app.partitions import PolicyError, apply_for, outcome_json, plan_for, policy_covers, statement_json
 from collectors.engines.base import ConnectFailed
 from collectors.mysql.partition_plan import NotRangePartitioned
 from collectors.postgres.partitions import NotPartitioned
@@ -37,9 +39,12 @@ async def partition_plan(name: str, session: SessionDep, settings: SettingsDep, 
     inst = await _get(session, name)
     try:
         statements = await plan_for(settings, inst, table)
+        covered = policy_covers(settings, inst)
     except (PolicyError, NotPartitioned, NotRangePartitioned, PlanRefused, ConnectFailed) as e:
         raise _refuse(e) from None
-    return {"instance": name, "dry_run": True, "statements": [statement_json(s) for s in statements]}
+    # `applies: false` marks a table no configured policy names: apply leaves it alone.
+    return {"instance": name, "dry_run": True,
+            "statements": [{**statement_json(s), "applies": covered(s)} for s in statements]}
 
 
 @router.post("/instances/{name}/partitions:apply")

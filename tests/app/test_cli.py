@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -27,9 +28,9 @@ def env(clean_store, monkeypatch) -> dict[str, str]:
     get_settings.cache_clear()
 
 
-async def invoke(*args: str):
+async def invoke(*args: str, input: str | None = None):
     """Run the CLI in a thread: its commands start their own event loop."""
-    return await asyncio.to_thread(runner.invoke, cli, list(args))
+    return await asyncio.to_thread(runner.invoke, cli, list(args), input=input)
 
 
 async def names(store) -> list[str]:
@@ -199,7 +200,94 @@ async def test_partitions_plan_then_apply_from_the_terminal(env, clean_store, ta
     statements = json.loads(plan.output)["parts"]
     actions = sorted({s["action"] for s in statements})
     assert actions == ["create_partition", "detach_partition", "drop_partition"]
-    applied = await invoke("partitions", "apply", "--instance", "parts", "--json")
+    applied = await invoke("partitions", "apply", "--instance", "parts", "--yes", "--json")
     assert {o["status"] for o in json.loads(applied.output)["parts"]} == {"ok"}
     again = await invoke("partitions", "plan", "--instance", "parts", "--json")
     assert json.loads(again.output)["parts"] == []
+
+
+async def partitions_of(db: str, table: str = "events") -> list[str]:
+    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{db}")
+    try:
+        return [r[0] for r in await conn.fetch(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+            "where i.inhparent = $1::regclass order by 1", table)]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def partitioned_fleet(env, target_db, tmp_path, monkeypatch):
+    """Two instances (env=prod, env=dev), each a database with `events` (a policy names it) and
+    `metrics` (no policy does); returns {instance name: database}."""
+    config = tmp_path / "dbfleet.yaml"
+    config.write_text("partitions:\n  policies:\n    - {table: public.events, premake: 1, retention: '1 month'}\n")
+    monkeypatch.setenv("DBFLEET_CONFIG", str(config))
+    get_settings.cache_clear()
+    metrics = PARTITIONED.replace("events", "metrics")
+    dbs = {"parts-prod": await target_db(PARTITIONED + metrics, prefix="dbf_i12"),
+           "parts-dev": await target_db(PARTITIONED + metrics, prefix="dbf_i12")}
+    inventory = tmp_path / "fleet.yaml"
+    inventory.write_text(yaml.safe_dump([{"name": name, "engine": "postgres", "host": "127.0.0.1", "port": 5432,
+                                          "dbname": db, "user": "postgres", "tags": {"env": name.split("-")[1]}}
+                                         for name, db in dbs.items()]))
+    imported = await invoke("inventory", "import", str(inventory))
+    assert imported.exit_code == 0, imported.output
+    return dbs
+
+
+async def test_partitions_apply_without_a_scope_is_refused(partitioned_fleet):
+    before = {db: await partitions_of(db) for db in partitioned_fleet.values()}
+    r = await invoke("partitions", "apply", "--yes")
+    assert r.exit_code == 2
+    assert all(option in r.stderr for option in ("--instance", "--tag", "--all"))
+    assert {db: await partitions_of(db) for db in partitioned_fleet.values()} == before
+
+
+@pytest.mark.parametrize("answer", ["n\n", None], ids=["no", "no stdin"])
+async def test_partitions_apply_shows_the_plan_and_a_no_applies_nothing(partitioned_fleet, answer):
+    db = partitioned_fleet["parts-prod"]
+    before = await partitions_of(db)
+    r = await invoke("partitions", "apply", "--instance", "parts-prod", input=answer)
+    assert r.exit_code == 1 and "nothing applied" in r.stderr
+    assert "Apply 3 statements to 1 tables on 1 instances? [y/N]" in r.output
+    assert "CREATE TABLE" in r.output and "DROP TABLE" in r.output, "the plan shows the exact DDL"
+    assert "no policy configured: planned only" in r.output, "metrics is shown, and marked as not applied"
+    assert await partitions_of(db) == before
+
+
+async def test_partitions_apply_yes_after_the_question_applies(partitioned_fleet):
+    db = partitioned_fleet["parts-prod"]
+    before = await partitions_of(db)
+    r = await invoke("partitions", "apply", "--instance", "parts-prod", "--json", input="y\n")
+    assert r.exit_code == 0, r.output
+    # CliRunner echoes the typed answer onto stdout (a terminal would not); the JSON follows it.
+    outcomes = json.loads(r.stdout[r.stdout.index("{"):])["parts-prod"]
+    assert {o["status"] for o in outcomes if o["table"] == "public.events"} == {"ok"}
+    assert await partitions_of(db) != before
+
+
+async def test_partitions_apply_all_skips_a_table_without_a_policy(partitioned_fleet):
+    metrics_before = {db: await partitions_of(db, "metrics") for db in partitioned_fleet.values()}
+    events_before = {db: await partitions_of(db) for db in partitioned_fleet.values()}
+    r = await invoke("partitions", "apply", "--all", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert set(result) == {"parts-prod", "parts-dev"}
+    for outcomes in result.values():
+        metrics = [o for o in outcomes if o["table"] == "public.metrics"]
+        assert metrics and {(o["status"], o["message"]) for o in metrics} == \
+            {("planned_only", "no policy configured: planned only")}
+    assert {db: await partitions_of(db, "metrics") for db in partitioned_fleet.values()} == metrics_before
+    assert [await partitions_of(db) != events_before[db] for db in partitioned_fleet.values()] == [True, True]
+
+
+async def test_partitions_apply_by_tag_touches_only_matching_instances(partitioned_fleet):
+    dev_before = await partitions_of(partitioned_fleet["parts-dev"])
+    prod_before = await partitions_of(partitioned_fleet["parts-prod"])
+    r = await invoke("partitions", "apply", "--tag", "env=prod", "--yes", "--json")
+    assert r.exit_code == 0, r.output
+    assert list(json.loads(r.stdout)) == ["parts-prod"]
+    assert await partitions_of(partitioned_fleet["parts-dev"]) == dev_before
+    assert await partitions_of(partitioned_fleet["parts-prod"]) != prod_before
+
