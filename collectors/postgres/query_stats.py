@@ -6,9 +6,15 @@ view's stats_reset moved, a counter went down, an entry was re-created, a key we
 starts a new baseline for that key instead of storing a negative or made-up delta. We never call
 pg_stat_statements_reset(): that would wipe every other tool's data (PgHero does it).
 
+When the view is full it deallocates its least-used entries, and before 17 (per-entry stats_since)
+an evicted entry that grew back cannot be told from growth. pg_stat_statements_info.dealloc (14+)
+counts those passes: findings from an hour that saw any say so, since their counts may miss
+executions, and point at pg_stat_statements.max.
+
 State shape (plain JSON so the store can keep it)::
 
-    {"v": 1, "at": epoch_s, "stats_reset": iso | None,
+    {"v": 1, "at": epoch_s, "stats_reset": iso | None, "dealloc": int | None,
+     "ev": [[epoch_s, deallocation passes], ...],                  # runs of the last hour that saw any
      "counters": {"<queryid>|<user>": [calls, total_ms, rows, hit, read, temp, io_ms, since, text_pending]},
      "queries": {"<queryid>": {"r": [[epoch_s, calls, ms], ...],   # deltas of the last hour
                                "d": [[day, calls, ms], ...],       # older deltas, one bucket a day
@@ -18,12 +24,12 @@ State shape (plain JSON so the store can keep it)::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from operator import itemgetter
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, QueryStat, Result, Severity
+from collectors.spec import CollectorSpec, Connection, Context, Finding, QueryStat, Result, Sample, Severity
 
 _SELECT = """
 select s.queryid::text as queryid, coalesce(r.rolname, s.userid::text) as username,
@@ -31,7 +37,8 @@ select s.queryid::text as queryid, coalesce(r.rolname, s.userid::text) as userna
        sum(s.rows)::bigint as rows, sum(s.shared_blks_hit)::bigint as shared_blks_hit,
        sum(s.shared_blks_read)::bigint as shared_blks_read,
        sum(s.temp_blks_written)::bigint as temp_blks_written, {io}::float8 as io_ms,
-       {since} as stats_since, {reset} as stats_reset
+       {since} as stats_since, {reset} as stats_reset, {dealloc}::bigint as dealloc,
+       nullif(current_setting('pg_stat_statements.max', true), '')::int as pgss_max
 from {{pgss}}.pg_stat_statements(false) s
 join pg_database d on d.oid = s.dbid and d.datname = current_database()
 left join pg_roles r on r.oid = s.userid
@@ -39,21 +46,24 @@ where s.queryid is not null
 group by s.queryid, s.userid, r.rolname, d.datname
 """
 _NO_SINCE = "null::timestamptz"
+# Scalar subqueries: pg_stat_statements_info is one row, read in the same statement (no round trip).
+_INFO_RESET, _INFO_DEALLOC = ("(select stats_reset from {pgss}.pg_stat_statements_info)",
+                              "(select dealloc from {pgss}.pg_stat_statements_info)")
 # Keyed by the lowest version whose pg_stat_statements has these columns: 13 split total_time
 # into exec + plan time, 14 added pg_stat_statements_info, 17 renamed blk_read_time to
 # shared_blk_read_time and added per-entry stats_since (a re-created entry gets a new one).
 SQL = {
     120000: _SELECT.format(total="sum(s.total_time)", io="sum(s.blk_read_time + s.blk_write_time)",
-                           since=_NO_SINCE, reset=_NO_SINCE),
+                           since=_NO_SINCE, reset=_NO_SINCE, dealloc="null"),
     130000: _SELECT.format(total="sum(s.total_exec_time + s.total_plan_time)",
-                           io="sum(s.blk_read_time + s.blk_write_time)", since=_NO_SINCE, reset=_NO_SINCE),
+                           io="sum(s.blk_read_time + s.blk_write_time)", since=_NO_SINCE, reset=_NO_SINCE,
+                           dealloc="null"),
     140000: _SELECT.format(total="sum(s.total_exec_time + s.total_plan_time)",
                            io="sum(s.blk_read_time + s.blk_write_time)", since=_NO_SINCE,
-                           reset="(select stats_reset from {pgss}.pg_stat_statements_info)"),
+                           reset=_INFO_RESET, dealloc=_INFO_DEALLOC),
     170000: _SELECT.format(total="sum(s.total_exec_time + s.total_plan_time)",
                            io="sum(s.shared_blk_read_time + s.shared_blk_write_time)",
-                           since="min(s.stats_since)",
-                           reset="(select stats_reset from {pgss}.pg_stat_statements_info)"),
+                           since="min(s.stats_since)", reset=_INFO_RESET, dealloc=_INFO_DEALLOC),
 }
 
 TEXT_SQL = """
@@ -102,14 +112,33 @@ def _usable_previous(ctx: Context) -> dict[str, Any] | None:
     return None
 
 
+def _same_view(rows: Sequence[Mapping[str, Any]], prev: Mapping[str, Any]) -> bool:
+    """No pg_stat_statements_reset() of the whole view (14+: stats_reset moves) since the previous run."""
+    reset = _iso(rows[0]["stats_reset"]) if rows else prev.get("stats_reset")
+    return reset == prev.get("stats_reset")
+
+
 def _previous_counters(rows: Sequence[Mapping[str, Any]], prev: dict[str, Any] | None) -> dict[str, list]:
     """The counters to diff against; empty when there is no baseline or the view was reset."""
-    if prev is None:
-        return {}
-    reset = _iso(rows[0]["stats_reset"]) if rows else prev.get("stats_reset")
-    if reset != prev.get("stats_reset"):
+    if prev is None or not _same_view(rows, prev):
         return {}
     return prev.get("counters", {})
+
+
+def _evictions(rows: Sequence[Mapping[str, Any]], prev: Mapping[str, Any] | None) -> int:
+    """Deallocation passes of the view since the previous run (14+); 0 when that is unknown."""
+    now = rows[0].get("dealloc") if rows else None
+    old = prev.get("dealloc") if prev else None
+    if now is None or old is None:
+        return 0
+    # A reset of the view zeroes dealloc too: every pass it counts came after the previous run.
+    return now if now < old or not _same_view(rows, prev) else now - old
+
+
+def _regrowth_visible(rows: Sequence[Mapping[str, Any]], prev: Mapping[str, Any] | None) -> bool:
+    """The view evicted since a still valid baseline: an entry absent from that baseline was created
+    after it (new, or evicted and grown back from zero), so all of its counters are this interval's."""
+    return prev is not None and _evictions(rows, prev) > 0 and _same_view(rows, prev)
 
 
 def _delta(old: list | None, values: tuple, since: str | None) -> list[float] | None:
@@ -142,7 +171,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """Deltas against ctx.previous, then findings over the rolling per-query windows."""
     t = {**THRESHOLDS, **ctx.thresholds}
     prev = _usable_previous(ctx)
-    old_counters = _previous_counters(rows, prev)
+    old_counters, regrown = _previous_counters(rows, prev), _regrowth_visible(rows, prev)
     now = ctx.now.timestamp()
     interval_s = round(now - prev["at"], 3) if prev else 0.0
     result, counters, per_query = Result(), {}, {}
@@ -150,8 +179,8 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
         key = key_of(row)
         old = old_counters.get(key)
         values, since = _ROW_COUNTERS(row), _iso(row["stats_since"])
-        delta = _delta(old, values, since)
-        pending = True if delta is None else bool(old[8])
+        delta = [float(v or 0) for v in values] if old is None and regrown else _delta(old, values, since)
+        pending = True if delta is None or old is None else bool(old[8])
         if delta is not None and delta[0] > 0:
             text = row.get("query") if pending else None
             text = text[: t["text_max_chars"]] if text else None
@@ -161,8 +190,13 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
         counters[key] = [*values, since, pending]
     queries = _advance(prev.get("queries", {}) if prev else {}, per_query, now)
     sums = {qid: _sums(q) for qid, q in queries.items()}
-    result.findings += _findings(queries, sums, t)
+    evicted = _eviction_window(prev, _evictions(rows, prev), now)
+    result.findings += _noting_evictions(_findings(queries, sums, t), evicted, rows)
+    dealloc = rows[0].get("dealloc") if rows else None
+    if dealloc is not None:
+        result.samples.append(Sample("pg_stat_statements_dealloc_total", float(dealloc)))
     result.state = {"v": 1, "at": now, "stats_reset": _iso(rows[0]["stats_reset"]) if rows else None,
+                    "dealloc": dealloc, "ev": evicted,
                     "counters": counters, "queries": _trim(queries, sums, t["tracked_queries"])}
     return result
 
@@ -256,6 +290,28 @@ def _findings(queries: Mapping[str, dict], sums: Mapping[str, tuple], t: Mapping
     return out
 
 
+def _eviction_window(prev: Mapping[str, Any] | None, evictions: int, now: float) -> list[list]:
+    """Deallocation passes per run over the last hour: the window slow_query and query_regression judge."""
+    kept = [e for e in (prev or {}).get("ev", []) if e[0] > now - HOUR]
+    return [*kept, [now, evictions]] if evictions else kept
+
+
+def _noting_evictions(findings: list[Finding], evicted: Sequence[list],
+                      rows: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """Say in each finding that its counts may miss executions of entries the view threw away."""
+    passes = sum(n for _, n in evicted)
+    if not passes or not findings:
+        return findings
+    size = rows[0].get("pgss_max") if rows else None
+    setting = f"pg_stat_statements.max ({size})" if size else "pg_stat_statements.max"
+    note = (f" pg_stat_statements deallocated its least-used entries {passes} time(s) in the last hour, so "
+            f"these counts may miss executions of evicted entries: {setting} is too small for this workload. "
+            f"Raise it (ALTER SYSTEM SET pg_stat_statements.max = {2 * size if size else '...'}; on RDS/Aurora "
+            "in the DB parameter group): it takes a restart, and every entry costs shared memory.")
+    extra = {"evictions_in_window": passes, "pg_stat_statements_max": size}
+    return [replace(f, details={**f.details, **extra}, recommendation=f.recommendation + note) for f in findings]
+
+
 def _lookup_sql(qid: str) -> str:
     return f"select query, calls, mean_exec_time, rows from pg_stat_statements where queryid = {qid}"
 
@@ -300,9 +356,12 @@ def keys_needing_text(rows: Sequence[Mapping[str, Any]], previous: Any) -> list[
     """Queryids whose text the store has not got yet and which will produce a delta this run."""
     if not isinstance(previous, Mapping):
         return []
-    old = previous.get("counters", {})
-    need = {r["queryid"] for r in rows
-            if (o := old.get(key_of(r))) is not None and o[8] and (r["calls"] or 0) > (o[0] or 0)}
+    old, regrown = previous.get("counters", {}), _regrowth_visible(rows, previous)
+    need = set()
+    for r in rows:
+        o, calls = old.get(key_of(r)), r["calls"] or 0
+        if (o is None and regrown and calls > 0) or (o is not None and o[8] and calls > (o[0] or 0)):
+            need.add(r["queryid"])
     return sorted(need)
 
 

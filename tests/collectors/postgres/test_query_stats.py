@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from collectors.engines.base import Target
 from collectors.postgres import query_stats as qs
 from collectors.runner import run_collector
 from collectors.spec import Context
+from tests.collectors.postgres.conftest import PG15_BIN, start_cluster
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "postgres"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -175,6 +177,72 @@ def test_empty_view_keeps_working():
     assert first.state["counters"] == {} and second.query_stats == []
 
 
+# --- evictions: pg_stat_statements.max too small (pg_stat_statements_info.dealloc, 14+) -------
+
+RESET = "2026-11-01T00:00:00+00:00"
+
+
+def evicting(*rows, dealloc, pgss_max=100, reset=RESET):
+    """One snapshot of a view that has deallocated least-used entries `dealloc` times since `reset`."""
+    return [{**r, "dealloc": dealloc, "pgss_max": pgss_max, "stats_reset": reset} for r in rows]
+
+
+def test_evictions_in_the_window_are_said_and_regrown_entries_are_no_growth():
+    slow_before, slow_after = row("42", calls=1000, total_ms=150_000.0, query="select slow()"), \
+        row("42", calls=1120, total_ms=150_000.0 + 120 * 150)
+    before = evicting(slow_before, row("7", calls=900, total_ms=900.0), dealloc=3)
+    # "7" was evicted and regrew from 0; "8" is new since the last run (or evicted earlier and back).
+    after = evicting(slow_after, row("7", calls=4, total_ms=4.0), row("8", calls=6, total_ms=12.0), dealloc=5)
+    first, second = runs(before, after)
+    assert ("pg_stat_statements_dealloc_total", 3.0) in {(s.metric, s.value) for s in first.samples}
+    deltas = {s.query_id: s for s in second.query_stats}
+    assert "7" not in deltas  # went backwards: a new baseline, never a negative delta
+    assert (deltas["8"].calls, deltas["8"].total_ms) == (6, 12.0)  # all of its counters are this interval's
+    assert deltas["42"].calls == 120 and all(s.calls > 0 and s.total_ms >= 0 for s in second.query_stats)
+    [slow] = second.findings
+    assert slow.check == "slow_query" and slow.details["evictions_in_window"] == 2
+    assert slow.details["pg_stat_statements_max"] == 100
+    assert "pg_stat_statements.max" in slow.recommendation and "100" in slow.recommendation
+    assert ("pg_stat_statements_dealloc_total", 5.0) in {(s.metric, s.value) for s in second.samples}
+
+
+def test_evictions_count_over_the_findings_window_and_then_drop_out():
+    calls = [row("42", calls=i * 40, total_ms=i * 40 * 150.0, query="select slow()") for i in range(20)]
+    dealloc = [0, 0, 2, 2, 3] + [3] * 15  # two passes, then one, early in the hour; none after
+    results = runs(*[evicting(r, dealloc=d) for r, d in zip(calls, dealloc)])
+    def said(i):
+        return [f.details.get("evictions_in_window") for f in results[i].findings]
+
+    assert said(3) == [2] and said(4) == [3]
+    assert said(13) == [3]  # 55 minutes after the first pass
+    assert said(15) == [1]  # the first two passes are over an hour old
+    assert said(17) == [None] and "pg_stat_statements.max" not in results[17].findings[0].recommendation
+
+
+@pytest.mark.parametrize("case, prev_dealloc, now_dealloc, now_reset, expected", [
+    ("dealloc grew", 10, 12, RESET, 2),
+    ("no evictions", 10, 10, RESET, None),
+    ("view reset since: every pass counted since then", 10, 1, "2026-11-26T11:58:00+00:00", 1),
+    ("before 14 there is no dealloc", None, None, RESET, None),
+])
+def test_regression_says_when_the_window_saw_evictions(case, prev_dealloc, now_dealloc, now_reset, expected):
+    state = {**regression_state(5000, 10.0), "stats_reset": RESET, "dealloc": prev_dealloc}
+    now_row = evicting(row("7", calls=1200, total_ms=1000.0 + 200 * 30.0), dealloc=now_dealloc, reset=now_reset)
+    result = run(now_row, state)
+    if now_reset != RESET:  # a reset view starts new baselines: no regression to see, only its evictions
+        assert result.findings == [] and result.state["ev"] == [[T0.timestamp(), expected]]
+        return
+    [regression] = result.findings
+    assert regression.details.get("evictions_in_window") == expected, case
+    assert ("pg_stat_statements.max" in regression.recommendation) == (expected is not None)
+
+
+def test_texts_are_fetched_for_entries_that_appeared_while_the_view_evicted():
+    state = runs(evicting(row("1", calls=1), dealloc=0))[0].state
+    assert qs.keys_needing_text(evicting(row("1", calls=2), row("2", calls=1), dealloc=0), state) == ["1"]
+    assert qs.keys_needing_text(evicting(row("1", calls=2), row("2", calls=1), dealloc=4), state) == ["1", "2"]
+
+
 @pytest.mark.parametrize("server, ext, level", [
     (120005, "1.7", 120000), (130004, "1.8", 130000), (140002, "1.8", 130000),
     (150020, "1.10", 140000), (170000, "1.11", 170000), (180006, "1.12", 170000), (180006, "bad", 120000),
@@ -184,6 +252,8 @@ def test_sql_follows_the_extension_version(server, ext, level):
     sql = qs.SPEC.sql_for(qs.sql_level(server, ext))
     assert ("total_exec_time" in sql) == (level >= 130000)
     assert ("shared_blk_read_time" in sql) == (level >= 170000)
+    assert ("from {pgss}.pg_stat_statements_info" in sql) == (level >= 140000)
+    assert " as dealloc" in sql and "pg_stat_statements.max" in sql
     assert "pg_stat_statements_reset" not in sql
 
 
@@ -268,3 +338,43 @@ async def test_unreadable_view_yields_nothing(extension):
     finally:
         await app.close()
         await _drop("127.0.0.1", 5432, "dbf_pgq_nopgss")
+
+
+@pytest.fixture(scope="module")
+def pg15_small_pgss():
+    """PostgreSQL 15 whose pg_stat_statements keeps only 100 entries (its minimum), so it evicts."""
+    if not (PG15_BIN / "initdb").exists() or os.geteuid() != 0:
+        pytest.skip("needs root and the PostgreSQL 15 binaries")
+    cluster = start_cluster(PG15_BIN, {"shared_preload_libraries": "'pg_stat_statements'",
+                                       "pg_stat_statements.max": "100"})
+    yield cluster
+    cluster.stop()
+
+
+async def test_real_server_evictions_are_said_in_the_findings(pg15_small_pgss):
+    cluster = pg15_small_pgss
+    app = await _workload_db(cluster.host, cluster.port, "dbf_pgq_evict")
+    conn = await connect(Target("t", "postgres", cluster.host, cluster.port, "dbf_pgq_evict", "postgres"))
+    limits = {"slow_query_mean_ms": 10, "slow_query_min_calls": 5}
+    try:
+        for _ in range(20):  # used often enough that eviction, which takes the least used, leaves it
+            await app.fetch("select pg_sleep($1)", 0.001)
+        first = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits))
+        for n in range(1, 251):  # 250 statements the normalizer cannot fold into one (constants it can)
+            await app.execute("select " + " + ".join(["1"] * n))
+        for _ in range(5):
+            await app.fetch("select pg_sleep($1)", 0.02)
+        second = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits, previous=first.state))
+        dealloc = await app.fetchval("select dealloc from pg_stat_statements_info")
+    finally:
+        await conn.close()
+        await app.close()
+        await _drop(cluster.host, cluster.port, "dbf_pgq_evict")
+    assert dealloc > first.state["dealloc"]
+    [slow] = [f for f in second.findings if f.check == "slow_query"]
+    assert slow.details["evictions_in_window"] >= 1 and slow.details["pg_stat_statements_max"] == 100
+    assert "pg_stat_statements.max" in slow.recommendation
+    samples = {s.metric: s.value for s in second.samples}
+    assert samples["pg_stat_statements_dealloc_total"] >= first.state["dealloc"] + slow.details["evictions_in_window"]
+    # Every delta is real: each one-off statement ran once, nothing is negative or made up.
+    assert all(0 < s.calls <= 20 and s.total_ms >= 0 and s.rows >= 0 for s in second.query_stats)
