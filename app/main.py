@@ -30,15 +30,11 @@ def create_app(settings: Settings, store_url: str, check_migrated: bool = True) 
     async def lifespan(app: FastAPI):
         app.state.store = Store(store_url, pool_size=settings.store_pool_size())
         app.state.settings = settings
-        app.state.sweeper = None
-        app.state.background = set()
         if check_migrated:
             await app.state.store.check_ready()
         try:
             yield
         finally:
-            if app.state.sweeper is not None:
-                await app.state.sweeper.close()
             await app.state.store.dispose()
 
     app = FastAPI(title="dbfleet", version="0.1.0", lifespan=lifespan,

@@ -348,3 +348,51 @@ class CollectorState(Base):
     patch_bytes: Mapped[int] = mapped_column(BigInteger, server_default="0")
     updated_at: Mapped[datetime]
 
+
+# --- Sweeps asked for through the API (app/api/runs.py writes them, app/sweep_requests.py runs them)
+
+
+class SweepRequest(Base):
+    """A sweep someone asked for; its status is derived from its items."""
+
+    __tablename__ = "sweep_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    requested_by: Mapped[str] = mapped_column(String(200))  # the API key's name
+    requested_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    collectors: Mapped[list[str] | None] = mapped_column(JSONB)  # null: every collector
+    selector: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"instances": [...], "tags": ["k=v"]}
+
+    __table_args__ = (Index("ix_sweep_requests_requested_at", "requested_at"),)
+
+
+class SweepRequestItem(Base):
+    """One instance of a request, claimed and run by the worker whose shard owns the instance.
+
+    No shard number is stored: ownership is worked out when a worker claims, so a re-shard
+    moves queued items to their new owner.
+    """
+
+    __tablename__ = "sweep_request_items"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("sweep_requests.id", ondelete="CASCADE"))
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="queued", server_default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # claims so far
+    not_before: Mapped[datetime | None]  # a retry waits until then (its collectors were busy)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None]
+    # Renewed while the claimer runs it; past it, the claimer is taken for dead and the item re-queued.
+    lease_until: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    ok: Mapped[int | None] = mapped_column(Integer)  # collector runs, once finished
+    failed: Mapped[int | None] = mapped_column(Integer)
+    skipped: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        Index("ix_sweep_request_items_request_instance", "request_id", "instance_id", unique=True),
+        Index("ix_sweep_request_items_queued", "instance_id", postgresql_where=text("status = 'queued'")),
+        Index("ix_sweep_request_items_leases", "lease_until", postgresql_where=text("status = 'running'")),
+    )

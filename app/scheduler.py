@@ -66,6 +66,7 @@ async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serv
         scheduler.add_job(sweeper.sweep, "interval", seconds=interval, args=[[name]], id=f"collector:{name}",
                           max_instances=1, coalesce=True, misfire_grace_time=interval, next_run_time=_now())
     scheduler.add_job(upkeep, "interval", hours=1, args=[store, settings], id="store-upkeep", max_instances=1)
+    scheduler.add_job(**sweep_requests_job(store, settings, sweeper, shard))
     for job in _extra_jobs(store, settings):
         scheduler.add_job(**job)
     scheduler.start()
@@ -78,6 +79,15 @@ async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serv
         if dispatcher is not None:
             await asyncio.wait_for(asyncio.shield(dispatcher), 10)
         await sweeper.close()
+
+
+def sweep_requests_job(store: Store, settings: Settings, sweeper: Sweeper, shard: Shard) -> dict:
+    """Sweeps asked for through the API: this shard's share, claimed from the store every 2 s."""
+    from app.sweep_requests import run_sweep_requests
+
+    return dict(func=run_sweep_requests, trigger="interval", seconds=2, args=[store, sweeper, shard],
+                kwargs={"concurrency": settings.worker.concurrency, "retention_days": settings.store.retention_days},
+                id="sweep-requests", max_instances=1, coalesce=True, next_run_time=_now())
 
 
 def _now():
