@@ -377,8 +377,8 @@ class Sweeper:
 
 
 _PEER_METRIC = """
-select object, sum(value) as value from (
-  select distinct on (s.instance_id, s.object) s.object, s.value
+select object, sum(value) as value, array_agg(peer) as peers from (
+  select distinct on (s.instance_id, s.object) i.name as peer, s.object, s.value
   from samples s join instances i on i.id = s.instance_id
   where i.name = any($1::text[]) and s.metric = $2 and s.ts > now() - make_interval(secs => $3)
   order by s.instance_id, s.object, s.ts desc) latest
@@ -386,11 +386,17 @@ group by object
 """
 
 
-async def _peer_metrics(store: asyncpg.Connection, spec: CollectorSpec, peers: list[str]) -> dict[str, dict[str, float]]:
-    """Latest values of the spec's peer metrics, summed per object over the cluster peers."""
+async def _peer_metrics(store: asyncpg.Connection, spec: CollectorSpec, peers: list[str]) -> dict[str, Any]:
+    """Latest values of the spec's peer metrics, summed per object over the cluster peers, and
+    which peers had any sample in the window (`peer_<metric>_reporting`): a peer with none is
+    unknown, not zero."""
     window_s = 3 * spec.interval_s
-    return {f"peer_{metric}": {r["object"]: r["value"] for r in await store.fetch(_PEER_METRIC, peers, metric, window_s)}
-            for metric in spec.peer_metrics}
+    out: dict[str, Any] = {}
+    for metric in spec.peer_metrics:
+        rows = await store.fetch(_PEER_METRIC, peers, metric, window_s)
+        out[f"peer_{metric}"] = {r["object"]: r["value"] for r in rows}
+        out[f"peer_{metric}_reporting"] = sorted({p for r in rows for p in r["peers"]})
+    return out
 
 
 def _connectivity(target: Target, inst: Instance) -> str:

@@ -61,11 +61,12 @@ def heavy_tables(tables: Sequence[Mapping[str, Any]], t: Mapping[str, Any]) -> l
     return out
 
 
-def _ident(node: exp.Identifier | str | None) -> str:
-    """How PostgreSQL names it: unquoted identifiers fold to lower case."""
+def _ident(node: exp.Expression | str | None) -> str:
+    """How PostgreSQL names it: unquoted identifiers fold to lower case. A function in FROM
+    (generate_series, pg_partition_tree) names no table: ''."""
     if isinstance(node, exp.Identifier):
         return node.this if node.quoted else node.this.lower()
-    return (node or "").lower()
+    return node.lower() if isinstance(node, str) else ""
 
 
 def _aliases(tree: exp.Expression, tables: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Mapping], int]:
