@@ -7,7 +7,11 @@ premake (Oracle creates partitions on insert) and get only retention: DROP PARTI
 INDEXES, so global indexes stay usable. Before each statement apply re-reads DBA_PART_TABLES /
 DBA_TAB_PARTITIONS, re-plans that table and runs the statement only if the fresh plan still has it,
 so a second apply changes nothing. A table whose MAXVALUE partition already holds current rows
-gets no SPLIT at a bound in the past: that would rewrite the rows under lock.
+gets no SPLIT at a bound in the past: that would rewrite the rows under lock. With keep_table,
+retention is CREATE TABLE ... FOR EXCHANGE, EXCHANGE PARTITION, DROP PARTITIONS (partitions.plan_keep);
+the re-plan probes the partition and its archive table, and refuses the DROP of a partition that
+still holds rows. Oracle commits DDL implicitly, so no lock spans that probe and the DROP: the
+window is the time between two statements.
 
 UNVERIFIED against a live Oracle: no server can run here. The plan is tested on recorded catalog
 rows, every statement parses in sqlglot's oracle dialect (or matches the documented shape), and
@@ -23,9 +27,13 @@ from typing import Any
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.oracle.partitions import (
     SQL,
+    KeepFacts,
     RangeTable,
+    archive_name,
     drop_sql,
     expired_partitions,
+    keep_facts,
+    plan_keep,
     premake_partitions,
     tables_from_rows,
 )
@@ -50,7 +58,12 @@ __all__ = ["NotRangePartitioned", "Outcome", "PlannedStatement", "apply", "apply
 _WHAT = "a RANGE-partitioned table on a DATE/TIMESTAMP column"
 
 
-def table_statements(t: RangeTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
+class PartitionNotEmpty(RuntimeError):
+    """keep_table: the partition to drop still holds rows, so it was not dropped."""
+
+
+def table_statements(t: RangeTable, policy: Policy, now: datetime,
+                     kept: Mapping[str, KeepFacts] | None = None) -> list[PlannedStatement]:
     ahead = max(0, sum(1 for b in t.bounds if b > now.replace(tzinfo=None)) - 1)
     why = f"premake {policy.premake}: {ahead} partition(s) ahead of now"
     planned = premake_partitions(t, now, policy.premake)[:MAX_NEW_BOUNDS]
@@ -62,14 +75,38 @@ def table_statements(t: RangeTable, policy: Policy, now: datetime) -> list[Plann
         planned = []
     out = [PlannedStatement("split_partition" if t.maxvalue else "add_partition", t.owner, t.table, name, sql,
                             why, policy) for name, sql in planned]
-    # keep_table would need an exchange table per partition; dbfleet creates no tables, so
-    # keeping the data is left to the DBA and no DROP is planned.
-    if policy.retention_days is None or policy.keep_table:
+    if policy.retention_days is None:
         return out
+    if policy.keep_table:
+        return out + _keep_statements(t, policy, now, kept)
     for name in expired_partitions(t, now, policy.retention_days):
         why = f"retention {policy.retention_days} days: every row of {name} is older than that"
         out.append(PlannedStatement("drop_partition", t.owner, t.table, name, drop_sql(t, name), why, policy))
     return out
+
+
+_KEEP_WHY = {"create_archive": "its rows will be kept in {archive}",
+             "exchange_partition": "its rows move to {archive} (the segments swap; the archive is empty)",
+             "drop_emptied_partition": "its rows are kept in {archive}; dropped only if a probe finds it empty"}
+
+
+def _keep_statements(t: RangeTable, policy: Policy, now: datetime,
+                     kept: Mapping[str, KeepFacts] | None) -> list[PlannedStatement]:
+    steps, _ = plan_keep(t, now, policy.retention_days, kept)  # the refused ones: see the collector's finding
+    return [PlannedStatement(action, t.owner, t.table, name, sql,
+                             f"retention {policy.retention_days} days, keep_table: every row of {name} is older; "
+                             + _KEEP_WHY[action].format(archive=f"{t.owner}.{archive_name(t, name)}"), policy)
+            for action, name, sql in steps]
+
+
+async def _facts(conn: Any, t: RangeTable, policy: Policy, now: datetime) -> dict[str, KeepFacts]:
+    if policy.retention_days is None or not policy.keep_table:
+        return {}
+    return await keep_facts(conn, t, expired_partitions(t, now, policy.retention_days))
+
+
+async def _planned(conn: Any, t: RangeTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
+    return table_statements(t, policy, now, await _facts(conn, t, policy, now))
 
 
 async def _catalog(conn: Any) -> list[RangeTable]:
@@ -83,12 +120,18 @@ async def plan_live(conn: Any, policies: Sequence[Mapping[str, Any]], now: datet
     DATE/TIMESTAMP column."""
     tables = await _catalog(conn)
     chosen = tables if table is None else [find_table(tables, table, _WHAT)]
-    return dedupe([s for t in chosen for s in table_statements(t, policy_from(t.name, policies), now)])
+    return dedupe([s for t in chosen for s in await _planned(conn, t, policy_from(t.name, policies), now)])
 
 
 def _replanner(now: datetime) -> Replan:
     async def replan(session: Session, stmt: PlannedStatement) -> list[PlannedStatement]:
-        return table_statements(find_table(await _catalog(session), stmt.table, _WHAT), stmt.policy, now)
+        t = find_table(await _catalog(session), stmt.table, _WHAT)
+        facts = await _facts(session, t, stmt.policy, now)
+        found = facts.get(stmt.partition)
+        if stmt.action == "drop_emptied_partition" and found is not None and found.partition_has_rows:
+            raise PartitionNotEmpty(f"partition {stmt.partition} of {t.name} still holds rows, so it was not dropped "
+                                    "(keep_table: its rows must be exchanged into the archive table first)")
+        return table_statements(t, stmt.policy, now, facts)
     return replan
 
 

@@ -6,6 +6,13 @@ TIMESTAMP' 2024-01-01 00:00:00' or MAXVALUE; `parse_high_value` reads it. Interv
 tables get new partitions on insert and need no premake: they are skipped for that, with the
 reason in the result state. Plans: ADD PARTITION (or SPLIT of a MAXVALUE partition) ahead,
 DROP PARTITIONS ... UPDATE INDEXES past retention.
+
+With keep_table, retention keeps the rows: CREATE TABLE <table>_<partition> FOR EXCHANGE WITH TABLE
+(12.2+), EXCHANGE PARTITION into it, then DROP PARTITIONS of the emptied partition. The EXCHANGE is
+EXCLUDING INDEXES ... UPDATE GLOBAL INDEXES: FOR EXCHANGE copies no index, so INCLUDING INDEXES
+fails with ORA-14098 on any table with a local index, and without UPDATE GLOBAL INDEXES every global
+index would go UNUSABLE. WITHOUT VALIDATION is safe because the archive is checked to be empty.
+Emptiness is probed (SELECT 1 ... WHERE ROWNUM = 1), not read from NUM_ROWS, a statistic.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
-from collectors.sqlserver.common import future_bounds, infer_step, num, policy_for
+from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
+from collectors.sqlserver.common import future_bounds, infer_step, keep_table, num, policy_for
 
 SQL = """
 SELECT pt.owner, pt.table_name, pt.partitioning_type, pt."INTERVAL" AS interval_expr,
@@ -35,6 +42,9 @@ ORDER BY pt.owner, pt.table_name, p.partition_position
 """
 
 THRESHOLDS = {"premake": 4, "retention_days": None, "policies": {}}
+NAME_MAX = 128  # bytes, Oracle 12.2+ (FOR EXCHANGE needs 12.2 anyway)
+# keep_table's archive tables that exist; compared by exact name in Python (LIKE only narrows).
+ARCHIVES_SQL = "SELECT table_name FROM dba_tables WHERE owner = :owner AND table_name LIKE :prefix"
 
 _TO_DATE = re.compile(r"TO_DATE\(\s*'\s*(\d{4}-\d{2}-\d{2}(?:\s+\d{2}:\d{2}:\d{2})?)\s*'", re.I)
 _TIMESTAMP = re.compile(r"TIMESTAMP\s*'\s*(\d{4}-\d{2}-\d{2}(?:\s+\d{2}:\d{2}:\d{2})?)(?:\.\d+)?\s*'", re.I)
@@ -133,8 +143,79 @@ def plan_retention(t: RangeTable, now: datetime, retention_days: int) -> list[st
     return [drop_sql(t, name) for name in expired_partitions(t, now, retention_days)]
 
 
+@dataclass(frozen=True, slots=True)
+class KeepFacts:
+    """One expired partition and its archive table, as probes on the server found them."""
+
+    partition_has_rows: bool
+    archive_exists: bool
+    archive_has_rows: bool = False
+
+
+def archive_name(t: RangeTable, partition: str) -> str:
+    return f"{t.table}_{partition}"
+
+
+def exchange_sql(t: RangeTable, partition: str) -> str:
+    return (f"ALTER TABLE {_q(t.owner)}.{_q(t.table)} EXCHANGE PARTITION {_q(partition)} WITH TABLE "
+            f"{_q(t.owner)}.{_q(archive_name(t, partition))} "
+            "EXCLUDING INDEXES WITHOUT VALIDATION UPDATE GLOBAL INDEXES")
+
+
+def _keep_refusal(t: RangeTable, partition: str, facts: KeepFacts | None) -> str | None:
+    archive = archive_name(t, partition)
+    if len(archive.encode()) > NAME_MAX:
+        return f"the archive table name {archive} is longer than {NAME_MAX} bytes: archive {partition} by hand"
+    if facts is not None and facts.partition_has_rows and facts.archive_has_rows:
+        return (f"{t.owner}.{archive} already exists and holds rows: EXCHANGE would swap them into {t.name}, "
+                f"so {partition} is left in place; rename or empty that table")
+    return None
+
+
+def plan_keep(t: RangeTable, now: datetime, days: int,
+              kept: Mapping[str, KeepFacts] | None = None) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+    """keep_table retention: (action, partition, sql) steps, each partition's DROP after its EXCHANGE,
+    and the partitions left in place with why. Without facts: assume rows and no archive yet."""
+    steps: list[tuple[str, str, str]] = []
+    refused: dict[str, str] = {}
+    for name in expired_partitions(t, now, days):
+        facts = (kept or {}).get(name)
+        if (reason := _keep_refusal(t, name, facts)) is not None:
+            refused[name] = reason
+            continue
+        if facts is None or facts.partition_has_rows:
+            if facts is None or not facts.archive_exists:
+                steps.append(("create_archive", name, f"CREATE TABLE {_q(t.owner)}.{_q(archive_name(t, name))} "
+                                                      f"FOR EXCHANGE WITH TABLE {_q(t.owner)}.{_q(t.table)}"))
+            steps.append(("exchange_partition", name, exchange_sql(t, name)))
+        steps.append(("drop_emptied_partition", name, drop_sql(t, name)))
+    return steps, refused
+
+
+async def _has_rows(conn: Connection, source: str) -> bool:
+    return bool(await conn.fetch(f"SELECT 1 AS found FROM {source} WHERE ROWNUM = 1"))
+
+
+def partition_source(t: RangeTable, partition: str) -> str:
+    return f"{_q(t.owner)}.{_q(t.table)} PARTITION ({_q(partition)})"
+
+
+async def keep_facts(conn: Connection, t: RangeTable, partitions: Sequence[str]) -> dict[str, KeepFacts]:
+    """Probe each expired partition and its archive table (SELECTs only; names double-quoted)."""
+    if not partitions:
+        return {}
+    found = {r["table_name"] for r in await conn.fetch(ARCHIVES_SQL, t.owner, f"{t.table}%")}
+    out = {}
+    for name in partitions:
+        archive = archive_name(t, name)
+        out[name] = KeepFacts(await _has_rows(conn, partition_source(t, name)), archive in found,
+                              archive in found and await _has_rows(conn, f"{_q(t.owner)}.{_q(archive)}"))
+    return out
+
+
 def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[RangeTable]:
     tables: dict[tuple, RangeTable] = {}
+    rows = [r for r in rows if r.get("kind") != "keep"]
     for r in sorted(rows, key=lambda r: (r["owner"], r["table_name"], r["partition_position"])):
         if not (r["key_type"] == "DATE" or str(r["key_type"]).startswith("TIMESTAMP")):
             continue
@@ -148,6 +229,7 @@ def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[RangeTable]:
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     thresholds = {**THRESHOLDS, **ctx.thresholds}
     result = Result(state={"skipped": {}})
+    kept = _kept(rows)
     for t in tables_from_rows(rows):
         policy = policy_for(t.name, thresholds)
         if t.interval:
@@ -158,9 +240,25 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
         else:
             result.findings += _premake_findings(t, ctx.now, int(policy["premake"]))
         if policy.get("retention_days") is not None:
-            if (f := _retention_finding(t, ctx.now, int(policy["retention_days"]))) is not None:
+            days = int(policy["retention_days"])
+            f = _keep_finding(t, ctx.now, days, kept.get(t.name)) if keep_table(policy) else \
+                _retention_finding(t, ctx.now, days)
+            if f is not None:
                 result.findings.append(f)
     return result
+
+
+_KEEP_FIELDS = ("partition_has_rows", "archive_exists", "archive_has_rows")
+
+
+def _kept(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, KeepFacts]]:
+    """The run hook's keep_table probes (rows of kind 'keep'), per table and partition."""
+    out: dict[str, dict[str, KeepFacts]] = {}
+    for r in rows:
+        if r.get("kind") == "keep":
+            out.setdefault(f"{r['owner']}.{r['table_name']}", {})[r["partition_name"]] = \
+                KeepFacts(*(bool(r[k]) for k in _KEEP_FIELDS))
+    return out
 
 
 def _premake_findings(t: RangeTable, now: datetime, premake: int) -> list[Finding]:
@@ -205,11 +303,43 @@ def _retention_finding(t: RangeTable, now: datetime, days: int) -> Finding | Non
     )
 
 
+def _keep_finding(t: RangeTable, now: datetime, days: int, kept: Mapping[str, KeepFacts] | None) -> Finding | None:
+    steps, refused = plan_keep(t, now, days, kept)
+    if not steps and not refused:
+        return None
+    plan = [sql for _, _, sql in steps]
+    names = list(dict.fromkeys([name for _, name, _ in steps] + list(refused)))
+    return Finding(
+        check="partition_retention_due", object=t.name, severity=Severity.warning,
+        title=f"{len(names)} partition(s) of {t.name} are entirely older than {days} days (keep_table)",
+        details={"partitions": names, "retention_days": days, "keep_table": True, "plan": plan,
+                 "refused": refused, "sql": SQL.strip()},
+        recommendation="".join(f"{sql};\n" for sql in plan) + "keep_table: each partition's rows are kept in "
+                       "<table>_<partition> (EXCHANGE swaps the segments); only the emptied partition is dropped."
+                       + "".join(f"\nNot done: {reason}" for reason in refused.values()),
+    )
+
+
+async def run(conn: Connection, ctx: Context) -> Result:
+    """The catalog query, plus keep_table's probes of expired partitions and their archive tables."""
+    rows = list(await conn.fetch(SQL))
+    thresholds = {**THRESHOLDS, **ctx.thresholds}
+    for t in tables_from_rows(rows):
+        policy = policy_for(t.name, thresholds)
+        if policy.get("retention_days") is None or not keep_table(policy):
+            continue
+        facts = await keep_facts(conn, t, expired_partitions(t, ctx.now, int(policy["retention_days"])))
+        rows += [{"kind": "keep", "owner": t.owner, "table_name": t.table, "partition_name": name,
+                  **{k: getattr(f, k) for k in _KEEP_FIELDS}} for name, f in facts.items()]
+    return transform(rows, ctx)
+
+
 SPEC = register(CollectorSpec(
     name="partitions",
     engine="oracle",
     description="Range partitions ahead of now, rows in MAXVALUE, partitions past retention, with DDL plans",
     sql={120100: SQL},
+    run=run,
     transform=transform,
     interval_s=3600,
     timeout_s=30,

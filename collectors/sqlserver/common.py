@@ -226,9 +226,43 @@ def future_bounds(bounds: Sequence[datetime], step: tuple[str, int], now: dateti
 def policy_for(table: str, thresholds: Mapping[str, Any]) -> dict[str, Any]:
     """Per-table partition policy: defaults overridden by the first matching `policies` pattern."""
     import fnmatch
-    policy = {"premake": thresholds.get("premake", 4), "retention_days": thresholds.get("retention_days")}
+    policy = {"premake": thresholds.get("premake", 4), "retention_days": thresholds.get("retention_days"),
+              "keep_table": thresholds.get("keep_table", False)}
     for pattern, override in (thresholds.get("policies") or {}).items():
         if fnmatch.fnmatch(table.lower(), pattern.lower()):
             policy.update(override)
             break
     return policy
+
+
+# --- the partition policy as app/partitions.py hands it over (PostgreSQL's policy shape) ----------
+
+# Calendar units in days, rounded up: a retention window is a promise to keep at least that long.
+_UNIT_DAYS = {"day": 1, "week": 7, "month": 31, "quarter": 92, "year": 366}
+# The spellings PostgreSQL's policy (a pydantic bool) accepts, so one policy means the same everywhere.
+_TRUE, _FALSE = ("1", "on", "t", "true", "y", "yes"), ("0", "off", "f", "false", "n", "no")
+
+
+def retention_days(policy: Mapping[str, Any]) -> int | None:
+    """A policy's retention in whole days, from retention_days or a retention text ('90 days')."""
+    if policy.get("retention_days") is not None:
+        return int(policy["retention_days"])
+    text = policy.get("retention")
+    if text is None or isinstance(text, int):
+        return text
+    number, _, unit = str(text).strip().partition(" ")
+    days = _UNIT_DAYS.get(unit.rstrip("s").lower())
+    if not number.isdigit() or days is None:
+        raise ValueError(f"retention {text!r}: use e.g. '90 days', '6 months' or '1 year'")
+    return int(number) * days
+
+
+def keep_table(policy: Mapping[str, Any]) -> bool:
+    """A policy's keep_table: a bool, 0/1, or true/false, yes/no, on/off; False when absent."""
+    value = policy.get("keep_table", False)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"keep_table {value!r}: use true or false")
+    return text in _TRUE

@@ -3,10 +3,12 @@
 Same shape as the PostgreSQL and MySQL engines (plan_live / apply, PlannedStatement / Outcome) so
 that app/partitions.py drives all of them. Premake is ALTER PARTITION SCHEME ... NEXT USED (on
 every scheme of the function) + ALTER PARTITION FUNCTION ... SPLIT RANGE; retention is SWITCH of
-partition 1 to `<table>_dbfleet_staging` + TRUNCATE + MERGE RANGE. apply never runs text it was
-handed blindly: before each statement it re-reads the catalog, re-plans that table with the
-statement's policy, and runs the statement only if the fresh plan still contains it, so a second
-apply changes nothing. The generic pieces (Policy, Outcome, run_replanned) are engine-neutral and
+partition 1 to `<table>_dbfleet_staging` + TRUNCATE + MERGE RANGE, or with keep_table SWITCH into
+the archive table `<table>_before_<yyyymmdd>` the DBA created (kept) + MERGE RANGE, so no statement
+of a keep_table plan can remove a row (MERGE keeps rows, SWITCH needs an empty target). apply
+never runs text it was handed blindly: before each statement it re-reads the catalog, re-plans
+that table with the statement's policy, and runs the statement only if the fresh plan still
+contains it, so a second apply changes nothing. The generic pieces (Policy, Outcome, run_replanned) are engine-neutral and
 the Oracle engine reuses them. A boundary in the past of a table whose open-ended last partition
 holds rows is not planned: that SPLIT would move rows under a schema-modification lock.
 
@@ -24,13 +26,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from collectors.engines.base import ConnectFailed, SessionLimits, Target, redact
-from collectors.mysql.partitions import retention_days
-from collectors.sqlserver.common import fetch_tagged
+from collectors.sqlserver.common import fetch_tagged, keep_table, retention_days
 from collectors.sqlserver.partitions import (
     QUERIES,
     PartitionedTable,
+    archive_table,
     expired_bounds,
     next_used_sql,
+    plan_archive,
     premake_bounds,
     retention_sql,
     split_sql,
@@ -54,7 +57,7 @@ class NotRangePartitioned(PlanRefused):
 
 
 class BadPolicy(PlanRefused):
-    """A partition policy's premake or retention cannot be read."""
+    """A partition policy's premake, retention or keep_table cannot be read."""
 
 
 class Session(Protocol):
@@ -75,7 +78,7 @@ def policy_from(name: str, policies: Sequence[Mapping[str, Any]]) -> Policy:
     for p in policies:
         if fnmatch.fnmatchcase(name.lower(), str(p.get("table", "*")).lower()):
             try:
-                policy = Policy(int(p.get("premake", 4)), retention_days(p), bool(p.get("keep_table", False)))
+                policy = Policy(int(p.get("premake", 4)), retention_days(p), keep_table(p))
             except (TypeError, ValueError) as e:
                 raise BadPolicy(f"partition policy {p.get('table', '*')!r}: {e}") from None
             if policy.premake < 0 or (policy.retention_days is not None and policy.retention_days <= 0):
@@ -192,10 +195,10 @@ def _premake(t: PartitionedTable, tables: Sequence[PartitionedTable], policy: Po
 
 
 def _retention(t: PartitionedTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
-    # keep_table would leave rows in the staging table, and the next SWITCH needs it empty:
-    # dbfleet does not create or rename tables, so keeping data is left to the DBA.
-    if policy.retention_days is None or policy.keep_table or t.tables_on_function > 1:
+    if policy.retention_days is None or t.tables_on_function > 1:
         return []
+    if policy.keep_table:
+        return _archive_retention(t, policy, now)
     actions = ("switch_out", "truncate_staging", "merge_range")
     out = []
     for bound in expired_bounds(t, now, policy.retention_days):
@@ -203,6 +206,19 @@ def _retention(t: PartitionedTable, policy: Policy, now: datetime) -> list[Plann
                f"needs {staging_table(t)} (empty, same columns, indexes and filegroup)")
         out += [PlannedStatement(a, t.schema, t.table, bound.isoformat(), sql, why, policy)
                 for a, sql in zip(actions, retention_sql(t, bound))]
+    return out
+
+
+def _archive_retention(t: PartitionedTable, policy: Policy, now: datetime) -> list[PlannedStatement]:
+    """keep_table: SWITCH into the archive table the DBA created (kept, never truncated), then MERGE.
+    Where that table is missing or not empty, nothing more is planned (the finding says which)."""
+    out = []
+    for action, bound, sql in plan_archive(t, now, policy.retention_days).steps:
+        kept = (f"they move to {archive_table(t, bound)} and are kept" if action == "switch_to_archive"
+                else "it is empty now, so merging its boundary removes no row")
+        why = (f"retention {policy.retention_days} days, keep_table: partition 1 holds only rows before "
+               f"{bound:%Y-%m-%d}; {kept}")
+        out.append(PlannedStatement(action, t.schema, t.table, bound.isoformat(), sql, why, policy))
     return out
 
 

@@ -4,6 +4,11 @@ rows in the open-ended last partition, partitions past retention, and the plan (
 The plan functions are pure and only return statements; applying them is a separate, audited
 action. Premake: ALTER PARTITION SCHEME ... NEXT USED + ALTER PARTITION FUNCTION ... SPLIT RANGE.
 Retention: SWITCH the oldest partition to a staging table, TRUNCATE it, MERGE RANGE its boundary.
+With keep_table nothing is truncated: the oldest partition is SWITCHed into an archive table that
+is kept, `<table>_before_<yyyymmdd>` (the boundary its rows lie below), then its boundary MERGEd.
+dbfleet creates no tables on SQL Server (the archive must match the table's columns, indexes and
+filegroup exactly), so when that table is missing, or not empty, retention stops there and the
+finding names the table the DBA must create.
 """
 
 from __future__ import annotations
@@ -15,7 +20,16 @@ from typing import Any
 
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
-from collectors.sqlserver.common import as_utc, by_kind, fetch_tagged, future_bounds, infer_step, num, policy_for
+from collectors.sqlserver.common import (
+    as_utc,
+    by_kind,
+    fetch_tagged,
+    future_bounds,
+    infer_step,
+    keep_table,
+    num,
+    policy_for,
+)
 
 _DATE_TYPES = ("date", "datetime", "datetime2", "smalldatetime", "datetimeoffset")
 
@@ -44,7 +58,17 @@ JOIN sys.filegroups AS fg ON fg.data_space_id = dds.data_space_id
 WHERE i.index_id IN (0, 1) AND OBJECTPROPERTY(i.object_id, 'IsUserTable') = 1
 """
 
-QUERIES = {"boundary": BOUNDARIES_SQL, "partition": PARTITIONS_SQL}
+# keep_table's archive tables, found by their name; sys.partitions.rows is approximate, but SWITCH
+# itself refuses a target that is not empty, so a stale count can only make a switch fail.
+ARCHIVES_SQL = """
+SELECT OBJECT_SCHEMA_NAME(t.object_id) AS schema_name, t.name AS table_name, SUM(p.rows) AS rows
+FROM sys.tables AS t
+JOIN sys.partitions AS p ON p.object_id = t.object_id AND p.index_id IN (0, 1)
+WHERE t.name LIKE N'%[_]before[_][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]'
+GROUP BY t.object_id, t.name
+"""
+
+QUERIES = {"boundary": BOUNDARIES_SQL, "partition": PARTITIONS_SQL, "archive": ARCHIVES_SQL}
 THRESHOLDS = {"premake": 4, "retention_days": None, "policies": {}}
 
 
@@ -62,6 +86,8 @@ class PartitionedTable:
     rows: dict[int, int] = field(default_factory=dict)   # partition_number -> rows
     filegroup: str = "PRIMARY"                            # where the newest partition lives
     tables_on_function: int = 1
+    filegroups: dict[int, str] = field(default_factory=dict)  # partition_number -> filegroup
+    archives: dict[str, int] = field(default_factory=dict)    # lower-cased table name -> rows, same schema
 
     @property
     def name(self) -> str:
@@ -113,13 +139,64 @@ def staging_table(t: PartitionedTable) -> str:
     return f"{_q(t.schema)}.{_q(t.table + '_dbfleet_staging')}"
 
 
+def merge_sql(t: PartitionedTable, bound: datetime) -> str:
+    return f"ALTER PARTITION FUNCTION {_q(t.function)}() MERGE RANGE ({literal(bound, t.value_type)})"
+
+
 def retention_sql(t: PartitionedTable, bound: datetime) -> list[str]:
     """SWITCH partition 1 (the oldest) to the staging table, empty it, MERGE its upper boundary."""
     return [
         f"ALTER TABLE {_q(t.schema)}.{_q(t.table)} SWITCH PARTITION 1 TO {staging_table(t)}",
         f"TRUNCATE TABLE {staging_table(t)}",
-        f"ALTER PARTITION FUNCTION {_q(t.function)}() MERGE RANGE ({literal(bound, t.value_type)})",
+        merge_sql(t, bound),
     ]
+
+
+def archive_name(t: PartitionedTable, bound: datetime) -> str:
+    return f"{t.table}_before_{bound:%Y%m%d}"
+
+
+def archive_table(t: PartitionedTable, bound: datetime) -> str:
+    return f"{_q(t.schema)}.{_q(archive_name(t, bound))}"
+
+
+def _archive_filegroup(t: PartitionedTable, i: int) -> str:
+    # MERGE RANGE drops the filegroup of the partition holding the boundary value: with RANGE RIGHT
+    # partition 1 keeps its filegroup, with RANGE LEFT the merged partition is on the next one's.
+    return t.filegroups.get(1 if t.range_right else i + 1, t.filegroup)
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePlan:
+    """keep_table retention: (action, boundary, sql) steps, oldest first, and why they stop early."""
+
+    steps: list[tuple[str, datetime, str]]
+    stopped: str | None = None   # None: every expired boundary is planned
+    needs: str | None = None     # the archive table the DBA must create (or empty) for the next step
+
+
+def plan_archive(t: PartitionedTable, now: datetime, days: int) -> ArchivePlan:
+    """SWITCH partition 1 into its archive table and MERGE its boundary, for each expired boundary."""
+    if t.tables_on_function > 1:
+        return ArchivePlan([], f"partition function {t.function} is shared by {t.tables_on_function} tables: "
+                               "MERGE RANGE would change all of them")
+    steps: list[tuple[str, datetime, str]] = []
+    for i, bound in enumerate(expired_bounds(t, now, days)):
+        merge = ("merge_range", bound, merge_sql(t, bound))
+        if not t.rows.get(i + 1, 0):  # after i merges, this partition is partition 1
+            steps.append(merge)       # nothing in it (or switched out already); MERGE keeps rows anyway
+            continue
+        archive, held = archive_table(t, bound), t.archives.get(archive_name(t, bound).lower())
+        if held is None:
+            return ArchivePlan(steps, f"create {archive} with exactly the columns, indexes and constraints of "
+                                      f"{_q(t.schema)}.{_q(t.table)}, on filegroup {_archive_filegroup(t, i)}; "
+                                      f"dbfleet then switches the rows before {bound:%Y-%m-%d} into it", archive)
+        if held:
+            return ArchivePlan(steps, f"{archive} already holds {held:,} rows: SWITCH needs an empty table, so the "
+                                      f"rows before {bound:%Y-%m-%d} stay until it is emptied or renamed", archive)
+        steps += [("switch_to_archive", bound,
+                   f"ALTER TABLE {_q(t.schema)}.{_q(t.table)} SWITCH PARTITION 1 TO {archive}"), merge]
+    return ArchivePlan(steps)
 
 
 def plan_retention(t: PartitionedTable, now: datetime, retention_days: int) -> list[str]:
@@ -147,8 +224,11 @@ def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[PartitionedTable
                                                     p["scheme_name"], f["right"], f["type"], f["bounds"]))
         t.rows[p["partition_number"]] = int(num(p["rows"]))
         t.filegroup = p["filegroup_name"] or t.filegroup
+        t.filegroups[p["partition_number"]] = t.filegroup
     for t in tables.values():
         t.tables_on_function = sum(1 for o in tables.values() if o.function == t.function)
+        t.archives = {str(a["table_name"]).lower(): int(num(a["rows"])) for a in kinds.get("archive", [])
+                      if str(a["schema_name"]).lower() == t.schema.lower()}
     return list(tables.values())
 
 
@@ -162,7 +242,8 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
             continue
         result.findings += _premake_findings(t, ctx.now, int(policy["premake"]))
         if policy.get("retention_days") is not None:
-            if (f := _retention_finding(t, ctx.now, int(policy["retention_days"]))) is not None:
+            days, keep = int(policy["retention_days"]), keep_table(policy)
+            if (f := (_archive_finding if keep else _retention_finding)(t, ctx.now, days)) is not None:
                 result.findings.append(f)
     return result
 
@@ -213,6 +294,27 @@ def _retention_finding(t: PartitionedTable, now: datetime, days: int) -> Finding
                         f"First create {t.table}_dbfleet_staging with the same columns, indexes and filegroup "
                         "as partition 1, then:\n" + ";\n".join(plan) + ";\nSWITCH and MERGE of an empty "
                         "partition are metadata operations; the data is gone after TRUNCATE."),
+    )
+
+
+def _archive_finding(t: PartitionedTable, now: datetime, days: int) -> Finding | None:
+    """keep_table: the SWITCH + MERGE plan that keeps the rows, and the archive table still needed."""
+    expired = expired_bounds(t, now, days)
+    if not expired:
+        return None
+    archive = plan_archive(t, now, days)
+    plan = [sql for _, _, sql in archive.steps]
+    stopped = f"\nNot done yet: {archive.stopped[0].upper()}{archive.stopped[1:]}." if archive.stopped else ""
+    return Finding(
+        check="partition_retention_due", object=t.name, severity=Severity.warning,
+        title=f"{len(expired)} partition(s) of {t.name} are entirely older than {days} days (keep_table)",
+        details={"expired_boundaries": [b.isoformat() for b in expired], "retention_days": days, "keep_table": True,
+                 "plan": plan, "stopped": archive.stopped, "archive_needed": archive.needs,
+                 "sql": BOUNDARIES_SQL.strip()},
+        recommendation="".join(f"{sql};\n" for sql in plan) + "keep_table: the rows are switched into archive "
+                       "tables and kept, never truncated. SWITCH is a metadata operation; MERGE RANGE of an "
+                       "emptied partition moves the next partition's rows if that one is on another filegroup."
+                       + stopped,
     )
 
 

@@ -170,7 +170,8 @@ def test_unreadable_retention_is_refused():
 KEEP = Policy(premake=0, retention_days=90, keep_table=True)
 KEEP_NOW = datetime(2024, 4, 15, tzinfo=timezone.utc)  # 90 days back: before 2024-01-16
 _OLD = RangeTable("shop", "events", "RANGE", "to_days", "created", "date",
-                  (Partition("p202311", datetime(2023, 12, 1), rows=7), Partition("p202312", datetime(2024, 1, 1), rows=9),
+                  (Partition("p202311", datetime(2023, 12, 1), rows=7),
+                   Partition("p202312", datetime(2024, 1, 1), rows=9),
                    Partition("p202401", datetime(2024, 2, 1), rows=4), Partition("pmax", None)))
 
 

@@ -27,9 +27,10 @@ from collectors.oracle.partition_apply import (
     apply_on,
     plan_live,
 )
-from collectors.oracle.partitions import SQL
+from collectors.oracle import partitions
+from collectors.oracle.partitions import ARCHIVES_SQL, SQL
 
-from .conftest import load
+from .conftest import context, load
 from .test_sql_parses import DDL_SHAPES
 
 NOW = datetime.fromisoformat(load("planted")["now"])
@@ -40,6 +41,9 @@ _TABLE = re.compile(rf'^ALTER TABLE {_Q}\.{_Q} ')
 _ADD = re.compile(rf'ADD PARTITION {_Q} VALUES LESS THAN \(\w+ ?\(?\'([^\']+)\'')
 _SPLIT = re.compile(rf'SPLIT PARTITION {_Q} AT \(\w+ ?\(?\'([^\']+)\'.*INTO \(PARTITION {_Q},')
 _DROP = re.compile(rf'DROP PARTITIONS {_Q} UPDATE INDEXES$')
+_CREATE = re.compile(rf'^CREATE TABLE {_Q}\.{_Q} FOR EXCHANGE WITH TABLE {_Q}\.{_Q}$')
+_EXCHANGE = re.compile(rf'EXCHANGE PARTITION {_Q} WITH TABLE {_Q}\.{_Q} ')
+_PROBE = re.compile(rf'^SELECT 1 AS found FROM {_Q}\.{_Q}(?: PARTITION \({_Q}\))? WHERE ROWNUM = 1$')
 
 
 def _high_value(bound: str) -> str:
@@ -47,25 +51,51 @@ def _high_value(bound: str) -> str:
 
 
 class RecordedCatalog:
-    """Answers the partitions SELECT from recorded rows; ADD / SPLIT / DROP PARTITIONS change the
-    rows as Oracle would."""
+    """Answers the partitions SELECT from recorded rows (NUM_ROWS taken as the true row count), the
+    archive-table lookup and the emptiness probes; ADD / SPLIT / DROP PARTITIONS, CREATE TABLE ... FOR
+    EXCHANGE and EXCHANGE PARTITION change the rows as Oracle would."""
 
-    def __init__(self, rows: list[dict], fail_on: str | None = None, error: str = "ORA-04021: timeout"):
+    def __init__(self, rows: list[dict], fail_on: str | None = None, error: str = "ORA-04021: timeout",
+                 archives: dict[tuple[str, str], int] | None = None):
         self.rows = copy.deepcopy(rows)
+        self.archives = dict(archives or {})   # (owner, table) -> rows
         self.fail_on, self.error = fail_on, error
         self.fetched: list[str] = []
         self.executed: list[str] = []
 
     async def fetch(self, sql: str, *args) -> list[dict]:
-        assert sql == SQL and not args
         self.fetched.append(sql)
+        if sql == ARCHIVES_SQL:
+            owner, prefix = args
+            return [{"table_name": t} for o, t in self.archives if o == owner and t.startswith(prefix.rstrip("%"))]
+        if m := _PROBE.match(sql):
+            return [{"found": 1}] if self._rows_in(*(g and g.replace('""', '"') for g in m.groups())) else []
+        assert sql == SQL and not args
         return copy.deepcopy(self.rows)
+
+    def _rows_in(self, owner: str, table: str, partition: str | None) -> int:
+        if partition is None:
+            return self.archives[(owner, table)]
+        return next(r["num_rows"] for r in self.rows
+                    if (r["owner"], r["table_name"], r["partition_name"]) == (owner, table, partition))
 
     async def execute(self, sql: str) -> None:
         if self.fail_on and self.fail_on in sql:
             raise oracledb.DatabaseError(self.error)
         self.executed.append(sql)
+        if m := _CREATE.match(sql):
+            archive = tuple(n.replace('""', '"') for n in m.groups()[:2])
+            if archive in self.archives:
+                raise oracledb.DatabaseError("ORA-00955: name is already used by an existing object")
+            self.archives[archive] = 0
+            return
         owner, table = (n.replace('""', '"') for n in _TABLE.match(sql).groups())
+        if m := _EXCHANGE.search(sql):
+            part = next(r for r in self.rows
+                        if (r["owner"], r["table_name"], r["partition_name"]) == (owner, table, m.group(1)))
+            archive = (m.group(2), m.group(3))
+            self.archives[archive], part["num_rows"] = part["num_rows"], self.archives[archive]
+            return
         mine = sorted((r for r in self.rows if (r["owner"], r["table_name"]) == (owner, table)),
                       key=lambda r: r["partition_position"])
         if m := _ADD.search(sql):
@@ -139,9 +169,80 @@ async def test_every_planned_statement_parses_as_oracle():
         _parses(s.sql)
 
 
+KEEP = [{**POLICIES[0], "keep_table": True}]
+EXPIRED = {"P_20240101": 410_000, "P_20240201": 388_000}   # planted rows: older than 12 months on NOW
+
+
+def _retention(plan) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for s in plan:
+        if s.action not in ("add_partition", "split_partition"):
+            out.setdefault(s.partition, []).append(s.action)
+    return out
+
+
+def _events_rows(catalog) -> int:
+    return sum(r["num_rows"] for r in catalog.rows if r["table_name"] == "EVENTS")
+
+
 async def test_keep_table_plans_no_drop():
-    plan = await plan_live(RecordedCatalog(_planted_rows()), [{**POLICIES[0], "keep_table": True}], NOW)
+    plan = await plan_live(RecordedCatalog(_planted_rows()), KEEP, NOW)
     assert plan and "drop_partition" not in {s.action for s in plan}
+
+
+async def test_keep_table_exchanges_every_expired_partition_into_an_archive_before_dropping_it():
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await plan_live(catalog, KEEP, NOW)
+    assert _retention(plan) == {p: ["create_archive", "exchange_partition", "drop_emptied_partition"] for p in EXPIRED}
+    keep = [s.sql for s in plan if s.partition == "P_20240101"]
+    assert keep == ['CREATE TABLE "APP"."EVENTS_P_20240101" FOR EXCHANGE WITH TABLE "APP"."EVENTS"',
+                    'ALTER TABLE "APP"."EVENTS" EXCHANGE PARTITION "P_20240101" WITH TABLE "APP"."EVENTS_P_20240101" '
+                    'EXCLUDING INDEXES WITHOUT VALIDATION UPDATE GLOBAL INDEXES',
+                    'ALTER TABLE "APP"."EVENTS" DROP PARTITIONS "P_20240101" UPDATE INDEXES']
+    for s in plan:
+        _parses(s.sql)
+    total = _events_rows(catalog)
+    outcomes = await apply_on(catalog, plan, NOW)
+    assert [(o.status, o.message) for o in outcomes if o.status != "ok"] == []
+    assert catalog.archives == {("APP", f"EVENTS_{p}"): n for p, n in EXPIRED.items()}
+    assert not set(EXPIRED) & set(catalog.partitions())
+    assert _events_rows(catalog) + sum(catalog.archives.values()) == total
+    assert await plan_live(catalog, KEEP, NOW) == []
+
+
+async def test_an_empty_archive_left_by_an_earlier_apply_is_used_not_recreated():
+    catalog = RecordedCatalog(_planted_rows(), archives={("APP", "EVENTS_P_20240101"): 0})
+    plan = await plan_live(catalog, KEEP, NOW)
+    assert _retention(plan)["P_20240101"] == ["exchange_partition", "drop_emptied_partition"]
+
+
+async def test_an_archive_table_holding_rows_is_never_exchanged_into(planted):
+    catalog = RecordedCatalog(_planted_rows(), archives={("APP", "EVENTS_P_20240101"): 3})
+    plan = await plan_live(catalog, KEEP, NOW)
+    assert set(_retention(plan)) == {"P_20240201"}
+    assert {o.status for o in await apply_on(catalog, plan, NOW)} == {"ok"}
+    assert catalog.archives[("APP", "EVENTS_P_20240101")] == 3 and "P_20240101" in catalog.partitions()
+    # The collector's run hook probes the same way and says why that partition stays.
+    result = await partitions.run(RecordedCatalog(_planted_rows(), archives={("APP", "EVENTS_P_20240101"): 3}),
+                                  context(planted, "partitions", keep_table=True))
+    [due] = [f for f in result.findings if f.check == "partition_retention_due" and f.object == "APP.EVENTS"]
+    assert due.details["refused"]["P_20240101"].startswith("APP.EVENTS_P_20240101 already exists and holds rows")
+    assert "Not done: APP.EVENTS_P_20240101 already exists" in due.recommendation
+
+
+async def test_a_drop_is_refused_while_the_partition_still_holds_rows():
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await plan_live(catalog, KEEP, NOW)
+    drop = next(s for s in plan if s.action == "drop_emptied_partition" and s.partition == "P_20240101")
+    [outcome] = await apply_on(catalog, [drop], NOW)
+    assert outcome.status == "failed" and "still holds rows" in outcome.message
+    assert "P_20240101" in catalog.partitions() and catalog.executed == []
+
+
+@pytest.mark.parametrize("raw, drops", [("false", True), ("no", True), (0, True), ("true", False), (True, False)])
+async def test_keep_table_is_read_as_postgresql_reads_it(raw, drops):
+    plan = await plan_live(RecordedCatalog(_planted_rows()), [{**POLICIES[0], "keep_table": raw}], NOW)
+    assert ("drop_partition" in {s.action for s in plan}) == drops
 
 
 @pytest.mark.parametrize("table", ["APP.EVENTS", "app.events"])

@@ -27,6 +27,9 @@ DDL_SHAPES = [
     re.compile(rf"^ALTER TABLE {_Q}\.{_Q} SPLIT PARTITION {_Q} AT \(.+\) INTO \(PARTITION {_Q}, PARTITION {_Q}\) UPDATE INDEXES$"),
     re.compile(rf"^CREATE INDEX {_Q}\.{_Q} ON {_Q}\.{_Q} \({_Q}(, {_Q})*\) ONLINE$"),
     re.compile(rf"^ALTER INDEX {_Q}\.{_Q} INVISIBLE$"),
+    re.compile(rf"^CREATE TABLE {_Q}\.{_Q} FOR EXCHANGE WITH TABLE {_Q}\.{_Q}$"),
+    re.compile(rf"^ALTER TABLE {_Q}\.{_Q} EXCHANGE PARTITION {_Q} WITH TABLE {_Q}\.{_Q} "
+               "EXCLUDING INDEXES WITHOUT VALIDATION UPDATE GLOBAL INDEXES$"),
 ]
 
 

@@ -29,9 +29,10 @@ from collectors.sqlserver.partition_apply import (
     apply_on,
     plan_live,
 )
-from collectors.sqlserver.partitions import BOUNDARIES_SQL, PARTITIONS_SQL
+from collectors.sqlserver import partitions
+from collectors.sqlserver.partitions import ARCHIVES_SQL, BOUNDARIES_SQL, PARTITIONS_SQL
 
-from .conftest import load
+from .conftest import context, load
 from .test_sql_parses import DDL_SHAPES
 
 NOW = datetime.fromisoformat(load("planted")["now"])
@@ -40,6 +41,7 @@ PASSWORD = "Sup3r;Secret{pw}"
 _SPLIT = re.compile(r"\(\) SPLIT RANGE \('([^']+)'\)$")
 _MERGE = re.compile(r"\(\) MERGE RANGE \('([^']+)'\)$")
 _FUNCTION = re.compile(r"^ALTER PARTITION FUNCTION \[((?:[^\]]|\]\])+)\]")
+_SWITCH = re.compile(r"^ALTER TABLE \[([^\]]+)\]\.\[([^\]]+)\] SWITCH PARTITION 1 TO \[([^\]]+)\]\.\[([^\]]+)\]$")
 
 
 def _iso(literal: str) -> str:
@@ -47,12 +49,14 @@ def _iso(literal: str) -> str:
 
 
 class RecordedCatalog:
-    """Answers the two catalog SELECTs from recorded rows; SPLIT / MERGE RANGE change the rows as
-    SQL Server would (one boundary and one partition per table on the function)."""
+    """Answers the catalog SELECTs from recorded rows; SPLIT / MERGE RANGE and SWITCH change the
+    rows as SQL Server would (one boundary and one partition per table on the function; a MERGE
+    folds the rows of the two partitions together; SWITCH needs an existing, empty target)."""
 
     def __init__(self, rows: list[dict], fail_on: str | None = None, error: str = "lock request time out period exceeded"):
         self.boundaries = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "boundary"]
         self.partitions = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "partition"]
+        self.archives = [{k: v for k, v in r.items() if k != "kind"} for r in rows if r["kind"] == "archive"]
         self.fail_on, self.error = fail_on, error
         self.fetched: list[str] = []
         self.executed: list[str] = []
@@ -60,7 +64,7 @@ class RecordedCatalog:
     async def fetch(self, sql: str, *args) -> list[dict]:
         assert not args, "the catalog is read without parameters"
         self.fetched.append(sql)
-        rows = {BOUNDARIES_SQL: self.boundaries, PARTITIONS_SQL: self.partitions}[sql]
+        rows = {BOUNDARIES_SQL: self.boundaries, PARTITIONS_SQL: self.partitions, ARCHIVES_SQL: self.archives}[sql]
         return copy.deepcopy(rows)
 
     async def execute(self, sql: str) -> None:
@@ -68,7 +72,9 @@ class RecordedCatalog:
             raise pyodbc.OperationalError("HYT00", f"[HYT00] {self.error}")
         self.executed.append(sql)
         function = _FUNCTION.match(sql)
-        if (m := _SPLIT.search(sql)) and function:
+        if m := _SWITCH.match(sql):
+            self._switch((m.group(1), m.group(2)), m.group(4))
+        elif (m := _SPLIT.search(sql)) and function:
             self._split(function.group(1).replace("]]", "]"), _iso(m.group(1)))
         elif (m := _MERGE.search(sql)) and function:
             self._merge(function.group(1).replace("]]", "]"), _iso(m.group(1)))
@@ -83,13 +89,38 @@ class RecordedCatalog:
             self.partitions.append({**last, "partition_number": last["partition_number"] + 1, "rows": 0})
 
     def _merge(self, function: str, value: str) -> None:
+        k = next(b["boundary_id"] for b in self.boundaries
+                 if b["function_name"] == function and b["boundary_value"] == value)
         self.boundaries = [b for b in self.boundaries
                            if not (b["function_name"] == function and b["boundary_value"] == value)]
         self._renumber(function)
         for table in {(p["schema_name"], p["table_name"]) for p in self.partitions if p["function_name"] == function}:
-            last = max((p for p in self.partitions if (p["schema_name"], p["table_name"]) == table),
-                       key=lambda p: p["partition_number"])
-            self.partitions.remove(last)
+            mine = sorted((p for p in self.partitions if (p["schema_name"], p["table_name"]) == table),
+                          key=lambda p: p["partition_number"])
+            mine[k - 1]["rows"] += mine[k]["rows"]   # boundary k separates partitions k and k + 1
+            self.partitions.remove(mine[k])
+            for p in mine[k + 1:]:
+                p["partition_number"] -= 1
+
+    def _switch(self, table: tuple[str, str], target: str) -> None:
+        first = next(p for p in self.partitions
+                     if (p["schema_name"], p["table_name"]) == table and p["partition_number"] == 1)
+        if target.endswith("_dbfleet_staging"):
+            first["rows"] = 0   # the staging table is truncated next
+            return
+        archive = next((a for a in self.archives if (a["schema_name"], a["table_name"]) == (table[0], target)), None)
+        if archive is None:
+            raise pyodbc.ProgrammingError("42S02", f"Invalid object name '{target}'")
+        if archive["rows"]:
+            raise pyodbc.ProgrammingError("42000", "ALTER TABLE SWITCH statement failed. "
+                                                   "The target table must be empty")
+        archive["rows"], first["rows"] = first["rows"], 0
+
+    def rows(self, table: str = "events") -> int:
+        return sum(p["rows"] for p in self.partitions if p["table_name"] == table)
+
+    def archived(self) -> dict[str, int]:
+        return {a["table_name"]: a["rows"] for a in self.archives}
 
     def _values(self, function: str) -> list[str]:
         return [b["boundary_value"] for b in self.boundaries if b["function_name"] == function]
@@ -128,7 +159,7 @@ def _parses(sql: str) -> None:
 async def test_plan_live_on_recorded_catalog_rows():
     catalog = RecordedCatalog(_planted_rows())
     plan = await plan_live(catalog, POLICIES, NOW)
-    assert catalog.fetched == [BOUNDARIES_SQL, PARTITIONS_SQL]
+    assert catalog.fetched == [BOUNDARIES_SQL, PARTITIONS_SQL, ARCHIVES_SQL]
     assert [s.action for s in plan] == ["next_used", "split_range"] * 4 + ["switch_out", "truncate_staging", "merge_range"] * 3
     assert [s.partition for s in plan if s.action == "split_range"] == [
         "2025-07-01T00:00:00", "2025-08-01T00:00:00", "2025-09-01T00:00:00", "2025-10-01T00:00:00"]
@@ -153,9 +184,82 @@ async def test_no_policy_match_gets_the_default_premake_and_no_retention():
     assert {s.action for s in plan} == {"next_used", "split_range"} and len(plan) == 8
 
 
-async def test_keep_table_plans_no_retention():
-    plan = await plan_live(RecordedCatalog(_planted_rows()), [{**POLICIES[0], "keep_table": True}], NOW)
-    assert not [s for s in plan if s.action in ("switch_out", "truncate_staging", "merge_range")]
+KEEP = [{**POLICIES[0], "keep_table": True}]
+
+
+def _with_archives(rows: list[dict], *days: str, held: int = 0) -> list[dict]:
+    """Archive tables the DBA created for keep_table: dbo.events_before_<day>, holding `held` rows."""
+    return rows + [{"kind": "archive", "schema_name": "dbo", "table_name": f"events_before_{d}", "rows": held}
+                   for d in days]
+
+
+def _retention(plan) -> list[tuple[str, str]]:
+    return [(s.action, s.partition[:10]) for s in plan if s.action not in ("next_used", "split_range")]
+
+
+async def test_keep_table_switches_into_kept_archive_tables_then_merges():
+    catalog = RecordedCatalog(_with_archives(_planted_rows(), "20240201", "20240301"))
+    plan = await plan_live(catalog, KEEP, NOW)
+    # Partition 1 (before 2024-01-01) is empty: its boundary merges with nothing to keep.
+    assert _retention(plan) == [("merge_range", "2024-01-01"), ("switch_to_archive", "2024-02-01"),
+                                ("merge_range", "2024-02-01"), ("switch_to_archive", "2024-03-01"),
+                                ("merge_range", "2024-03-01")]
+    assert "ALTER TABLE [dbo].[events] SWITCH PARTITION 1 TO [dbo].[events_before_20240201]" in [s.sql for s in plan]
+    assert not [s for s in plan if "TRUNCATE" in s.sql or "_dbfleet_staging" in s.sql]
+    for s in plan:
+        _parses(s.sql)
+    total = catalog.rows()
+    outcomes = await apply_on(catalog, plan, NOW)
+    assert [(o.status, o.message) for o in outcomes if o.status != "ok"] == []
+    assert catalog.archived() == {"events_before_20240201": 410_000, "events_before_20240301": 388_000}
+    assert catalog.rows() + sum(catalog.archived().values()) == total
+    assert await plan_live(catalog, KEEP, NOW) == []
+
+
+async def test_keep_table_without_its_archive_table_switches_nothing_and_names_the_table_to_create(planted):
+    catalog = RecordedCatalog(_planted_rows())
+    plan = await plan_live(catalog, KEEP, NOW)
+    assert _retention(plan) == [("merge_range", "2024-01-01")]   # empty: MERGE keeps whatever it holds
+    assert not [s for s in plan if "SWITCH" in s.sql or "TRUNCATE" in s.sql]
+    result = partitions.transform(_planted_rows(), context(planted, "partitions", keep_table=True))
+    [due] = [f for f in result.findings if f.check == "partition_retention_due"]
+    assert "create [dbo].[events_before_20240201]" in due.recommendation.lower()
+    # RANGE RIGHT: MERGE RANGE of 2024-01-01 leaves the merged partition 1 on partition 1's filegroup.
+    assert "on filegroup FG_2023" in due.recommendation and "TRUNCATE" not in due.recommendation
+    assert due.details["keep_table"] and due.details["archive_needed"] == "[dbo].[events_before_20240201]"
+
+
+async def test_an_archive_table_holding_rows_is_never_switched_into(planted):
+    rows = _with_archives(_planted_rows(), "20240201", "20240301", held=5)
+    plan = await plan_live(RecordedCatalog(rows), KEEP, NOW)
+    assert _retention(plan) == [("merge_range", "2024-01-01")]
+    result = partitions.transform(rows, context(planted, "partitions", keep_table=True))
+    [due] = [f for f in result.findings if f.check == "partition_retention_due"]
+    assert "[dbo].[events_before_20240201] already holds 5 rows" in due.recommendation
+
+
+async def test_a_stale_switch_into_a_missing_archive_is_skipped_not_run():
+    catalog = RecordedCatalog(_with_archives(_planted_rows(), "20240201"))
+    plan = await plan_live(catalog, KEEP, NOW)
+    catalog.archives.clear()   # the DBA dropped the archive table between plan and apply
+    outcomes = {(o.statement.action, o.statement.partition[:10]): o.status for o in await apply_on(catalog, plan, NOW)}
+    assert outcomes[("switch_to_archive", "2024-02-01")] == "skipped" and catalog.rows() == 6_499_000
+
+
+@pytest.mark.parametrize("raw, truncates", [(False, True), ("false", True), ("no", True),
+                                            (True, False), ("yes", False)])
+async def test_keep_table_is_read_as_postgresql_reads_it(raw, truncates):
+    plan = await plan_live(RecordedCatalog(_planted_rows()), [{**POLICIES[0], "keep_table": raw}], NOW)
+    assert any(s.action == "truncate_staging" for s in plan) == truncates
+
+
+def test_the_sqlserver_engine_imports_no_other_engine():
+    from pathlib import Path
+
+    import collectors.sqlserver as family
+
+    for path in Path(family.__path__[0]).glob("*.py"):
+        assert not re.search(r"collectors\.(mysql|postgres|oracle)\b", path.read_text()), path.name
 
 
 @pytest.mark.parametrize("table", ["dbo.events", "DBO.Events"])
@@ -170,7 +274,7 @@ async def test_a_table_not_on_a_range_function_is_refused(table):
     catalog = RecordedCatalog(_planted_rows())
     with pytest.raises(NotRangePartitioned, match="date-keyed RANGE partition function"):
         await plan_live(catalog, POLICIES, NOW, table=table)
-    assert catalog.fetched == [BOUNDARIES_SQL, PARTITIONS_SQL], "the name never reaches the server"
+    assert catalog.fetched == [BOUNDARIES_SQL, PARTITIONS_SQL, ARCHIVES_SQL], "the name never reaches the server"
 
 
 async def test_hostile_names_from_the_catalog_are_bracket_quoted():
@@ -265,7 +369,7 @@ async def test_apply_of_nothing_opens_no_session():
 
 
 @pytest.mark.parametrize("policy", [{"retention": "3 fortnights"}, {"premake": "many"}, {"premake": -1},
-                                    {"retention_days": 0}])
+                                    {"retention_days": 0}, {"keep_table": "maybe"}])
 async def test_an_unreadable_policy_is_refused_before_anything_runs(policy):
     catalog = RecordedCatalog(_planted_rows())
     with pytest.raises(BadPolicy, match="partition policy 'dbo.\\*'") as e:
