@@ -60,14 +60,20 @@ async def test_the_api_refuses_to_start_on_an_unmigrated_store(empty_store_url):
             pass
 
 
-async def test_metrics(client, auth, target_db):
+async def test_metrics(client, auth, target_db, clean_store, settings):
+    from app.sweep import Shard, Sweeper
+    from app.sweep_requests import run_sweep_requests
+
     db = await target_db()
     await client.post("/api/v1/instances", headers=auth["admin"], json={
         "name": "m1", "engine": "postgres", "host": "127.0.0.1", "dbname": db, "user": "postgres"})
     await client.post("/api/v1/instances", headers=auth["admin"], json={
         "name": "m-down", "engine": "postgres", "host": "127.0.0.1", "port": 1})
     assert (await client.post("/api/v1/sweeps", json={"collectors": ["health"]},
-                              headers=auth["operator"])).status_code == 200
+                              headers=auth["operator"])).status_code == 202
+    sweeper = Sweeper(clean_store, settings)  # a worker's job runs the requested sweep (same process here)
+    assert await run_sweep_requests(clean_store, sweeper, Shard()) == 2
+    await sweeper.close()
     text = (await client.get("/metrics")).text
     assert 'dbfleet_findings_open{check="instance_unreachable",severity="critical"} 1.0' in text
     assert 'dbfleet_collector_run_duration_seconds_bucket{collector="health"' in text
