@@ -40,6 +40,17 @@ class ApiSettings(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class CredentialSettings(BaseModel):
+    """Where instance credential references may point. Without a limit an admin could aim
+    `env:ANY_VAR` or `file:/any/path` at a host they control and have the worker send it as the
+    password. aws-sm: and aws-iam are governed by IAM and are not limited here."""
+
+    env_prefixes: list[str] = Field(default_factory=lambda: ["DBFLEET_CRED_"],
+                                    description="env:VAR is allowed only when VAR starts with one of these")
+    file_dirs: list[str] = Field(default_factory=lambda: ["/var/run/secrets/dbfleet"],
+                                 description="file:/path is allowed only when its real path is inside one of these")
+
+
 class CollectorSettings(BaseModel):
     """Per-collector overrides; per-tag thresholds are keyed 'key=value'."""
 
@@ -67,6 +78,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    credentials: CredentialSettings = Field(default_factory=CredentialSettings)
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
     alerting: dict[str, Any] = Field(default_factory=dict)
     partitions: dict[str, Any] = Field(default_factory=dict)
@@ -118,6 +130,24 @@ def config_problems(settings: Settings) -> list[str]:
             PolicyScope.model_validate(raw)
         except ValidationError as e:
             problems += [f"partitions.policies[{i}].{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+    return problems + credential_problems(settings)
+
+
+def credential_problems(settings: Settings) -> list[str]:
+    """Allow-list entries that would not limit what they seem to, or would expose dbfleet's own settings."""
+    problems = []
+    own = [f"DBFLEET_{name.upper()}" for name in Settings.model_fields]
+    for i, prefix in enumerate(settings.credentials.env_prefixes):
+        if not prefix.strip():
+            problems.append(f"credentials.env_prefixes[{i}]: empty; it is ignored (it would allow every variable)")
+        elif exposed := [v for v in own if v.startswith(prefix) or prefix.startswith(v)]:
+            problems.append(f"credentials.env_prefixes[{i}]: {prefix!r} would let an instance send dbfleet's own "
+                            f"settings (e.g. {exposed[0]}) as a password")
+    for i, path in enumerate(settings.credentials.file_dirs):
+        if not os.path.isabs(path):
+            problems.append(f"credentials.file_dirs[{i}]: {path!r} is relative; give an absolute directory")
+        elif os.path.realpath(path) == "/":
+            problems.append(f"credentials.file_dirs[{i}]: {path!r} allows every file on the host")
     return problems
 
 

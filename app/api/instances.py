@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app.api.deps import AdminDep, SessionDep, ViewerDep
+from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
 from app.findings import retire_findings
 from app.inventory import io
+from app.inventory.credentials import refusal
 from app.inventory.schemas import InstanceIn, InstanceOut, InstancePatch
 from app.inventory.store import filtered, parse_tag_selectors, upsert_instances
 from app.models import AuditLog, Instance
@@ -23,6 +25,12 @@ async def _get(session: SessionDep, name: str) -> Instance:
     if inst is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no instance named {name!r}")
     return inst
+
+
+def _check_credential(reference: str | None, settings: SettingsDep) -> None:
+    """A reference outside the credentials allow-list is a 422 on the `credential` field."""
+    if reason := refusal(reference, settings.credentials):
+        raise RequestValidationError([{"type": "value_error", "loc": ("body", "credential"), "msg": reason}])
 
 
 @router.get("/instances", response_model=list[InstanceOut])
@@ -38,7 +46,8 @@ async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None =
 
 
 @router.post("/instances", response_model=InstanceOut, status_code=201)
-async def create_instance(body: InstanceIn, session: SessionDep, who: AdminDep) -> Instance:
+async def create_instance(body: InstanceIn, session: SessionDep, settings: SettingsDep, who: AdminDep) -> Instance:
+    _check_credential(body.credential, settings)
     if (await session.execute(select(Instance.id).where(Instance.name == body.name))).first():
         raise HTTPException(status.HTTP_409_CONFLICT, f"an instance named {body.name!r} exists; PATCH it instead")
     await upsert_instances(session, [body], who.name, action="instance.create")
@@ -51,7 +60,11 @@ async def get_instance(name: str, session: SessionDep, _: ViewerDep) -> Instance
 
 
 @router.patch("/instances/{name}", response_model=InstanceOut)
-async def update_instance(name: str, body: InstancePatch, session: SessionDep, who: AdminDep) -> Instance:
+async def update_instance(name: str, body: InstancePatch, session: SessionDep, settings: SettingsDep,
+                          who: AdminDep) -> Instance:
+    # Only a reference this request sends is checked: a stored one outside the allow-list is
+    # refused when it is resolved, and must not block fixing the instance's other fields.
+    _check_credential(body.credential, settings)
     inst = await _get(session, name)
     merged = InstanceIn.model_validate({
         "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
@@ -76,13 +89,13 @@ async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Resp
 
 
 @router.post("/instances:import")
-async def import_instances(request: Request, session: SessionDep, who: AdminDep,
+async def import_instances(request: Request, session: SessionDep, settings: SettingsDep, who: AdminDep,
                            format: Annotated[str | None, Query(pattern="^(yaml|csv)$")] = None) -> dict:
     """Body: the YAML or CSV file. All or nothing; re-importing the same file changes nothing."""
     text = (await request.body()).decode("utf-8", errors="replace")
     fmt = format or io.format_for("", request.headers.get("content-type", ""))
     try:
-        items = io.parse(text, fmt)
+        items = io.parse(text, fmt, settings.credentials)
         report = await upsert_instances(session, items, who.name)
     except io.InventoryFileError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"errors": e.errors}) from None

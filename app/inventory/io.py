@@ -15,7 +15,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from app.inventory.credentials import configured_allow_list, refusal
 from app.inventory.schemas import InstanceIn
+from app.settings import CredentialSettings
 
 CSV_COLUMNS = ["name", "engine", "host", "port", "dbname", "user", "credential", "tls_mode", "tags", "enabled",
                "overrides"]
@@ -33,7 +35,9 @@ def _field_errors(where: str, exc: ValidationError) -> list[str]:
     return [f"{where}: {'.'.join(str(p) for p in err['loc']) or 'item'}: {err['msg']}" for err in exc.errors()]
 
 
-def _validate(items: Iterable[tuple[str, Any]]) -> list[InstanceIn]:
+def _validate(items: Iterable[tuple[str, Any]], allowed: CredentialSettings | None) -> list[InstanceIn]:
+    """Every item checked, credentials against the allow-list (`allowed`, else the process's settings)."""
+    allowed = allowed or configured_allow_list()
     out, errors, names = [], [], {}
     for where, raw in items:
         if not isinstance(raw, dict):
@@ -44,6 +48,8 @@ def _validate(items: Iterable[tuple[str, Any]]) -> list[InstanceIn]:
         except ValidationError as e:
             errors.extend(_field_errors(where, e))
             continue
+        if reason := refusal(inst.credential, allowed):
+            errors.append(f"{where}: credential: {reason}")
         if inst.name in names:
             errors.append(f"{where}: name: duplicate name {inst.name!r} (also at {names[inst.name]})")
             continue
@@ -54,7 +60,7 @@ def _validate(items: Iterable[tuple[str, Any]]) -> list[InstanceIn]:
     return out
 
 
-def parse_yaml(text: str) -> list[InstanceIn]:
+def parse_yaml(text: str, allowed: CredentialSettings | None = None) -> list[InstanceIn]:
     """A YAML list of instances, or a mapping with an `instances:` list."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -71,7 +77,7 @@ def parse_yaml(text: str) -> list[InstanceIn]:
         data = data["instances"]
     if not isinstance(data, list) or not isinstance(root, yaml.SequenceNode):
         raise InventoryFileError(["line 1: expected a list of instances (or 'instances:' holding one)"])
-    return _validate((f"line {node.start_mark.line + 1}", item) for node, item in zip(root.value, data))
+    return _validate(((f"line {node.start_mark.line + 1}", item) for node, item in zip(root.value, data)), allowed)
 
 
 def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
@@ -95,7 +101,7 @@ def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
     return out
 
 
-def parse_csv(text: str) -> list[InstanceIn]:
+def parse_csv(text: str, allowed: CredentialSettings | None = None) -> list[InstanceIn]:
     """CSV with the export's header row; tags as k=v;k=v."""
     # Spreadsheets save "CSV UTF-8" with a byte-order mark, which would otherwise glue onto "name".
     reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
@@ -114,7 +120,7 @@ def parse_csv(text: str) -> list[InstanceIn]:
         except ValueError as e:
             errors.append(f"row {n}: {e}")
     try:
-        parsed = _validate(items)
+        parsed = _validate(items, allowed)
     except InventoryFileError as e:
         errors.extend(e.errors)
     if errors:
@@ -122,11 +128,11 @@ def parse_csv(text: str) -> list[InstanceIn]:
     return parsed
 
 
-def parse(text: str, fmt: str) -> list[InstanceIn]:
+def parse(text: str, fmt: str, allowed: CredentialSettings | None = None) -> list[InstanceIn]:
     if fmt == "yaml":
-        return parse_yaml(text)
+        return parse_yaml(text, allowed)
     if fmt == "csv":
-        return parse_csv(text)
+        return parse_csv(text, allowed)
     raise InventoryFileError([f"unknown format {fmt!r}: use yaml or csv"])
 
 

@@ -35,7 +35,8 @@ class InstanceIn(BaseModel):
     port: int | None = Field(None, ge=1, le=65535)
     dbname: str = ""
     user: str = ""
-    credential: str | None = Field(None, description="env:VAR, file:/path, aws-sm:NAME[#key], aws-iam; never the secret")
+    credential: str | None = Field(None, description="env:VAR, file:/path, aws-sm:NAME[#key], aws-iam; never the secret. "
+                                                     "env: and file: only inside the credentials allow-list")
     tls_mode: TlsMode = "prefer"
     tags: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True

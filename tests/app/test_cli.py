@@ -40,7 +40,7 @@ async def names(store) -> list[str]:
 
 GOOD = """\
 instances:
-  - {name: a, engine: postgres, host: h1, tags: {env: prod}, credential: "env:A_PW"}
+  - {name: a, engine: postgres, host: h1, tags: {env: prod}, credential: "env:DBFLEET_CRED_A_PW"}
   - {name: b, engine: mysql, host: h2, port: 3307, enabled: false}
 """
 BAD_CSV = "name,engine,host,port\nok1,postgres,h,\nbad,postgres,h,70000\nok2,db2,h,\n"
@@ -68,6 +68,32 @@ async def test_inventory_import_bad_file_names_rows_and_writes_nothing(env, clea
     assert await names(clean_store) == []
 
 
+async def test_inventory_import_refuses_a_credential_outside_the_allow_list(env, clean_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("DBF_I12_OTHER", "s3cret-cli")
+    path = tmp_path / "fleet.yaml"
+    path.write_text(GOOD + '  - {name: c, engine: postgres, host: h3, credential: "env:DBF_I12_OTHER"}\n')
+    r = await invoke("inventory", "import", str(path))
+    assert r.exit_code == 1
+    stderr = " ".join(r.stderr.split())  # rich wraps long lines at the terminal's width
+    assert "line 4: credential: env: references must name a variable starting with DBFLEET_CRED_" in stderr
+    assert "nothing was imported" in r.stderr and "s3cret-cli" not in r.output
+    assert await names(clean_store) == []
+
+
+async def test_config_check_lists_allow_list_problems(env, tmp_path, monkeypatch):
+    config = tmp_path / "dbfleet.yaml"
+    config.write_text("credentials:\n  env_prefixes: ['', DBFLEET_]\n  file_dirs: [secrets, /run/x]\n")
+    monkeypatch.setenv("DBFLEET_CONFIG", str(config))
+    get_settings.cache_clear()
+    r = await invoke("config", "check")
+    assert r.exit_code == 1
+    stderr = " ".join(r.stderr.split())
+    for problem in ("credentials.env_prefixes[0]: empty", "credentials.env_prefixes[1]: 'DBFLEET_' would let",
+                    "credentials.file_dirs[0]: 'secrets' is relative"):
+        assert problem in stderr, stderr
+    assert "file_dirs[1]" not in stderr
+
+
 async def test_inventory_import_missing_file(env, tmp_path):
     r = await invoke("inventory", "import", str(tmp_path / "nope.yaml"))
     assert r.exit_code == 1 and "cannot read" in r.stderr
@@ -79,7 +105,7 @@ async def test_inventory_export_yaml_and_csv(env, clean_store, tmp_path):
     r = await invoke("inventory", "export")
     assert r.exit_code == 0
     exported = yaml.safe_load(r.stdout)["instances"]
-    assert [(i["name"], i["port"], i.get("credential")) for i in exported] == [("a", 5432, "env:A_PW"),
+    assert [(i["name"], i["port"], i.get("credential")) for i in exported] == [("a", 5432, "env:DBFLEET_CRED_A_PW"),
                                                                                ("b", 3307, None)]
     r = await invoke("inventory", "export", "--format", "csv")
     assert r.stdout.splitlines()[0].startswith("name,engine,host,port")

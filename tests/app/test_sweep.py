@@ -43,10 +43,10 @@ def settings(**worker) -> Settings:
 
 @pytest.fixture
 def secret_env() -> Iterator[str]:
-    os.environ["DBFLEET_TEST_SECRET"] = SECRET
-    os.environ.pop("DBFLEET_TEST_MISSING", None)
+    os.environ["DBFLEET_CRED_TEST_SECRET"] = SECRET
+    os.environ.pop("DBFLEET_CRED_TEST_MISSING", None)
     yield SECRET
-    os.environ.pop("DBFLEET_TEST_SECRET", None)
+    os.environ.pop("DBFLEET_CRED_TEST_SECRET", None)
 
 
 @pytest.fixture
@@ -55,10 +55,10 @@ async def fleet(clean_store, target_db, secret_env) -> list[str]:
     dbs = [await target_db() for _ in range(3)]
     await register(clean_store,
                    pg("pg-1", dbs[0], tags={"env": "prod"}),
-                   pg("pg-2", dbs[1], tags={"env": "dev"}, credential="env:DBFLEET_TEST_SECRET"),
+                   pg("pg-2", dbs[1], tags={"env": "dev"}, credential="env:DBFLEET_CRED_TEST_SECRET"),
                    pg("pg-3", dbs[2], tags={"env": "prod"}),
-                   pg("pg-down", "postgres", port=1, credential="env:DBFLEET_TEST_SECRET"),
-                   pg("pg-nocred", dbs[0], credential="env:DBFLEET_TEST_MISSING"))
+                   pg("pg-down", "postgres", port=1, credential="env:DBFLEET_CRED_TEST_SECRET"),
+                   pg("pg-nocred", dbs[0], credential="env:DBFLEET_CRED_TEST_MISSING"))
     return dbs
 
 
@@ -83,7 +83,7 @@ async def test_sweep_records_runs_and_connectivity_findings(clean_store, fleet):
     assert "backoff" in down["recommendation"]
     nocred = found[("pg-nocred", "credential_unavailable")]
     assert "No credential for pg-nocred" in nocred["title"]
-    assert "DBFLEET_TEST_MISSING is not set" in nocred["title"]
+    assert "DBFLEET_CRED_TEST_MISSING is not set" in nocred["title"]
     assert not any(check in {"instance_unreachable", "credential_unavailable"}
                    for name, check in found if name.startswith("pg-") and name[3:].isdigit())
     assert summary.findings_open == len(found)
@@ -109,7 +109,7 @@ async def test_no_secret_is_written_anywhere(clean_store, fleet):
         assert dump[0]["n"] == 0, table
     # The reference is kept, and the instance that used it was collected with it.
     refs = await fetch(clean_store, "select credential from instances where name = 'pg-2'")
-    assert refs == [{"credential": "env:DBFLEET_TEST_SECRET"}]
+    assert refs == [{"credential": "env:DBFLEET_CRED_TEST_SECRET"}]
 
 
 async def test_backing_off_instances_are_skipped_and_recorded(clean_store, fleet):

@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from app.settings import Settings
+
 SECRET = "s3cret-" + uuid.uuid4().hex
 BASE = "/api/v1/instances"
 
@@ -25,11 +27,11 @@ async def audit(store) -> list[tuple[str, str, str]]:
 
 
 async def test_crud_round_trip_with_audit(client, auth, clean_store):
-    r = await client.post(BASE, json=body(credential="env:DBF_T_PW", tags={"env": "prod"}), headers=auth["admin"])
+    r = await client.post(BASE, json=body(credential="env:DBFLEET_CRED_T_PW", tags={"env": "prod"}), headers=auth["admin"])
     assert r.status_code == 201, r.text
     created = r.json()
     assert (created["name"], created["port"], created["credential"], created["tags"], created["enabled"]) == \
-        ("pg-a", 5432, "env:DBF_T_PW", {"env": "prod"}, True)
+        ("pg-a", 5432, "env:DBFLEET_CRED_T_PW", {"env": "prod"}, True)
     assert (await client.get(f"{BASE}/pg-a", headers=auth["viewer"])).json()["id"] == created["id"]
 
     r = await client.patch(f"{BASE}/pg-a", json={"port": 6432, "tags": {"env": "dev"}}, headers=auth["admin"])
@@ -96,6 +98,36 @@ async def test_bad_bodies_are_422_with_the_field_path(client, auth, clean_store,
     assert await count(clean_store, "select count(*) from instances") == 0
 
 
+OUTSIDE = ["env:HOME", "env:DBFLEET_DATABASE_URL", "file:/etc/passwd", "file:/var/run/secrets/dbfleet/../../../etc/passwd"]
+
+
+@pytest.mark.parametrize("reference", OUTSIDE)
+async def test_a_credential_outside_the_allow_list_is_422_on_create_and_patch(client, auth, clean_store, reference):
+    r = await client.post(BASE, json=body(credential=reference), headers=auth["admin"])
+    assert r.status_code == 422
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "credential"]
+    assert "DBFLEET_CRED_" in error["msg"] or "/var/run/secrets/dbfleet" in error["msg"]
+    assert await count(clean_store, "select count(*) from instances") == 0
+    await client.post(BASE, json=body(credential="env:DBFLEET_CRED_T_PW"), headers=auth["admin"])
+    r = await client.patch(f"{BASE}/pg-a", json={"credential": reference, "port": 6432}, headers=auth["admin"])
+    assert r.status_code == 422 and [e["loc"] for e in r.json()["detail"]] == [["body", "credential"]]
+    assert await count(clean_store, "select count(*) from instances where credential = 'env:DBFLEET_CRED_T_PW' "
+                                    "and port = 5432") == 1
+
+
+@pytest.mark.parametrize("settings", [Settings(credentials={"env_prefixes": ["TEAM_A_"], "file_dirs": ["/srv/team-a"]})])
+async def test_the_allow_list_is_the_services_configuration(client, auth, settings):
+    assert (await client.post(BASE, json=body("a", credential="env:TEAM_A_PW"), headers=auth["admin"])).status_code == 201
+    assert (await client.post(BASE, json=body("b", credential="file:/srv/team-a/pw"),
+                              headers=auth["admin"])).status_code == 201
+    r = await client.post(BASE, json=body("c", credential="env:DBFLEET_CRED_PW"), headers=auth["admin"])
+    assert r.status_code == 422 and "TEAM_A_" in r.json()["detail"][0]["msg"]
+    r = await client.post(f"{BASE}:import", content="- {name: d, engine: postgres, host: h, credential: 'env:TEAM_A_X'}\n",
+                          headers={**auth["admin"], "Content-Type": "application/yaml"})
+    assert r.status_code == 200, r.text
+
+
 async def test_patch_validates_too(client, auth):
     await client.post(BASE, json=body(), headers=auth["admin"])
     r = await client.patch(f"{BASE}/pg-a", json={"port": 0, "name": "renamed"}, headers=auth["admin"])
@@ -116,11 +148,11 @@ async def test_auth_and_roles(client, auth):
 
 
 async def test_no_secret_in_any_response(client, auth, monkeypatch):
-    monkeypatch.setenv("DBF_T_PW", SECRET)
-    await client.post(BASE, json=body(credential="env:DBF_T_PW"), headers=auth["admin"])
+    monkeypatch.setenv("DBFLEET_CRED_T_PW", SECRET)
+    await client.post(BASE, json=body(credential="env:DBFLEET_CRED_T_PW"), headers=auth["admin"])
     for url in (BASE, f"{BASE}/pg-a", f"{BASE}:export", f"{BASE}:export?format=csv"):
         r = await client.get(url, headers=auth["admin"])
-        assert r.status_code == 200 and SECRET not in r.text and "env:DBF_T_PW" in r.text
+        assert r.status_code == 200 and SECRET not in r.text and "env:DBFLEET_CRED_T_PW" in r.text
 
 
 YAML = """\
@@ -157,6 +189,10 @@ async def test_import_format_query_overrides_content_type(client, auth):
     ("text/csv", CSV + "c3,postgres,h,70000,\n", "row 4: port"),
     ("text/csv", CSV + "c3,postgres,h,,env\n", "row 4: tags"),
     ("text/csv", "name,engine,host,colour\nz,postgres,h,red\n", "row 1: unknown column(s) colour"),
+    ("application/yaml", YAML + "  - {name: y3, engine: postgres, host: h, credential: 'env:HOME'}\n",
+     "line 4: credential: env: references must name a variable starting with DBFLEET_CRED_"),
+    ("text/csv", "name,engine,host,credential\nc3,postgres,h,file:/etc/passwd\n",
+     "row 2: credential: file: references must point inside /var/run/secrets/dbfleet"),
 ])
 async def test_a_bad_import_writes_nothing(client, auth, clean_store, content_type, text, expected):
     await client.post(BASE, json=body("keep"), headers=auth["admin"])

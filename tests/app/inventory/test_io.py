@@ -8,6 +8,7 @@ from sqlalchemy import select
 from app.inventory import io
 from app.inventory.store import upsert_instances
 from app.models import AuditLog, Instance
+from app.settings import CredentialSettings
 
 GOOD_YAML = """\
 instances:
@@ -16,7 +17,7 @@ instances:
     host: db1.internal
     dbname: orders
     user: dbfleet
-    credential: env:ORDERS_PG_PASSWORD
+    credential: env:DBFLEET_CRED_ORDERS_PG
     tls_mode: require
     tags: {env: prod, team: payments}
     overrides:
@@ -31,12 +32,12 @@ instances:
   - name: legacy
     engine: oracle
     host: ora.internal
-    credential: file:/run/secrets/ora
+    credential: file:/var/run/secrets/dbfleet/ora
 """
 
 GOOD_CSV = """\
 name,engine,host,port,dbname,user,credential,tls_mode,tags,enabled,overrides
-orders-primary,postgres,db1.internal,,orders,dbfleet,env:ORDERS_PG_PASSWORD,require,env=prod;team=payments,true,"{""health"": {""interval_s"": 30}}"
+orders-primary,postgres,db1.internal,,orders,dbfleet,env:DBFLEET_CRED_ORDERS_PG,require,env=prod;team=payments,true,"{""health"": {""interval_s"": 30}}"
 reports,mysql,db2.internal,3307,,,,,,false,
 """
 
@@ -45,13 +46,29 @@ def test_yaml_parses_all_fields_and_default_ports():
     items = {i.name: i for i in io.parse_yaml(GOOD_YAML)}
     op = items["orders-primary"]
     assert (op.engine, op.host, op.dbname, op.user, op.credential, op.tls_mode) == \
-        ("postgres", "db1.internal", "orders", "dbfleet", "env:ORDERS_PG_PASSWORD", "require")
+        ("postgres", "db1.internal", "orders", "dbfleet", "env:DBFLEET_CRED_ORDERS_PG", "require")
     assert op.tags == {"env": "prod", "team": "payments"}
     assert op.overrides["health"].interval_s == 30
     assert op.overrides["health"].thresholds == {"connections_warning_pct": 70}
     assert op.resolved_port() == 5432
     assert items["reports"].resolved_port() == 3307 and items["reports"].enabled is False
     assert items["legacy"].resolved_port() == 1521
+
+
+def test_a_credential_outside_the_allow_list_fails_the_whole_file(tmp_path):
+    allowed = CredentialSettings(env_prefixes=["TEAM_A_"], file_dirs=[str(tmp_path)])
+    text = one("a", credential="env:TEAM_A_PW") + one("b", credential="env:DBFLEET_CRED_PW") + \
+        one("c", credential=f"file:{tmp_path}/pw") + one("d", credential="aws-iam")
+    with pytest.raises(io.InventoryFileError) as caught:
+        io.parse(text, "yaml", allowed)
+    assert caught.value.errors == ["line 5: credential: env: references must name a variable starting with TEAM_A_ "
+                                   "(credentials.env_prefixes)"]
+    csv_text = f"name,engine,host,credential\nok,postgres,h,env:TEAM_A_PW\nbad,postgres,h,file:{tmp_path}/../x\n"
+    with pytest.raises(io.InventoryFileError) as caught:
+        io.parse(csv_text, "csv", allowed)
+    assert [e.split(": file:")[0] for e in caught.value.errors] == ["row 3: credential"]
+    fixed = text.replace("env:DBFLEET_CRED_PW", "env:TEAM_A_OTHER")
+    assert [i.credential for i in io.parse(fixed, "yaml", allowed)][:2] == ["env:TEAM_A_PW", "env:TEAM_A_OTHER"]
 
 
 def test_yaml_accepts_a_bare_list_and_an_empty_file():
@@ -80,6 +97,12 @@ YAML_ERRORS = [
     ("port 70000", one(port=70000), ["line 1: port: Input should be less than or equal to 65535"]),
     ("unknown field", one(pasword="x"), ["line 1: pasword: Extra inputs are not permitted"]),
     ("password in credential", one(credential="hunter2"), ["line 1: credential: Value error, must be a reference"]),
+    ("env outside the allow-list", one(credential="env:HOME"),
+     ["line 1: credential: env: references must name a variable starting with DBFLEET_CRED_"]),
+    ("file outside the allow-list", one(credential="file:/etc/shadow"),
+     ["line 1: credential: file: references must point inside /var/run/secrets/dbfleet"]),
+    ("file escaping with ..", one(credential="file:/var/run/secrets/dbfleet/../../../etc/shadow"),
+     ["line 1: credential: file: references must point inside"]),
     ("missing host", "- {name: a, engine: postgres}\n", ["line 1: host: Field required"]),
     ("bad name", one(name="'has space'"), ["line 1: name: Value error, use letters"]),
     ("bad tag key", one(tags="{'bad key': x}"), ["line 1: tags: Value error, tag key 'bad key'"]),
@@ -183,7 +206,7 @@ async def test_export_carries_references_only(clean_store):
     await _import(clean_store, GOOD_YAML, "yaml")
     insts = await _instances(clean_store)
     text = io.dump_yaml(insts)
-    assert "credential: env:ORDERS_PG_PASSWORD" in text and "file:/run/secrets/ora" in text
+    assert "credential: env:DBFLEET_CRED_ORDERS_PG" in text and "file:/var/run/secrets/dbfleet/ora" in text
     csv_text = io.dump_csv(insts)
     assert csv_text.splitlines()[0] == ",".join(io.CSV_COLUMNS)
     assert "env=prod;team=payments" in csv_text
