@@ -11,8 +11,10 @@ import calendar
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone, tzinfo
+from functools import lru_cache
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -96,13 +98,26 @@ class Partition:
         return f"{self.schema}.{self.name}"
 
 
+# (lower, upper, holds_rows) for one planned range, as an exists probe on the default answered it.
+RangeProbe = tuple[datetime | int, datetime | int, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class DefaultPartition:
+    """The default partition: its rows (None when unknown) and key range, or probes per planned range.
+
+    Counted exactly only when small; otherwise `rows` is an estimate and the key range is not read,
+    and the planner relies on `range_probes` to know whether a new range would hold its rows.
+    """
+
     schema: str
     name: str
-    rows: int
+    rows: int | None
     min_key: datetime | int | None = None
     max_key: datetime | int | None = None
+    estimated: bool = False
+    reltuples: float = -1.0  # pg_class.reltuples: -1 never analyzed (14+), 0 on older servers too
+    range_probes: tuple[RangeProbe, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -124,6 +139,10 @@ class PartitionedTable:
     current_key: int | None = None
     partman_premake: int | None = None
     server_version: int = 150000
+    # The session's TimeZone when discovered: timestamptz bounds are shown in it.
+    time_zone: str = ""
+    # Why part of this table could not be read (a lock or statement timeout on a probe), or ''.
+    problem: str = ""
 
     @property
     def qualified(self) -> str:
@@ -136,6 +155,21 @@ class PartitionedTable:
     @property
     def managed_by_partman(self) -> bool:
         return self.partman_premake is not None
+
+    @property
+    def session_zone(self) -> tzinfo | None:
+        return zone_named(self.time_zone)
+
+
+@lru_cache(maxsize=64)
+def zone_named(name: str) -> tzinfo | None:
+    """The IANA zone PostgreSQL's TimeZone names, or None (a POSIX spec such as '<+03>-03', 'localtime')."""
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError; odd names raise the others
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +227,7 @@ class TableAnalysis:
     table: PartitionedTable
     policy: PartitionPolicy
     step: Step | None
+    zone: tzinfo | None = None
     ahead: int = 0
     to_create: list[tuple[datetime | int, datetime | int]] = field(default_factory=list)
     blocked_by_default: list[tuple[datetime | int, datetime | int]] = field(default_factory=list)
@@ -210,21 +245,57 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def add_step(value: datetime | int, step: Step, times: int = 1) -> datetime | int:
+def add_step(value: datetime | int, step: Step, times: int = 1, zone: tzinfo | None = None) -> datetime | int:
+    """value + step*times: months and days on the calendar of `zone` (the zone the bounds were cut
+    in; the value's own when None), seconds as elapsed time. The result keeps the value's tzinfo."""
     if isinstance(value, int):
         return value + step.width * times
-    months = value.month - 1 + step.months * times
-    year, month = value.year + months // 12, months % 12 + 1
-    day = min(value.day, calendar.monthrange(year, month)[1])
-    return value.replace(year=year, month=month, day=day) + timedelta(days=step.days * times, seconds=step.seconds * times)
+    shown = value.tzinfo
+    wall = (value.astimezone(zone) if zone is not None and shown is not None else value).replace(tzinfo=None)
+    months = wall.month - 1 + step.months * times
+    year, month = wall.year + months // 12, months % 12 + 1
+    day = min(wall.day, calendar.monthrange(year, month)[1])
+    wall = wall.replace(year=year, month=month, day=day) + timedelta(days=step.days * times)
+    seconds = timedelta(seconds=step.seconds * times)
+    if shown is None:
+        return wall + seconds
+    # zoneinfo gives the local midnight its own offset: +02 before the October change, +01 after.
+    instant = _as_postgres_reads(wall, zone or shown).astimezone(timezone.utc)
+    return (instant + seconds).astimezone(shown)
 
 
-def infer_step(parts: tuple[Partition, ...]) -> Step | None:
-    """The most common width among the last few bounded partitions (what the DBA has been using)."""
+def _as_postgres_reads(wall: datetime, zone: tzinfo) -> datetime:
+    """A wall-clock time in zone as PostgreSQL reads the literal: one skipped or repeated by a DST
+    change (midnight in Cuba or Chile) takes the smaller of its two UTC offsets (docs, appendix B.1)."""
+    first, second = wall.replace(tzinfo=zone), wall.replace(tzinfo=zone, fold=1)
+    return first if first.utcoffset() <= second.utcoffset() else second
+
+
+def cut_zone(table: PartitionedTable) -> tzinfo | None:
+    """The zone whose calendar a timestamptz table's recent bounds were cut in: the session's
+    TimeZone or UTC, whichever puts them all at midnight (else at one time of day); None if neither.
+
+    The session zone only says how the server prints the bounds: a table cut at UTC midnight and
+    read in Europe/Paris shows 02:00+02 in summer and 01:00+01 in winter.
+    """
+    if table.key_type != "timestamptz":
+        return None
+    bounds = [b for p in sorted_bounded(table.partitions)[-6:] for b in (p.lower, p.upper)]
+    zones = [z for z in (table.session_zone, timezone.utc) if z is not None]
+    times = [(z, {b.astimezone(z).time() for b in bounds}) for z in zones if bounds]
+    for z, seen in times:
+        if seen == {time(0)}:
+            return z
+    return next((z for z, seen in times if len(seen) == 1), None)
+
+
+def infer_step(parts: tuple[Partition, ...], zone: tzinfo | None = None) -> Step | None:
+    """The most common width among the last few bounded partitions (what the DBA has been using),
+    measured on the calendar of `zone` so that a month across a DST change is still a month."""
     bounded = [p for p in sorted_bounded(parts)][-6:]
     counts: dict[Step, int] = {}
     for p in bounded:
-        step = _width(p.lower, p.upper)
+        step = _width(_in_zone(p.lower, zone), _in_zone(p.upper, zone))
         if step is not None:
             counts[step] = counts.get(step, 0) + 1
     return max(counts, key=lambda s: counts[s]) if counts else None
@@ -237,8 +308,15 @@ def _width(lo: datetime | int, hi: datetime | int) -> Step | None:
         return Step(months=(hi.year - lo.year) * 12 + hi.month - lo.month)
     if lo.time() == hi.time():
         return Step(days=(hi.date() - lo.date()).days) if hi.date() > lo.date() else None
-    seconds = int((hi - lo).total_seconds())
+    # Through UTC: aware datetimes sharing one tzinfo subtract as wall clocks, not as instants.
+    seconds = int((_in_zone(hi, timezone.utc) - _in_zone(lo, timezone.utc)).total_seconds())
     return Step(seconds=seconds) if seconds > 0 else None
+
+
+def _in_zone(value: datetime | int, zone: tzinfo | None) -> datetime | int:
+    if isinstance(value, datetime) and zone is not None and value.tzinfo is not None:
+        return value.astimezone(zone)
+    return value
 
 
 def sorted_bounded(parts: tuple[Partition, ...]) -> list[Partition]:
@@ -269,8 +347,9 @@ def current_point(table: PartitionedTable, now: datetime) -> datetime | int | No
 
 def analyse(table: PartitionedTable, policy: PartitionPolicy, now: datetime) -> TableAnalysis:
     bounded = sorted_bounded(table.partitions)
-    step = parse_interval(policy.interval) if policy.interval is not None else infer_step(table.partitions)
-    result = TableAnalysis(table=table, policy=policy, step=step)
+    zone = cut_zone(table)
+    step = parse_interval(policy.interval) if policy.interval is not None else infer_step(table.partitions, zone)
+    result = TableAnalysis(table=table, policy=policy, step=step, zone=zone)
     point = current_point(table, now)
     if not bounded or step is None or point is None:
         return result
@@ -279,7 +358,7 @@ def analyse(table: PartitionedTable, policy: PartitionPolicy, now: datetime) -> 
     if not any(p.upper is None for p in table.partitions):  # a MAXVALUE partition already covers the future
         _plan_future(result, bounded[-1].upper, point, premake)
     if policy.retention is not None:
-        cutoff = add_step(point, parse_interval(policy.retention), -1)
+        cutoff = add_step(point, parse_interval(policy.retention), -1, zone)
         result.retention_due = [p for p in bounded if p.upper <= cutoff]
     return result
 
@@ -287,7 +366,7 @@ def analyse(table: PartitionedTable, policy: PartitionPolicy, now: datetime) -> 
 def _plan_future(result: TableAnalysis, last_upper: datetime | int, point: datetime | int, premake: int) -> None:
     ahead, lower = result.ahead, last_upper
     while ahead < premake and len(result.to_create) + len(result.blocked_by_default) < MAX_NEW_PER_TABLE:
-        upper = add_step(lower, result.step)
+        upper = add_step(lower, result.step, zone=result.zone)
         if _overlaps_default(result.table.default, lower, upper):
             # Not counted as ahead: it will not exist until someone moves the default's rows.
             result.blocked_by_default.append((lower, upper))
@@ -298,8 +377,17 @@ def _plan_future(result: TableAnalysis, last_upper: datetime | int, point: datet
 
 
 def _overlaps_default(default: DefaultPartition | None, lower: datetime | int, upper: datetime | int) -> bool:
-    """Would CREATE ... PARTITION OF fail because the default partition holds rows in [lower, upper)?"""
-    if default is None or not default.rows or default.min_key is None or default.max_key is None:
+    """Would CREATE ... PARTITION OF fail because the default partition holds rows in [lower, upper)?
+
+    An exists probe on the range answers first (a default too big to read its key range has only
+    those); without either, nothing is known and the CREATE itself would refuse on conflict.
+    """
+    if default is None:
+        return False
+    probed = next((has_rows for lo, hi, has_rows in default.range_probes if (lo, hi) == (lower, upper)), None)
+    if probed is not None:
+        return probed
+    if not default.rows or default.min_key is None or default.max_key is None:
         return False
     return default.min_key < upper and default.max_key >= lower
 
@@ -313,8 +401,10 @@ def bound_text(value: datetime | int, key_type: str) -> str:
     return value.isoformat(sep=" ")
 
 
-def partition_name(table: PartitionedTable, lower: datetime | int, step: Step) -> str:
-    """pg_partman-style names: events_p20250101, events_p20250101_1200, ids_p1000000 (<= 63 bytes)."""
+def partition_name(table: PartitionedTable, lower: datetime | int, step: Step, zone: tzinfo | None = None) -> str:
+    """pg_partman-style names: events_p20250101, events_p20250101_1200, ids_p1000000 (<= 63 bytes),
+    dated by the calendar of `zone`, the zone the bounds were cut in."""
+    lower = _in_zone(lower, zone)
     if isinstance(lower, int):
         suffix = f"_p{lower}".replace("-", "m")
     elif step.seconds and (step.seconds % 86400):
@@ -345,7 +435,7 @@ def _create_statements(a: TableAnalysis) -> list[PlannedStatement]:
     why = f"premake {premake}: {a.ahead} partition(s) ahead of now, interval {a.step.describe()}"
     for lower, upper in a.to_create:
         out.append(PlannedStatement(
-            "create_partition", t.schema, t.name, t.oid, t.schema, partition_name(t, lower, a.step), why,
+            "create_partition", t.schema, t.name, t.oid, t.schema, partition_name(t, lower, a.step, a.zone), why,
             key_type=t.key_type, lower=bound_text(lower, t.key_type), upper=bound_text(upper, t.key_type)))
     return out
 

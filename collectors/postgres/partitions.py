@@ -1,6 +1,7 @@
 """Partition maintenance (pg_partman's job, as plan -> apply): discovery, findings and apply.
 
-The collector only reads the catalog (and counts rows in default partitions); the DDL comes
+The collector only reads the catalog (and probes default partitions: an exact count only when a
+LIMIT probe shows they are small, pg_class.reltuples otherwise); the DDL comes
 from the pure planner in partition_plan and runs only through apply(), on its own writable
 connection, one statement per transaction under lock_timeout.
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from collectors.postgres.partition_plan import (
     INT_KEYS,
+    MAX_NEW_PER_TABLE,
     TIME_KEYS,
     DefaultPartition,
     Partition,
@@ -22,9 +24,11 @@ from collectors.postgres.partition_plan import (
     PlannedStatement,
     TableAnalysis,
     analyse,
+    bound_text,
     plan,
     policy_for,
     quote_ident,
+    zone_named,
 )
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, NodeRole, Result, Sample, Severity
@@ -55,12 +59,15 @@ select p.oid::bigint as table_oid, p.nspname as schema, p.relname as table_name,
        p.attname as key_column, p.typname as key_type,
        sn.nspname as part_schema, s.relname as part_name, s.oid = p.partdefid as is_default,
        {_NORMALIZE.format(v='m[1]')} as lower,
-       {_NORMALIZE.format(v='m[2]')} as upper
+       {_NORMALIZE.format(v='m[2]')} as upper,
+       s.reltuples::float8 as reltuples, current_setting('TimeZone') as time_zone
 from p
 left join pg_inherits i on i.inhparent = p.oid
 left join pg_class s on s.oid = i.inhrelid
 left join pg_namespace sn on sn.oid = s.relnamespace
-left join lateral regexp_match(pg_get_expr(s.relpartbound, s.oid),
+-- relid 0: bounds hold only constants, and with a relid pg_get_expr opens the partition, waiting
+-- behind any ACCESS EXCLUSIVE lock on it (an ALTER, a stuck DETACH) until lock_timeout fails the run.
+left join lateral regexp_match(pg_get_expr(s.relpartbound, 0),
                                '^FOR VALUES FROM \\((.*)\\) TO \\((.*)\\)$') m on true
 order by 2, 3, 9
 """
@@ -69,31 +76,54 @@ PARTMAN_SQL = """
 select e.extnamespace::regnamespace::text as schema from pg_extension e where e.extname = 'pg_partman'
 """
 
-THRESHOLDS: dict[str, Any] = {"partition_policies": []}
+# A default partition is counted exactly only below this many rows: reading 10,000 rows takes a
+# few milliseconds, while count(*) on a default that collected millions would run into the
+# session's statement_timeout and lose the whole run. Above it, pg_class.reltuples is the number.
+EXACT_COUNT_MAX_ROWS = 10_000
+
+THRESHOLDS: dict[str, Any] = {"partition_policies": [], "default_partition_exact_count_max_rows": EXACT_COUNT_MAX_ROWS}
 
 
-def _key_value(text: str | None, key_type: str) -> datetime | int | None:
+def _key_value(text: str | None, key_type: str, zone: tzinfo | None = None) -> datetime | int | None:
     if text is None or text == "":
         return None
-    return int(text) if key_type in INT_KEYS else datetime.fromisoformat(text)
+    if key_type in INT_KEYS:
+        return int(text)
+    value = datetime.fromisoformat(text)
+    # In the session's zone rather than a fixed offset, so steps from it cross DST changes as the server does.
+    return value.astimezone(zone) if zone is not None and value.tzinfo is not None else value
+
+
+def _zone_of(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The session TimeZone the rows were printed in, if Python's zone of that name prints them alike."""
+    name = next((r.get("time_zone") or "" for r in rows), "")
+    zone = zone_named(name)
+    stamps = [datetime.fromisoformat(r[k]) for r in rows if r["key_type"] == "timestamptz"
+              for k in ("lower", "upper") if r.get(k)]
+    if zone is None or any(v.utcoffset() != v.astimezone(zone).utcoffset() for v in stamps):
+        return ""
+    return name
 
 
 def tables_from_rows(rows: Sequence[Mapping[str, Any]], server_version: int = 150000) -> list[PartitionedTable]:
     """Group the discovery rows into tables (default partitions without their row counts)."""
+    time_zone = _zone_of(rows)
+    zone = zone_named(time_zone)
     grouped: dict[int, dict[str, Any]] = {}
     for r in rows:
         t = grouped.setdefault(r["table_oid"], {"row": r, "parts": [], "default": None})
         if r["part_name"] is None:
             continue
         if r["is_default"]:
-            t["default"] = DefaultPartition(r["part_schema"], r["part_name"], 0)
+            t["default"] = DefaultPartition(r["part_schema"], r["part_name"], 0, reltuples=r.get("reltuples") or -1.0)
         else:
             kt = r["key_type"]
             t["parts"].append(Partition(r["part_schema"], r["part_name"],
-                                        _key_value(r["lower"], kt), _key_value(r["upper"], kt)))
+                                        _key_value(r["lower"], kt, zone), _key_value(r["upper"], kt, zone)))
     return [PartitionedTable(oid=oid, schema=g["row"]["schema"], name=g["row"]["table_name"],
                              key_column=g["row"]["key_column"], key_type=g["row"]["key_type"],
-                             partitions=tuple(g["parts"]), default=g["default"], server_version=server_version)
+                             partitions=tuple(g["parts"]), default=g["default"], server_version=server_version,
+                             time_zone=time_zone)
             for oid, g in grouped.items()]
 
 
@@ -104,14 +134,24 @@ def _key_text(table: PartitionedTable, expr: str) -> str:
     return f"{expr}::text"
 
 
-async def _default_rows(conn: Connection, table: PartitionedTable) -> DefaultPartition:
-    """Count the default partition's rows and their key range (names come from the catalog, quoted)."""
+async def _default_rows(conn: Connection, table: PartitionedTable, exact_max: int) -> DefaultPartition:
+    """The default's rows and key range from at most `exact_max` rows: exact when it holds fewer,
+    else pg_class.reltuples (or "at least exact_max" if never analyzed) and no key range."""
     d, col = table.default, quote_ident(table.key_column)
     sql = (f"select count(*)::bigint as n, {_key_text(table, f'min({col})')} as lo, "
-           f"{_key_text(table, f'max({col})')} as hi from only {quote_ident(d.schema)}.{quote_ident(d.name)}")
+           f"{_key_text(table, f'max({col})')} as hi "
+           f"from (select {col} from only {quote_ident(d.schema)}.{quote_ident(d.name)} limit {int(exact_max)}) s")
     row = (await conn.fetch(sql))[0]
-    return DefaultPartition(d.schema, d.name, row["n"], _key_value(row["lo"], table.key_type),
-                            _key_value(row["hi"], table.key_type))
+    if row["n"] < exact_max:
+        zone = table.session_zone
+        return replace(d, rows=row["n"], min_key=_key_value(row["lo"], table.key_type, zone),
+                       max_key=_key_value(row["hi"], table.key_type, zone))
+    return replace(d, rows=max(row["n"], int(d.reltuples)), estimated=True)
+
+
+def _sql_error(e: Exception) -> str:
+    """'LockNotAvailableError: canceling statement due to lock timeout' for a server error, '' otherwise."""
+    return f"{type(e).__name__}: {e}" if getattr(e, "sqlstate", None) else ""
 
 
 async def _current_key(conn: Connection, table: PartitionedTable) -> int | None:
@@ -135,26 +175,91 @@ async def _partman_premake(conn: Connection) -> dict[str, int]:
     return {r["parent_table"]: r["premake"] for r in config}
 
 
-async def discover(conn: Connection) -> list[PartitionedTable]:
+async def discover(conn: Connection, exact_count_max_rows: int = EXACT_COUNT_MAX_ROWS) -> list[PartitionedTable]:
     """Every range-partitioned table on a time/integer key, with default-partition rows and pg_partman config."""
     tables = tables_from_rows(await conn.fetch(DISCOVER_SQL), conn.server_version)
     partman = await _partman_premake(conn)
     out = []
     for t in tables:
-        changes: dict[str, Any] = {}
+        t = await _read_table_rows(conn, t, exact_count_max_rows)
+        out.append(replace(t, partman_premake=partman[t.qualified]) if t.qualified in partman else t)
+    return out
+
+
+async def _read_table_rows(conn: Connection, t: PartitionedTable, exact_max: int) -> PartitionedTable:
+    """Default-partition rows and the current integer key; a timeout here is this table's problem only."""
+    changes: dict[str, Any] = {}
+    try:
         if t.default is not None:
-            changes["default"] = await _default_rows(conn, t)
+            changes["default"] = await _default_rows(conn, t, exact_max)
         if t.key_type in INT_KEYS:
             changes["current_key"] = await _current_key(conn, t)
-        if t.qualified in partman:
-            changes["partman_premake"] = partman[t.qualified]
-        out.append(replace(t, **changes))
-    return out
+    except Exception as e:
+        if not (problem := _sql_error(e)):
+            raise  # a lost connection ends the run; a lock or statement timeout ends only this table's reads
+        changes["problem"] = problem
+        if t.default is not None and "default" not in changes:
+            estimate = int(t.default.reltuples)
+            changes["default"] = replace(t.default, rows=estimate if estimate > 0 else None, estimated=True)
+    return replace(t, **changes)
+
+
+_RANGE_PROBE_SQL = ("select exists(select 1 from only {default} where {col} >= $1::text::{typ} "
+                    "and {col} < $2::text::{typ}) as has_rows")
+
+
+async def probe_default_ranges(conn: Connection, tables: list[PartitionedTable], policies: list[PartitionPolicy],
+                               now: datetime) -> list[PartitionedTable]:
+    """For defaults whose key range was not read, ask per planned range whether it holds rows."""
+    return [await _probe_ranges(conn, t, policy_for(t, policies), now) if _needs_range_probes(t) else t
+            for t in tables]
+
+
+def _needs_range_probes(t: PartitionedTable) -> bool:
+    d = t.default
+    return d is not None and not t.managed_by_partman and d.rows != 0 and d.min_key is None
+
+
+async def _probe_ranges(conn: Connection, t: PartitionedTable, policy: PartitionPolicy, now: datetime) -> PartitionedTable:
+    """Probe the ranges the planner would create until it plans none unprobed: a blocked range
+    makes it plan one more. After the first failed probe the rest count as holding rows, unasked."""
+    probes: dict[tuple[Any, Any], bool] = {}
+    for _ in range(MAX_NEW_PER_TABLE + 1):
+        t = replace(t, default=replace(t.default, range_probes=tuple((lo, hi, v) for (lo, hi), v in probes.items())))
+        todo = [r for r in analyse(t, policy, now).to_create if r not in probes]
+        if not todo:
+            break
+        for lower, upper in todo:
+            if t.problem:
+                probes[(lower, upper)] = True  # unknown: do not plan a CREATE that may fail or scan under lock
+                continue
+            try:
+                probes[(lower, upper)] = await _range_has_rows(conn, t, lower, upper)
+            except Exception as e:
+                if not (problem := _sql_error(e)):
+                    raise
+                t, probes[(lower, upper)] = replace(t, problem=problem), True
+    return t
+
+
+async def _range_has_rows(conn: Connection, t: PartitionedTable, lower: Any, upper: Any) -> bool:
+    # Stops at the first row; with an index on the key (one on the parent is) it reads a page or two.
+    sql = _RANGE_PROBE_SQL.format(default=f"{quote_ident(t.default.schema)}.{quote_ident(t.default.name)}",
+                                  col=quote_ident(t.key_column), typ=t.key_type)
+    rows = await conn.fetch(sql, bound_text(lower, t.key_type), bound_text(upper, t.key_type))
+    return bool(rows[0]["has_rows"])
 
 
 def policies_from(ctx: Context) -> list[PartitionPolicy]:
     raw = ctx.thresholds.get("partition_policies") or []
     return [p if isinstance(p, PartitionPolicy) else PartitionPolicy.model_validate(p) for p in raw]
+
+
+def exact_count_max_rows(ctx: Context) -> int:
+    n = int(ctx.thresholds.get("default_partition_exact_count_max_rows") or EXACT_COUNT_MAX_ROWS)
+    if n < 1:
+        raise ValueError("default_partition_exact_count_max_rows must be at least 1")
+    return n
 
 
 def findings_for(tables: list[PartitionedTable], policies: list[PartitionPolicy], now: datetime) -> Result:
@@ -166,7 +271,8 @@ def findings_for(tables: list[PartitionedTable], policies: list[PartitionPolicy]
             result.samples.append(Sample("partitions_ahead", float(a.ahead), t.qualified))
         for f in (_missing_future(a), _default_rows_finding(a), _retention_due(a)):
             if f is not None:
-                result.findings.append(f)
+                # What could not be read travels with every finding of the table it belongs to.
+                result.findings.append(replace(f, details={**f.details, "probe_error": t.problem}) if t.problem else f)
     return result
 
 
@@ -201,14 +307,28 @@ _BOUNDS_SQL = ("select c.relname, pg_get_expr(c.relpartbound, c.oid) from pg_inh
                "on c.oid = i.inhrelid where i.inhparent = '{table}'::regclass order by 1")
 
 
+def _default_rows_title(t: PartitionedTable, d: DefaultPartition) -> str:
+    if d.rows is None:
+        return f"default partition {d.qualified} could not be read; row count unknown"
+    if not d.estimated:
+        return f"{d.rows:,} row(s) in default partition {d.qualified} ({t.key_column} {d.min_key} .. {d.max_key})"
+    if d.reltuples >= d.rows:
+        return f"about {d.rows:,} row(s) in default partition {d.qualified} (estimate from pg_class.reltuples)"
+    return f"at least {d.rows:,} row(s) in default partition {d.qualified} (estimate: not analyzed, not counted)"
+
+
 def _default_rows_finding(a: TableAnalysis) -> Finding | None:
     t, d = a.table, a.table.default
-    if d is None or not d.rows:
+    if d is None or not (d.rows or (d.rows is None and t.problem)):
         return None
+    source = "count" if not d.estimated else "pg_class.reltuples" if d.reltuples >= (d.rows or 1) else "limit probe"
     return Finding(
-        check="default_partition_rows", object=d.qualified, severity=Severity.warning,
-        title=f"{d.rows:,} row(s) in default partition {d.qualified} ({t.key_column} {d.min_key} .. {d.max_key})",
-        details={"rows": d.rows, "min_key": str(d.min_key), "max_key": str(d.max_key), "table": t.qualified,
+        check="default_partition_rows", object=d.qualified,
+        # Unknown rows are reported (a failed probe must not resolve the finding) but do not warn.
+        severity=Severity.warning if d.rows else Severity.info,
+        title=_default_rows_title(t, d),
+        details={"rows": d.rows, "rows_estimated": d.estimated, "rows_source": None if d.rows is None else source,
+                 "min_key": _text_or_none(d.min_key), "max_key": _text_or_none(d.max_key), "table": t.qualified,
                  "blocked_ranges": [f"[{lo}, {hi})" for lo, hi in a.blocked_by_default],
                  "sql": f"select min({t.key_column}), max({t.key_column}), count(*) from only {d.qualified}"},
         recommendation=(
@@ -219,6 +339,10 @@ def _default_rows_finding(a: TableAnalysis) -> Finding | None:
             "ALTER TABLE parent ATTACH PARTITION default DEFAULT; COMMIT. The ATTACH scans the default "
             "partition under lock: do it in a quiet window."),
     )
+
+
+def _text_or_none(value: datetime | int | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _retention_due(a: TableAnalysis) -> Finding | None:
@@ -251,7 +375,7 @@ async def plan_live(conn: Connection, policies: list[PartitionPolicy], now: date
         tables = [t for t in tables if t.oid == oid]
         if not tables:
             raise NotPartitioned(f"{table!r} is not range-partitioned on a time or integer column")
-    return plan(tables, policies, now)
+    return plan(await probe_default_ranges(conn, tables, policies, now), policies, now)
 
 
 async def _partitioned_oid(conn: Connection, table: str) -> int:
@@ -267,7 +391,9 @@ async def _partitioned_oid(conn: Connection, table: str) -> int:
 
 
 async def run(conn: Connection, ctx: Context) -> Result:
-    return findings_for(await discover(conn), policies_from(ctx), ctx.now)
+    policies = policies_from(ctx)
+    tables = await discover(conn, exact_count_max_rows(ctx))
+    return findings_for(await probe_default_ranges(conn, tables, policies, ctx.now), policies, ctx.now)
 
 
 SPEC = register(CollectorSpec(
@@ -280,4 +406,5 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=60,
     thresholds=THRESHOLDS,
+    needs=('partition_policies',),
 ))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, time, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
-from collectors.engines.base import Target, connect
+from collectors.engines.base import SessionLimits, Target, connect
 from collectors.postgres.partition_apply import apply
 from collectors.postgres.partition_plan import (
     DefaultPartition,
@@ -312,3 +313,184 @@ async def test_pg_partman_tables_are_reported_from_its_config_and_never_planned(
         assert await plan_live(conn, [], now) == []
     finally:
         await conn.close()
+
+
+# --- issue 12 item 7: timestamptz bounds are calendar steps in the zone they were cut in ---
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def berlin_ticks():
+    """Daily partitions 2026-10-20 .. 2026-10-24 cut at Berlin midnight, as discovery read them in Berlin."""
+    rows = json.loads((FIXTURES / "partitions_discover_berlin_pg15.json").read_text())
+    [table] = tables_from_rows(rows, server_version=150020)
+    return table
+
+
+def test_daily_bounds_cut_in_berlin_step_over_the_october_dst_change():
+    now = datetime(2026, 10, 22, 10, tzinfo=timezone.utc)
+    statements = plan([berlin_ticks()], [PartitionPolicy(premake=5)], now)
+    assert [(s.part_name, s.lower, s.upper) for s in statements] == [
+        ("ticks_p20261024", "2026-10-24 00:00:00+02:00", "2026-10-25 00:00:00+02:00"),
+        # 2026-10-25 is the last Sunday of October: a 25-hour day in Berlin.
+        ("ticks_p20261025", "2026-10-25 00:00:00+02:00", "2026-10-26 00:00:00+01:00"),
+        ("ticks_p20261026", "2026-10-26 00:00:00+01:00", "2026-10-27 00:00:00+01:00"),
+        ("ticks_p20261027", "2026-10-27 00:00:00+01:00", "2026-10-28 00:00:00+01:00"),
+    ]
+
+
+def test_monthly_bounds_cut_at_utc_midnight_stay_there_when_the_session_is_in_paris():
+    """The session's TimeZone prints the bounds; it is not the zone a DBA cut them in."""
+    rows = [{**r, "time_zone": "Europe/Paris"}
+            for r in json.loads((FIXTURES / "partitions_discover_pg15.json").read_text()) if r["table_name"] == "events"]
+    [table] = tables_from_rows(rows, server_version=150020)
+    assert infer_step(table.partitions) == Step(months=1)
+    statements = plan([replace(table, default=None)], [PartitionPolicy(premake=6)],
+                      datetime(2026, 11, 26, tzinfo=timezone.utc))
+    uppers = [datetime.fromisoformat(s.upper) for s in statements]
+    # Through the spring change (2027-03-28): every bound is still UTC midnight, named by the UTC day.
+    assert [u.astimezone(timezone.utc) for u in uppers] == [
+        datetime(y, m, 1, tzinfo=timezone.utc) for y, m in [(2027, 1), (2027, 2), (2027, 3), (2027, 4), (2027, 5), (2027, 6)]]
+    assert statements[4].upper == "2027-05-01 02:00:00+02:00" and statements[4].part_name == "events_p20270401"
+
+
+async def test_premade_timestamptz_partitions_are_berlin_midnights_across_dst(pgp_db):
+    admin = await asyncpg.connect(host="127.0.0.1", user="postgres", database=pgp_db)
+    try:
+        await admin.execute(f"alter database \"{pgp_db}\" set timezone = 'Europe/Berlin'")
+    finally:
+        await admin.close()
+    await _setup(pgp_db, "create table ticks (ts timestamptz not null, v int) partition by range (ts);" + "".join(
+        f"create table ticks_p202610{d} partition of ticks for values from ('2026-10-{d}') to ('2026-10-{d + 1}');"
+        for d in range(20, 24)))
+    now = datetime(2026, 10, 22, 10, tzinfo=timezone.utc)
+    conn = await _session(pgp_db)
+    try:
+        statements = await plan_live(conn, [PartitionPolicy(premake=5)], now)
+        params = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": pgp_db}
+        assert {o.status for o in await apply(params, statements)} == {"ok"}
+        bounds = await conn.fetch("select c.relname, pg_get_expr(c.relpartbound, c.oid) as b from pg_inherits i "
+                                  "join pg_class c on c.oid = i.inhrelid where i.inhparent = 'ticks'::regclass order by 1")
+        assert [(r["relname"], r["b"]) for r in bounds[-4:]] == [
+            ("ticks_p20261024", "FOR VALUES FROM ('2026-10-24 00:00:00+02') TO ('2026-10-25 00:00:00+02')"),
+            ("ticks_p20261025", "FOR VALUES FROM ('2026-10-25 00:00:00+02') TO ('2026-10-26 00:00:00+01')"),
+            ("ticks_p20261026", "FOR VALUES FROM ('2026-10-26 00:00:00+01') TO ('2026-10-27 00:00:00+01')"),
+            ("ticks_p20261027", "FOR VALUES FROM ('2026-10-27 00:00:00+01') TO ('2026-10-28 00:00:00+01')"),
+        ]
+        [ticks] = await discover(conn)
+        parts = sorted(ticks.partitions, key=lambda p: p.lower)
+        assert all(a.upper == b.lower for a, b in zip(parts, parts[1:]))  # contiguous, no gap, no overlap
+        assert all(p.lower.astimezone(BERLIN).time() == time(0) for p in parts)
+        assert await plan_live(conn, [PartitionPolicy(premake=5)], now) == []
+        # A DBA cutting the next day by hand in Berlin meets no overlap with what dbfleet made.
+        await _setup(pgp_db, "create table ticks_p20261028 partition of ticks for values from ('2026-10-28') to ('2026-10-29')")
+    finally:
+        await conn.close()
+
+
+# --- issue 12 item 6: a default partition too big to count spoils nothing ---
+
+BIG_DEFAULT = """
+alter database "{db}" set max_parallel_workers_per_gather = 0;
+create table readings (ts timestamptz not null, v int) partition by range (ts);
+create index on readings (ts);
+create table readings_p2026_10 partition of readings for values from ('2026-10-01 00:00+00') to ('2026-11-01 00:00+00');
+create table readings_p2026_11 partition of readings for values from ('2026-11-01 00:00+00') to ('2026-12-01 00:00+00');
+create table readings_default partition of readings default;
+insert into readings_default select '2027-03-01 00:00+00'::timestamptz + i * interval '1 second', i
+  from generate_series(1, {rows}) i;
+analyze readings_default;
+"""
+BIG_ROWS = 1_500_000
+
+
+async def test_a_default_too_big_to_count_is_estimated_and_spoils_no_other_table(pgp_db):
+    await _setup(pgp_db, PLANTED + BIG_DEFAULT.format(db=pgp_db, rows=BIG_ROWS))
+    # count(*) over 1.5M rows takes ~100 ms here; every query the collector needs takes a few.
+    conn = await connect(Target("pgp", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"),
+                         SessionLimits(statement_timeout_ms=40))
+    try:
+        [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
+        ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
+        result = await run_collector(spec, conn, ctx)
+    finally:
+        await conn.close()
+    by_key = {(f.check, f.object): f for f in result.findings}
+    assert set(by_key) == {
+        ("missing_future_partitions", "public.events"), ("default_partition_rows", "public.events_default"),
+        ("partition_retention_due", "public.metrics"),
+        ("missing_future_partitions", "public.readings"), ("default_partition_rows", "public.readings_default")}
+    small = by_key[("default_partition_rows", "public.events_default")].details
+    assert (small["rows"], small["rows_estimated"]) == (2, False)
+    big = by_key[("default_partition_rows", "public.readings_default")]
+    assert big.details["rows_estimated"] is True and big.details["rows_source"] == "pg_class.reltuples"
+    assert 0.8 * BIG_ROWS < big.details["rows"] < 1.2 * BIG_ROWS and "estimate" in big.title
+    # March 2027 holds the default's rows (found by an exists probe, not a count): it is blocked.
+    future = by_key[("missing_future_partitions", "public.readings")].details
+    assert future["blocked_by_default_rows"] == ["[2027-03-01 00:00:00+00:00, 2027-04-01 00:00:00+00:00)"]
+    assert future["to_create"][:3] == ["[2026-12-01 00:00:00+00:00, 2027-01-01 00:00:00+00:00)",
+                                       "[2027-01-01 00:00:00+00:00, 2027-02-01 00:00:00+00:00)",
+                                       "[2027-02-01 00:00:00+00:00, 2027-03-01 00:00:00+00:00)"]
+
+
+async def test_a_locked_default_partition_is_reported_and_the_other_tables_still_are(pgp_db):
+    await _setup(pgp_db, PLANTED)
+    holder = await asyncpg.connect(host="127.0.0.1", user="postgres", database=pgp_db)
+    tx = holder.transaction()
+    await tx.start()
+    await holder.execute("lock table events_default in access exclusive mode")
+    try:
+        conn = await connect(Target("pgp", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"),
+                             SessionLimits(lock_timeout_ms=200))
+        try:
+            [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
+            ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
+            result = await run_collector(spec, conn, ctx)
+            statements = await plan_live(conn, [PartitionPolicy.model_validate(p) for p in POLICIES], NOW)
+        finally:
+            await conn.close()
+    finally:
+        await tx.rollback()
+        await holder.close()
+    by_key = {(f.check, f.object): f for f in result.findings}
+    assert ("partition_retention_due", "public.metrics") in by_key
+    unread = by_key[("default_partition_rows", "public.events_default")]
+    assert unread.severity == Severity.info and unread.details["rows"] is None
+    assert "lock timeout" in unread.details["probe_error"]
+    # Nothing is planned into a range the default may hold rows in; metrics' retention still is.
+    assert [s.action for s in statements] == ["detach_partition", "drop_partition"]
+
+
+async def test_exact_count_threshold_is_overridable(pgp_db):
+    await _setup(pgp_db, PLANTED)
+    thresholds = {"partition_policies": POLICIES, "default_partition_exact_count_max_rows": 2}
+    conn = await _session(pgp_db)
+    try:
+        [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
+        result = await run_collector(spec, conn, Context(instance="pgp", engine="postgres", thresholds=thresholds, now=NOW))
+    finally:
+        await conn.close()
+    [d] = [f for f in result.findings if f.check == "default_partition_rows"]
+    # Never analyzed (reltuples -1): the LIMIT probe says "at least 2", and that is what is shown.
+    assert (d.details["rows"], d.details["rows_estimated"], d.details["rows_source"]) == (2, True, "limit probe")
+    assert "at least 2" in d.title
+
+
+def test_an_estimated_default_says_so_in_its_finding():
+    table = replace(recorded_tables()["events"], default=DefaultPartition(
+        "public", "events_default", 3_400_000, estimated=True, reltuples=3.4e6))
+    [d] = [f for f in findings_for([table], [], NOW).findings if f.check == "default_partition_rows"]
+    assert d.title.startswith("about 3,400,000 row(s) in default partition public.events_default")
+    assert (d.details["rows_estimated"], d.details["min_key"]) == (True, None)
+
+
+def test_a_midnight_repeated_by_the_dst_change_is_read_as_postgresql_reads_it():
+    """Cuba falls back at 01:00 on 2026-11-01: that midnight happens twice, PostgreSQL takes -05."""
+    rows = [{"table_oid": 1, "schema": "public", "table_name": "t", "key_column": "ts", "key_type": "timestamptz",
+             "part_schema": "public", "part_name": f"t_{d}", "is_default": False, "time_zone": "America/Havana",
+             "lower": f"2026-10-{d}T00:00:00-04", "upper": f"2026-10-{d + 1}T00:00:00-04"} for d in (28, 29, 30)]
+    [table] = tables_from_rows(rows)
+    statements = plan([table], [PartitionPolicy(premake=4)], datetime(2026, 10, 29, 12, tzinfo=timezone.utc))
+    # As `select '2026-11-01 00:00'::timestamptz` prints with TimeZone America/Havana on PG 15.
+    assert [s.upper for s in statements] == [
+        "2026-11-01 00:00:00-05:00", "2026-11-02 00:00:00-05:00", "2026-11-03 00:00:00-05:00"]
