@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import signal
 import sys
@@ -13,9 +12,13 @@ from typing import Annotated, Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from app.alerting.cli import alerts_app
+from app.cloud_cli import discover_app
+from app.partitions_cli import partitions_app
 from app.settings import Settings, get_settings
 
 cli = typer.Typer(help="Fleet database operations and monitoring for DBAs.", no_args_is_help=True,
@@ -26,6 +29,9 @@ config_cli = typer.Typer(help="Configuration.", no_args_is_help=True)
 cli.add_typer(inventory_cli, name="inventory")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(config_cli, name="config")
+cli.add_typer(alerts_app, name="alerts")
+cli.add_typer(discover_app, name="discover")
+cli.add_typer(partitions_app, name="partitions")
 console = Console()
 err = Console(stderr=True)
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
@@ -41,7 +47,7 @@ def _settings(checked: bool = False) -> Settings:
         err.print(f"[red]configuration error:[/red] {e}")
         raise typer.Exit(2) from None
     if checked and (problems := config_problems(settings)):
-        err.print("[red]configuration errors:[/red]\n" + "\n".join(f"  {p}" for p in problems))
+        err.print("[red]configuration errors:[/red]\n" + "\n".join(f"  {escape(p)}" for p in problems))
         raise typer.Exit(2)
     return settings
 
@@ -334,7 +340,7 @@ def config_check() -> None:
 
     problems = config_problems(_settings())
     for line in problems:
-        err.print(f"[red]{line}[/red]")
+        err.print(f"[red]{escape(line)}[/red]")  # a message may hold 'dbfleet[aws]', not markup
     if problems:
         raise typer.Exit(1)
     console.print("configuration is valid")
@@ -346,19 +352,6 @@ def demo(port: int = 8080, data_dir: Path = Path(".dbfleet")) -> None:
     from app.demo import run_demo
 
     _run(run_demo(_settings(checked=True), port=port, data_dir=data_dir))
-
-
-def _mount_optional() -> None:
-    """Sub-commands owned by optional parts, mounted when present."""
-    for module, attr, name in (("app.alerting.cli", "alerts_app", "alerts"), ("app.cloud_cli", "discover_app", "discover"),
-                               ("app.partitions_cli", "partitions_app", "partitions")):
-        try:
-            cli.add_typer(getattr(importlib.import_module(module), attr), name=name)
-        except (ImportError, AttributeError):
-            continue
-
-
-_mount_optional()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app.inventory import discovery_azure
@@ -91,7 +92,7 @@ def _report(diffs: list, errors: list[str], as_json: bool) -> None:
         for diff in diffs:
             print_diff(diff)
     for message in errors:
-        err.print(f"[red]discovery failed in {message}[/red]")
+        err.print(f"[red]discovery failed in {escape(message)}[/red]")  # 'dbfleet[aws]' is not markup
     if errors:
         raise typer.Exit(1)
 

@@ -12,7 +12,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import start_http_server
 
 from app import telemetry
+from app.alerting.dispatcher import run_dispatcher
 from app.db import Store
+from app.inventory.cloud_settings import CloudSettings
+from app.inventory.discovery_aws import discovery_job
+from app.inventory.discovery_azure import discovery_job_azure
 from app.settings import Settings
 from app.store_partitions import maintain_store_partitions
 from app.sweep import Shard, Sweeper
@@ -96,22 +100,12 @@ def _now():
     return datetime.now(timezone.utc)
 
 
-def _start_dispatcher(store: Store, settings: Settings, stop: asyncio.Event) -> asyncio.Task | None:
-    try:
-        from app.alerting.dispatcher import run_dispatcher
-    except ImportError:
-        return None
+def _start_dispatcher(store: Store, settings: Settings, stop: asyncio.Event) -> asyncio.Task:
     return asyncio.create_task(run_dispatcher(store, settings, stop))
 
 
 def _extra_jobs(store: Store, settings: Settings) -> list[dict]:
     """Cloud discovery jobs, for the clouds that have regions or subscriptions configured."""
-    try:
-        from app.inventory.cloud_settings import CloudSettings
-        from app.inventory.discovery_aws import discovery_job
-        from app.inventory.discovery_azure import discovery_job_azure
-    except ImportError:
-        return []
     cfg = CloudSettings.of(settings)
     jobs = []
     for cloud, func, wanted, interval in (

@@ -113,14 +113,11 @@ def config_problems(settings: Settings) -> list[str]:
     from pydantic import ValidationError
 
     from app.alerting.config import check_config
+    from app.inventory.cloud_settings import CloudSettings
 
     problems = check_config(settings.alerting)
     try:
-        from app.inventory.cloud_settings import CloudSettings
-
         CloudSettings.of(settings)
-    except ImportError:
-        pass
     except ValidationError as e:
         problems += [f"cloud.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
     from app.partitions import PolicyScope

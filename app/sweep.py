@@ -26,6 +26,9 @@ from app import telemetry
 from app.collector_state import CLAIM, CollectorStates
 from app.db import Store
 from app.findings import InstanceRef, RunRecord, record_failure, record_run, record_runs
+from app.inventory import aws_credentials  # also registers the aws-sm and aws-iam credential schemes
+from app.inventory.cloud_settings import CloudSettings
+from app.inventory.cloud_settings import targets_for_cloud as _targets_for_cloud
 from app.inventory.credentials import resolve_credential
 from app.inventory.store import filtered
 from app.models import Instance
@@ -39,13 +42,6 @@ from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
 
 log = logging.getLogger(__name__)
 CONNECTIVITY = "connectivity"
-
-try:  # cloud targets and aws-sm/aws-iam credentials need the aws/azure extras
-    from app.inventory import aws_credentials
-    from app.inventory.cloud_settings import CloudSettings
-    from app.inventory.cloud_settings import targets_for_cloud as _targets_for_cloud
-except ImportError:  # pragma: no cover - exercised only without the extras
-    aws_credentials = CloudSettings = _targets_for_cloud = None
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from app.alerting.matchers import parse_matcher
-from app.alerting.sinks import ReceiverConfig
+from app.alerting.sinks import ReceiverConfig, missing_extra
 from app.alerting.timeintervals import NamedTimeInterval
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
@@ -201,13 +201,18 @@ def semantic_errors(cfg: AlertingConfig) -> list[str]:
     return errors
 
 
+def extra_errors(cfg: AlertingConfig) -> list[str]:
+    """Receivers this install cannot send to: a worker must refuse them at start, not drop alerts."""
+    return [f"alerting.receivers[{i}]: {e}" for i, r in enumerate(cfg.receivers) if (e := missing_extra(r))]
+
+
 def check_config(raw: dict[str, Any] | None) -> list[str]:
     """Every error in the section, each prefixed with its path; empty when valid."""
     try:
         cfg = AlertingConfig.model_validate(raw or {})
     except ValidationError as e:
         return [f"{_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
-    return semantic_errors(cfg)
+    return semantic_errors(cfg) + extra_errors(cfg)
 
 
 def load_config(raw: dict[str, Any] | None) -> AlertingConfig:

@@ -12,10 +12,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from app.inventory.credentials import CredentialError, register_resolver
-from collectors.cloud.clients import aws_client
+from collectors.cloud.clients import BotoCoreError, ClientError, ExtraMissing, aws_client, require_aws
 
 _SECRET_ARN = re.compile(r"^arn:aws[\w-]*:secretsmanager:(?P<region>[a-z0-9-]+):\d+:secret:.+$")
 _DENIED = {"AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "InvalidClientTokenId",
@@ -86,6 +84,7 @@ def _explain(e: Exception, reference: str, region: str) -> CredentialError:
 
 async def secret_string(secret_id: str, instance: dict, reference: str) -> str:
     """The secret's text, from the cache while younger than the TTL."""
+    _require_aws(reference)
     region = _region(secret_id, instance)
     key = (region, secret_id)
     cached = config._cache.get(key)
@@ -97,6 +96,13 @@ async def secret_string(secret_id: str, instance: dict, reference: str) -> str:
         raise _explain(e, reference, region) from None
     config._cache[key] = (time.monotonic() + config.ttl_s, value)
     return value
+
+
+def _require_aws(reference: str) -> None:
+    try:
+        require_aws(reference)
+    except ExtraMissing as e:
+        raise CredentialError(str(e)) from None
 
 
 def pick_key(value: str, key: str, reference: str) -> str:
@@ -135,6 +141,7 @@ async def resolve_iam_token(rest: str, instance: dict) -> str:
     name = instance.get("name") or host
     if not (host and port and user):
         raise CredentialError(f"aws-iam on {name}: host, port and user are needed to sign a token")
+    _require_aws(f"aws-iam on {name}")
     region = rest or (instance.get("cloud") or {}).get("region") or config.default_region
     if not region:
         raise CredentialError(f"aws-iam on {name}: no region; discover the instance or set cloud.region")

@@ -19,6 +19,7 @@ import httpx
 
 from app.inventory.cloud_settings import AzureCloud
 from app.inventory.credentials import CredentialError, resolve_credential
+from collectors.cloud.clients import ExtraMissing
 
 # The token audience is Azure Resource Manager's, whatever host a proxy or test server has.
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
@@ -35,8 +36,10 @@ class ArmError(Exception):
 async def make_credential(cfg: AzureCloud) -> Any:
     """ClientSecretCredential when a client secret reference is configured, else DefaultAzureCredential
     (managed identity, workload identity, environment, az login)."""
-    from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
-
+    try:  # the azure extra
+        from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
+    except ImportError:
+        raise ArmError(str(ExtraMissing("azure", "Azure discovery"))) from None
     if not cfg.client_secret:
         return DefaultAzureCredential()
     if not (cfg.tenant_id and cfg.client_id):

@@ -16,8 +16,8 @@ from datetime import datetime
 from typing import Any
 
 from collectors.cloud.batching import Coalescer
-from collectors.cloud.clients import CloudApiError, aws_client, check_region, explain
-from collectors.engines.base import ConnectFailed, SessionLimits, Target, register_adapter
+from collectors.cloud.clients import AWS_INSTALLED, CloudApiError, ExtraMissing, aws_client, check_region, explain
+from collectors.engines.base import ConnectFailed, DriverUnavailable, SessionLimits, Target, register_adapter
 
 GET_METRIC_DATA_MAX = 500  # queries per GetMetricData call (CloudWatch API limit)
 _ARN = re.compile(r"^arn:aws[\w-]*:rds:(?P<region>[a-z0-9-]+):\d+:(?P<kind>db|cluster):(?P<id>[A-Za-z0-9-]+)$")
@@ -95,6 +95,8 @@ def aws_identity(options: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 async def connect_aws(target: Target, limits: SessionLimits) -> AwsConnection:
+    if not AWS_INSTALLED:
+        raise DriverUnavailable(target, str(ExtraMissing("aws", "CloudWatch metrics")))
     ident = aws_identity(target.options)
     if ident is None:
         raise CloudIdentityMissing(target, "no RDS instance ARN in the inventory's cloud identity")

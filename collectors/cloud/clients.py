@@ -12,9 +12,18 @@ import threading
 from functools import lru_cache
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+try:  # the aws extra: without it the rest of dbfleet runs, and each AWS call says what to install
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+    AWS_INSTALLED = True
+except ImportError:
+    AWS_INSTALLED = False
+
+    class BotoCoreError(Exception):  # stand-ins keep callers' `except` clauses valid; never raised
+        pass
+
+    ClientError = BotoCoreError
 
 MAX_ATTEMPTS = 6
 _lock = threading.Lock()
@@ -23,6 +32,20 @@ _PARTITIONS = ("aws", "aws-cn", "aws-us-gov")
 
 class CloudApiError(Exception):
     """A cloud API refused or failed a call; the message says what to fix, never a secret."""
+
+
+class ExtraMissing(CloudApiError):
+    """A cloud feature was used on an install without its optional extra."""
+
+    def __init__(self, extra: str, feature: str):
+        self.extra = extra
+        super().__init__(f"{feature} needs the {extra} extra: pip install 'dbfleet[{extra}]'")
+
+
+def require_aws(feature: str) -> None:
+    """Raise ExtraMissing unless boto3 (the aws extra) is installed."""
+    if not AWS_INSTALLED:
+        raise ExtraMissing("aws", feature)
 
 
 def retry_config(max_attempts: int = MAX_ATTEMPTS, connect_timeout_s: float = 5.0,
@@ -35,6 +58,7 @@ def retry_config(max_attempts: int = MAX_ATTEMPTS, connect_timeout_s: float = 5.
 def aws_client(service: str, region: str, endpoint_url: str | None = None,
                max_attempts: int = MAX_ATTEMPTS) -> Any:
     """A cached boto3 client; `endpoint_url` is for VPC endpoints, LocalStack or moto."""
+    require_aws(f"AWS {service}")
     with _lock:  # boto3's default session is not safe to use from several threads at once
         session = boto3.session.Session()
         return session.client(service, region_name=region, endpoint_url=endpoint_url,
@@ -43,6 +67,7 @@ def aws_client(service: str, region: str, endpoint_url: str | None = None,
 
 @lru_cache(maxsize=1)
 def known_regions() -> frozenset[str]:
+    require_aws("checking an AWS region")
     session = boto3.session.Session()
     regions: set[str] = set()
     for partition in _PARTITIONS:

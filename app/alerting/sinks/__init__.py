@@ -6,11 +6,12 @@ May import app.alerting.notification and app.inventory.credentials; nothing else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from app.alerting.sinks.azure_monitor import AzureMonitorConfig, AzureMonitorSink
-from app.alerting.sinks.base import PermanentError, RetryableError, Sink, SinkError
-from app.alerting.sinks.cloudwatch import CloudWatchConfig, CloudWatchSink
+from app.alerting.sinks.azure_monitor import AzureMonitorConfig, AzureMonitorSink, import_ingestion
+from app.alerting.sinks.base import ExtraMissing, PermanentError, RetryableError, Sink, SinkError
+from app.alerting.sinks.cloudwatch import CloudWatchConfig, CloudWatchSink, import_boto3
 from app.alerting.sinks.opsgenie import OpsgenieConfig, OpsgenieSink
 from app.alerting.sinks.pagerduty import PagerDutyConfig, PagerDutySink
 from app.alerting.sinks.slack import SlackConfig, SlackSink
@@ -29,8 +30,25 @@ ReceiverConfig = (CloudWatchConfig | AzureMonitorConfig | PagerDutyConfig | Opsg
                   | WebhookConfig)
 
 
+# Sinks whose client library is an optional extra: type -> its import, raising ExtraMissing without it.
+NEEDS_EXTRA: dict[str, Callable[[Any], Any]] = {
+    "cloudwatch": import_boto3,
+    "azure_monitor": import_ingestion,
+}
+
+
 def build_sink(config: Any) -> Sink:
     return SINKS[config.type](config)
 
 
-__all__ = ["SINKS", "ReceiverConfig", "build_sink", "Sink", "SinkError", "RetryableError", "PermanentError"]
+def missing_extra(config: Any) -> ExtraMissing | None:
+    """Why this install cannot send to the receiver (its sink's extra is not installed), or None."""
+    try:
+        NEEDS_EXTRA.get(config.type, lambda _: None)(config)
+    except ExtraMissing as e:
+        return e
+    return None
+
+
+__all__ = ["SINKS", "NEEDS_EXTRA", "ReceiverConfig", "build_sink", "missing_extra", "Sink", "SinkError",
+           "RetryableError", "PermanentError", "ExtraMissing"]

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, Literal
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import PermanentError, RetryableError, SinkConfig, secret
+from app.alerting.sinks.base import ExtraMissing, PermanentError, RetryableError, SinkConfig, secret
 
 
 class AzureMonitorConfig(SinkConfig):
@@ -29,6 +29,17 @@ def records(n: Notification) -> list[dict[str, Any]]:
              "EndsAt": a.get("ends_at")} for a in n.alerts]
 
 
+def import_ingestion(config: AzureMonitorConfig) -> Any:
+    """LogsIngestionClient, from the azure extra; imported on first use: most workers never need it."""
+    try:
+        import azure.core.exceptions  # noqa: F401  (_classify reads them)
+        import azure.identity  # noqa: F401
+        from azure.monitor.ingestion import LogsIngestionClient
+    except ImportError:
+        raise ExtraMissing(config, "azure") from None
+    return LogsIngestionClient
+
+
 class AzureMonitorSink:
     def __init__(self, config: AzureMonitorConfig, credential: Any = None):
         self.config = config
@@ -38,8 +49,7 @@ class AzureMonitorSink:
     async def _ensure_client(self) -> Any:
         if self._client is not None:
             return self._client
-        from azure.monitor.ingestion import LogsIngestionClient
-
+        ingestion_client = import_ingestion(self.config)
         credential = self._credential
         if credential is None:
             from azure.identity import ClientSecretCredential, DefaultAzureCredential
@@ -50,9 +60,9 @@ class AzureMonitorSink:
             else:
                 credential = DefaultAzureCredential()
         # retry_total=0: our pipeline retries with backoff and jitter; no stacked retries.
-        self._client = LogsIngestionClient(self.config.endpoint, credential, retry_total=0,
-                                           connection_timeout=self.config.timeout_s,
-                                           read_timeout=self.config.timeout_s)
+        self._client = ingestion_client(self.config.endpoint, credential, retry_total=0,
+                                        connection_timeout=self.config.timeout_s,
+                                        read_timeout=self.config.timeout_s)
         return self._client
 
     async def send(self, n: Notification) -> None:

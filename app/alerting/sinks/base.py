@@ -29,6 +29,15 @@ class PermanentError(SinkError):
     """Retrying cannot help: a rejected payload, bad credentials, a missing secret."""
 
 
+class ExtraMissing(PermanentError):
+    """The receiver's client library is an optional extra this install lacks."""
+
+    def __init__(self, config: Any, extra: str):
+        self.extra = extra
+        super().__init__(f"receiver {config.name!r} (type {config.type}) needs the {extra} extra: "
+                         f"pip install 'dbfleet[{extra}]'")
+
+
 class SinkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)

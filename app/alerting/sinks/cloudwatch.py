@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app.alerting.notification import Notification
-from app.alerting.sinks.base import PermanentError, RetryableError, SinkConfig
+from app.alerting.sinks.base import ExtraMissing, PermanentError, RetryableError, SinkConfig, SinkError
 
 METRICS_PER_CALL = 500  # PutMetricData allows 1,000 items and 1 MB; half keeps us clear of both
 LOG_BATCH_BYTES = 900_000  # PutLogEvents: 1,048,576 bytes including 26 bytes per event
@@ -66,6 +66,17 @@ def _log_batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [b for b in batches if b]
 
 
+def import_boto3(config: CloudWatchConfig) -> Any:
+    """boto3, from the aws extra; imported on first use, since most workers never need it."""
+    try:
+        import boto3
+        import botocore.config
+        import botocore.exceptions  # noqa: F401  (_classify reads them)
+    except ImportError:
+        raise ExtraMissing(config, "aws") from None
+    return boto3
+
+
 class CloudWatchSink:
     def __init__(self, config: CloudWatchConfig):
         self.config = config
@@ -74,7 +85,7 @@ class CloudWatchSink:
 
     def _boto(self) -> tuple[Any, Any]:
         if self._clients is None:
-            import boto3
+            boto3 = import_boto3(self.config)
             from botocore.config import Config
 
             cfg = Config(retries={"max_attempts": 1, "mode": "standard"},
@@ -118,6 +129,8 @@ class CloudWatchSink:
     async def send(self, n: Notification) -> None:
         try:
             await asyncio.to_thread(self._send_blocking, n)
+        except SinkError:
+            raise
         except Exception as e:  # noqa: BLE001 - classified below; botocore has many exception types
             raise _classify(e, f"cloudwatch {self.config.name}") from None
 
