@@ -64,10 +64,11 @@ def keep_table(policy: Mapping[str, Any]) -> bool:
     value = policy.get("keep_table", False)
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
-    if text not in _TRUE + _FALSE:
-        raise ValueError(f"keep_table {value!r}: use true or false")
-    return text in _TRUE
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError(f"keep_table {value!r}: use true or false")
 
 
 def policy_for(name: str, t: Mapping[str, Any]) -> Policy:
@@ -235,4 +236,5 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=60,
     thresholds=THRESHOLDS,
+    needs=('partition_policies',),
 ))

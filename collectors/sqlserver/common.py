@@ -262,7 +262,8 @@ def keep_table(policy: Mapping[str, Any]) -> bool:
     value = policy.get("keep_table", False)
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
-    if text not in _TRUE + _FALSE:
-        raise ValueError(f"keep_table {value!r}: use true or false")
-    return text in _TRUE
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError(f"keep_table {value!r}: use true or false")

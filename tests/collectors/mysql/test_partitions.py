@@ -250,6 +250,24 @@ def test_an_unreadable_keep_table_is_refused(raw):
         partitions.policy_for("shop.events", {"partition_policies": [{"table": "*", "keep_table": raw}]})
 
 
+@pytest.mark.parametrize("raw", [True, False, "true", "false", "yes", "no", "on", "off", "1", "0", "t", "f",
+                                 "TRUE", "No", 1, 0, 1.0, "maybe", None, 2, 0.5, " true", ""])
+def test_keep_table_means_what_postgresql_reads_on_every_engine(raw):
+    """One policy, one meaning: the MySQL and SQL Server/Oracle readers agree with PostgreSQL's model."""
+    from collectors.postgres.partition_plan import PartitionPolicy
+    from collectors.sqlserver.common import keep_table as sqlserver_keep_table
+
+    def read(reader):
+        try:
+            return reader()
+        except ValueError:  # pydantic's ValidationError is a ValueError too
+            return "refused"
+
+    pg = read(lambda: PartitionPolicy(keep_table=raw).keep_table)
+    assert read(lambda: partitions.keep_table({"keep_table": raw})) == pg
+    assert read(lambda: sqlserver_keep_table({"keep_table": raw})) == pg
+
+
 def test_keep_table_finding_says_the_rows_are_kept_and_why_a_partition_is_not():
     data = recorded("mysql_8_0")
     thresholds = {"partition_policies": [{"table": "shop.sales", "retention_days": 20, "keep_table": True}]}
