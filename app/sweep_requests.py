@@ -163,17 +163,21 @@ async def _run_item(store: Store, sweeper: Sweeper, item: ClaimedItem, claimer: 
 async def _renew_leases(store: Store, ids: list[int], claimer: str, lease_s: float) -> None:
     while True:
         await asyncio.sleep(lease_s / 3)
-        async with store.raw() as conn:
-            await conn.execute("update sweep_request_items set lease_until = now() + make_interval(secs => $3) "
-                               "where id = any($1::bigint[]) and claimed_by = $2 and status = 'running'",
-                               ids, claimer, lease_s)
+        try:
+            async with store.raw() as conn:
+                await conn.execute("update sweep_request_items set lease_until = now() + make_interval(secs => $3) "
+                                   "where id = any($1::bigint[]) and claimed_by = $2 and status = 'running'",
+                                   ids, claimer, lease_s)
+        except (OSError, asyncpg.PostgresError) as e:  # a store blip: the next renewal may still be in time
+            log.warning("sweep request leases not renewed: %s", e)
 
 
 async def run_sweep_requests(store: Store, sweeper: Sweeper, shard: Shard, concurrency: int = 32,
                              lease_s: float = LEASE_S, busy_retry_s: float = BUSY_RETRY_S,
                              claimer: str | None = None, retention_days: int = 14) -> int:
-    """The worker's job: re-queue expired claims, drop requests past retention, then claim and run this shard's items, up to
-    `concurrency` at a time, until none is left. `shard` is the sweeper's. Returns how many it ran."""
+    """The worker's job: re-queue expired claims, drop requests past retention, then claim and
+    run this shard's items, `concurrency` at a time, until none is due. `shard` is the sweeper's.
+    Returns how many items it ran."""
     claimer = claimer or claimer_name(shard)
     async with store.raw() as conn:
         await requeue_expired(conn)

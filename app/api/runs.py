@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,7 +45,7 @@ async def list_runs(session: SessionDep, _: ViewerDep, instance: str | None = No
 
 
 SweepStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-ITEM_STATUSES: tuple[str, ...] = SweepStatus.__args__
+ITEM_STATUSES: tuple[str, ...] = get_args(SweepStatus)
 WAIT_MAX_S = 30.0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.api.runs import ItemCounts, sweep_status
 from app.scheduler import run_worker
 from app.settings import Settings
 from app.sweep import Shard, Sweeper
@@ -234,3 +235,15 @@ def test_the_api_process_never_loads_the_sweeper():
             "print(sorted(m for m in sys.modules if m in ('app.sweep', 'app.sweep_requests', 'collectors.runner')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("counts, status", [
+    ({"queued": 3}, "queued"),
+    ({"queued": 2, "done": 1}, "running"),
+    ({"running": 1, "failed": 1}, "running"),
+    ({"done": 3}, "done"),
+    ({"done": 2, "failed": 1, "cancelled": 1}, "failed"),
+    ({"done": 1, "cancelled": 2}, "cancelled"),
+])
+def test_a_sweep_status_follows_its_instances(counts, status):
+    assert sweep_status(ItemCounts(**counts)) == status
