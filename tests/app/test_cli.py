@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import asyncpg
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -232,16 +231,6 @@ async def test_partitions_plan_then_apply_from_the_terminal(env, clean_store, ta
     assert json.loads(again.output)["parts"] == []
 
 
-async def partitions_of(db: str, table: str = "events") -> list[str]:
-    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{db}")
-    try:
-        return [r[0] for r in await conn.fetch(
-            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
-            "where i.inhparent = $1::regclass order by 1", table)]
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def partitioned_fleet(env, target_db, tmp_path, monkeypatch):
     """Two instances (env=prod, env=dev), each a database with `events` (a policy names it) and
@@ -262,7 +251,7 @@ async def partitioned_fleet(env, target_db, tmp_path, monkeypatch):
     return dbs
 
 
-async def test_partitions_apply_without_a_scope_is_refused(partitioned_fleet):
+async def test_partitions_apply_without_a_scope_is_refused(partitioned_fleet, partitions_of):
     before = {db: await partitions_of(db) for db in partitioned_fleet.values()}
     r = await invoke("partitions", "apply", "--yes")
     assert r.exit_code == 2
@@ -271,7 +260,7 @@ async def test_partitions_apply_without_a_scope_is_refused(partitioned_fleet):
 
 
 @pytest.mark.parametrize("answer", ["n\n", None], ids=["no", "no stdin"])
-async def test_partitions_apply_shows_the_plan_and_a_no_applies_nothing(partitioned_fleet, answer):
+async def test_partitions_apply_shows_the_plan_and_a_no_applies_nothing(partitioned_fleet, partitions_of, answer):
     db = partitioned_fleet["parts-prod"]
     before = await partitions_of(db)
     r = await invoke("partitions", "apply", "--instance", "parts-prod", input=answer)
@@ -282,7 +271,7 @@ async def test_partitions_apply_shows_the_plan_and_a_no_applies_nothing(partitio
     assert await partitions_of(db) == before
 
 
-async def test_partitions_apply_yes_after_the_question_applies(partitioned_fleet):
+async def test_partitions_apply_yes_after_the_question_applies(partitioned_fleet, partitions_of):
     db = partitioned_fleet["parts-prod"]
     before = await partitions_of(db)
     r = await invoke("partitions", "apply", "--instance", "parts-prod", "--json", input="y\n")
@@ -293,7 +282,7 @@ async def test_partitions_apply_yes_after_the_question_applies(partitioned_fleet
     assert await partitions_of(db) != before
 
 
-async def test_partitions_apply_all_skips_a_table_without_a_policy(partitioned_fleet):
+async def test_partitions_apply_all_skips_a_table_without_a_policy(partitioned_fleet, partitions_of):
     metrics_before = {db: await partitions_of(db, "metrics") for db in partitioned_fleet.values()}
     events_before = {db: await partitions_of(db) for db in partitioned_fleet.values()}
     r = await invoke("partitions", "apply", "--all", "--yes", "--json")
@@ -308,7 +297,7 @@ async def test_partitions_apply_all_skips_a_table_without_a_policy(partitioned_f
     assert [await partitions_of(db) != events_before[db] for db in partitioned_fleet.values()] == [True, True]
 
 
-async def test_partitions_apply_by_tag_touches_only_matching_instances(partitioned_fleet):
+async def test_partitions_apply_by_tag_touches_only_matching_instances(partitioned_fleet, partitions_of):
     dev_before = await partitions_of(partitioned_fleet["parts-dev"])
     prod_before = await partitions_of(partitioned_fleet["parts-prod"])
     r = await invoke("partitions", "apply", "--tag", "env=prod", "--yes", "--json")

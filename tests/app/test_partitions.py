@@ -30,16 +30,6 @@ def _partitioned(table: str) -> str:
 POLICIES = {"policies": [{"table": "public.events", "premake": 1, "retention": "1 month"}]}
 
 
-async def partitions_of(db: str, table: str) -> list[str]:
-    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{db}")
-    try:
-        return [r[0] for r in await conn.fetch(
-            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
-            "where i.inhparent = $1::regclass order by 1", table)]
-    finally:
-        await conn.close()
-
-
 def instance(db: str, tls_mode: str = "disable") -> Instance:
     return Instance(name="i12-pg", engine="postgres", host="127.0.0.1", port=5432, dbname=db, user="postgres",
                     credential=None, tls_mode=tls_mode, tags={}, cloud={})
@@ -53,7 +43,7 @@ async def _server_ssl() -> str:
         await conn.close()
 
 
-async def test_apply_with_tls_mode_require_refuses_a_server_without_tls(target_db):
+async def test_apply_with_tls_mode_require_refuses_a_server_without_tls(target_db, partitions_of):
     if await _server_ssl() != "off":
         pytest.skip("the local PostgreSQL has TLS on; this test needs one without it")
     db = await target_db(_partitioned("events"), prefix="dbf_i12")
@@ -72,7 +62,7 @@ async def test_apply_with_tls_mode_require_refuses_a_server_without_tls(target_d
     assert {o.status for o in await ENGINES["postgres"].apply(plain, statements, 2000)} == {"ok"}
 
 
-async def test_a_table_without_a_policy_is_planned_but_never_applied(clean_store, target_db):
+async def test_a_table_without_a_policy_is_planned_but_never_applied(clean_store, target_db, partitions_of):
     db = await target_db(_partitioned("events") + _partitioned("metrics"), prefix="dbf_i12")
     settings = Settings(partitions=POLICIES)
     planned = await plan_for(settings, instance(db))
@@ -89,7 +79,7 @@ async def test_a_table_without_a_policy_is_planned_but_never_applied(clean_store
     assert audited and all(t == "i12-pg/public.events" for t in audited), "only what ran is audited"
 
 
-async def test_no_policies_at_all_applies_nothing(clean_store, target_db):
+async def test_no_policies_at_all_applies_nothing(clean_store, target_db, partitions_of):
     db = await target_db(_partitioned("events"), prefix="dbf_i12")
     before = await partitions_of(db, "events")
     async with clean_store.sessions() as session, session.begin():

@@ -109,27 +109,18 @@ async def test_mysql_plan_and_apply(client, auth, clean_store, mariadb_schema):
     assert (await client.get(f"{BASE}/part-my/partitions/plan", headers=auth["viewer"])).json()["statements"] == []
 
 
-async def _partitions(db: str) -> list[str]:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:5432/{db}")
-    try:
-        return [r[0] for r in await conn.fetch("select inhrelid::regclass::text from pg_inherits order by 1")]
-    finally:
-        await conn.close()
-
-
-async def test_apply_without_a_configured_policy_plans_but_changes_nothing(client, auth, clean_store, target_db):
+async def test_apply_without_a_configured_policy_plans_but_changes_nothing(client, auth, clean_store, target_db,
+                                                                         partitions_of):
     db = await target_db(PG_SCHEMA, prefix="dbf_i12")
     # No policy's `instances` glob matches this name, so every table falls back to the defaults.
     await _register(client, auth, "other-pg", engine="postgres", host="127.0.0.1", port=5432, dbname=db)
     plan = (await client.get(f"{BASE}/other-pg/partitions/plan", headers=auth["viewer"])).json()
     assert plan["statements"] and {s["applies"] for s in plan["statements"]} == {False}, "planned, marked"
-    before = await _partitions(db)
+    before = await partitions_of(db)
     r = await client.post(f"{BASE}/other-pg/partitions:apply", headers=auth["admin"])
     assert r.status_code == 200, r.text
     outcomes = r.json()["outcomes"]
     assert [(o["status"], o["message"]) for o in outcomes] == \
         [("planned_only", "no policy configured: planned only")] * len(plan["statements"])
-    assert await _partitions(db) == before
+    assert await partitions_of(db) == before
     assert await _audit(clean_store) == []
