@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-setup bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/dbfleet demo
 
-test: $(STAMP)
+# The Debian packages in scripts/test-packages.txt and the machine's PostgreSQL and MariaDB.
+test-setup:
+	@scripts/test-setup
+
+test: test-setup $(STAMP)
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)
