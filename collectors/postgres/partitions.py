@@ -406,5 +406,4 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=60,
     thresholds=THRESHOLDS,
-    needs=('partition_policies',),
 ))
