@@ -163,7 +163,7 @@ class PartitionedTable:
 
 @lru_cache(maxsize=64)
 def zone_named(name: str) -> tzinfo | None:
-    """The IANA zone PostgreSQL's TimeZone names, or None (a POSIX spec such as '<+03>-03', 'localtime')."""
+    """The IANA zone PostgreSQL's TimeZone names, or None (a POSIX spec such as '<+03>-03')."""
     if not name:
         return None
     try:
@@ -379,8 +379,9 @@ def _plan_future(result: TableAnalysis, last_upper: datetime | int, point: datet
 def _overlaps_default(default: DefaultPartition | None, lower: datetime | int, upper: datetime | int) -> bool:
     """Would CREATE ... PARTITION OF fail because the default partition holds rows in [lower, upper)?
 
-    An exists probe on the range answers first (a default too big to read its key range has only
-    those); without either, nothing is known and the CREATE itself would refuse on conflict.
+    An exists probe on exactly this range answers first (a default too big to read has only those
+    probes); then the key range read from a small default. With neither, the plan assumes no
+    conflict and the CREATE itself refuses if there is one.
     """
     if default is None:
         return False

@@ -170,15 +170,15 @@ create table metrics (ts timestamptz not null, v float8) partition by range (ts)
 POLICIES = [{"table": "public.metrics", "retention": "3 months", "premake": 0}]
 
 
-async def _session(db: str):
-    return await connect(Target("pgp", "postgres", "127.0.0.1", 5432, db, "postgres"))
+async def _session(db: str, limits: SessionLimits = SessionLimits()):
+    return await connect(Target("pgp", "postgres", "127.0.0.1", 5432, db, "postgres"), limits)
 
 
-async def _collect(db: str, policies=POLICIES):
-    conn = await _session(db)
+async def _collect(db: str, policies=POLICIES, limits: SessionLimits = SessionLimits(), **thresholds):
+    conn = await _session(db, limits)
     try:
         [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
-        ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": policies}, now=NOW)
+        ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": policies, **thresholds}, now=NOW)
         return await run_collector(spec, conn, ctx)
     finally:
         await conn.close()
@@ -407,14 +407,7 @@ BIG_ROWS = 1_500_000
 async def test_a_default_too_big_to_count_is_estimated_and_spoils_no_other_table(pgp_db):
     await _setup(pgp_db, PLANTED + BIG_DEFAULT.format(db=pgp_db, rows=BIG_ROWS))
     # count(*) over 1.5M rows takes ~100 ms here; every query the collector needs takes a few.
-    conn = await connect(Target("pgp", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"),
-                         SessionLimits(statement_timeout_ms=40))
-    try:
-        [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
-        ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
-        result = await run_collector(spec, conn, ctx)
-    finally:
-        await conn.close()
+    result = await _collect(pgp_db, limits=SessionLimits(statement_timeout_ms=40))
     by_key = {(f.check, f.object): f for f in result.findings}
     assert set(by_key) == {
         ("missing_future_partitions", "public.events"), ("default_partition_rows", "public.events_default"),
@@ -440,12 +433,9 @@ async def test_a_locked_default_partition_is_reported_and_the_other_tables_still
     await tx.start()
     await holder.execute("lock table events_default in access exclusive mode")
     try:
-        conn = await connect(Target("pgp", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"),
-                             SessionLimits(lock_timeout_ms=200))
+        result = await _collect(pgp_db, limits=SessionLimits(lock_timeout_ms=200))
+        conn = await _session(pgp_db, SessionLimits(lock_timeout_ms=200))
         try:
-            [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
-            ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
-            result = await run_collector(spec, conn, ctx)
             statements = await plan_live(conn, [PartitionPolicy.model_validate(p) for p in POLICIES], NOW)
         finally:
             await conn.close()
@@ -463,13 +453,7 @@ async def test_a_locked_default_partition_is_reported_and_the_other_tables_still
 
 async def test_exact_count_threshold_is_overridable(pgp_db):
     await _setup(pgp_db, PLANTED)
-    thresholds = {"partition_policies": POLICIES, "default_partition_exact_count_max_rows": 2}
-    conn = await _session(pgp_db)
-    try:
-        [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
-        result = await run_collector(spec, conn, Context(instance="pgp", engine="postgres", thresholds=thresholds, now=NOW))
-    finally:
-        await conn.close()
+    result = await _collect(pgp_db, default_partition_exact_count_max_rows=2)
     [d] = [f for f in result.findings if f.check == "default_partition_rows"]
     # Never analyzed (reltuples -1): the LIMIT probe says "at least 2", and that is what is shown.
     assert (d.details["rows"], d.details["rows_estimated"], d.details["rows_source"]) == (2, True, "limit probe")
