@@ -4,6 +4,7 @@ the alert dispatcher, and the worker's own /metrics."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import socket
@@ -49,6 +50,43 @@ def collector_intervals(settings: Settings) -> dict[str, int]:
     return {k: v for k, v in out.items() if settings.collector(k).enabled}
 
 
+def tune_gc() -> None:
+    """A worker holds hundreds of thousands of long-lived objects (held connections, collector
+    state); with CPython's default generation-0 threshold of 700 the collector re-walks them
+    constantly (about 8 % of a 500-instance sweep's CPU). Freeze what exists and collect less often.
+    """
+    if gc.get_threshold()[0] < 50_000:
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+
+
+_SHORTEST_OVERRIDES = """
+select o.key as collector, min((o.value->>'interval_s')::int) as interval_s
+from instances i, jsonb_each(i.overrides) o
+where i.enabled and i.gone_at is null and jsonb_typeof(o.value) = 'object' and o.value ? 'interval_s'
+group by o.key
+"""
+
+
+async def job_intervals(store: Store, settings: Settings) -> dict[str, int]:
+    """Each collector job's period: its configured interval, or shorter where an instance's own
+    `overrides.<collector>.interval_s` asks for it (sweeps then skip the instances not yet due)."""
+    out = collector_intervals(settings)
+    async with store.raw() as conn:
+        for r in await conn.fetch(_SHORTEST_OVERRIDES):
+            if r["collector"] in out and r["interval_s"]:
+                out[r["collector"]] = max(5, min(out[r["collector"]], r["interval_s"]))
+    return out
+
+
+async def reschedule(scheduler: AsyncIOScheduler, store: Store, settings: Settings, current: dict[str, int]) -> None:
+    """Follow inventory changes to per-instance intervals without a restart."""
+    for name, interval in (await job_intervals(store, settings)).items():
+        if current.get(name) != interval and scheduler.get_job(f"collector:{name}") is not None:
+            scheduler.reschedule_job(f"collector:{name}", trigger="interval", seconds=interval)
+            current[name] = interval
+
+
 async def upkeep(store: Store, settings: Settings) -> None:
     async with store.raw() as conn:
         changed = await maintain_store_partitions(conn, settings.store.premake_days, settings.store.retention_days)
@@ -61,14 +99,19 @@ async def upkeep(store: Store, settings: Settings) -> None:
 
 async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serve_metrics: bool = True) -> None:
     shard = resolve_shard(settings)
+    tune_gc()
     sweeper = Sweeper(store, settings, shard)
     await upkeep(store, settings)
     if serve_metrics and settings.worker.metrics_port:
         start_http_server(settings.worker.metrics_port, registry=telemetry.REGISTRY)
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for name, interval in collector_intervals(settings).items():
-        scheduler.add_job(sweeper.sweep, "interval", seconds=interval, args=[[name]], id=f"collector:{name}",
-                          max_instances=1, coalesce=True, misfire_grace_time=interval, next_run_time=_now())
+    intervals = await job_intervals(store, settings)
+    for name, interval in intervals.items():
+        scheduler.add_job(sweeper.sweep, "interval", seconds=interval, args=[[name]], kwargs={"due_only": True},
+                          id=f"collector:{name}", max_instances=1, coalesce=True, misfire_grace_time=interval,
+                          next_run_time=_now())
+    scheduler.add_job(reschedule, "interval", seconds=300, args=[scheduler, store, settings, intervals],
+                      id="collector-intervals", max_instances=1)
     scheduler.add_job(upkeep, "interval", hours=1, args=[store, settings], id="store-upkeep", max_instances=1)
     scheduler.add_job(**sweep_requests_job(store, settings, sweeper, shard))
     for job in _extra_jobs(store, settings):

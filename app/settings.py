@@ -33,6 +33,9 @@ class WorkerSettings(BaseModel):
     backoff_base_s: float = Field(30.0, ge=0)
     backoff_max_s: float = Field(1800.0, ge=0)
     metrics_port: int = Field(9108, ge=0, le=65535)
+    identity_ttl_s: float = Field(
+        10.0, ge=0, description="seconds a server's role and identity reading is reused: collectors fired together "
+                                "share one; a failover is seen within this long")
 
 
 class ApiSettings(BaseModel):

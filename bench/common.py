@@ -55,8 +55,8 @@ async def fresh_store(url: str) -> Store:
 def select_inventory(path: Path, n: int) -> list[dict]:
     """The first n-2 fleet databases plus the primary/standby pair (the file's last two entries)."""
     items = yaml.safe_load(path.read_text())["instances"]
-    pair = [i for i in items if i["tags"].get("cluster")]
-    rest = [i for i in items if not i["tags"].get("cluster")]
+    pair = [i for i in items if i["tags"].get("pgcluster") == "repl"]
+    rest = [i for i in items if i["tags"].get("pgcluster") != "repl"]
     if n - len(pair) > len(rest):
         raise SystemExit(f"{path} has {len(rest) + len(pair)} instances; asked for {n}")
     return rest[: n - len(pair)] + pair

@@ -205,9 +205,8 @@ def inventory(fleet: list[tuple[str, int, str]], pair: tuple[dict, dict], repeat
                           "tags": {"fleet": "bench", "pgcluster": cluster}})
     primary, standby = pair
     for entry, role in ((primary, "primary"), (standby, "standby")):
-        tags = {"fleet": "bench", "pgcluster": "repl", "cluster": "dbf-bench-repl", "role": role}
-        if role == "standby":
-            tags["replication_name"] = STANDBY_NAME
+        # No role or peer tags: dbfleet reads the topology from the servers themselves.
+        tags = {"fleet": "bench", "pgcluster": "repl"}
         items.append({"name": f"dbf-bench-{role}", "engine": "postgres", "host": "127.0.0.1",
                       "port": entry["port"], "dbname": "dbf_bench_repl", "user": "dbfleet", "tls_mode": "disable",
                       "tags": tags})

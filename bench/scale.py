@@ -24,6 +24,7 @@ import psutil
 from common import RssSampler, fresh_store, import_inventory, machine, now_utc, select_inventory, store_url, update_doc
 
 from app.settings import Settings
+from app.scheduler import tune_gc
 from app.sweep import Selector, Sweeper
 
 HEADING = "## Scale"
@@ -58,6 +59,7 @@ async def guarded(coro, min_available: float) -> tuple[object | None, str | None
 async def step(args: argparse.Namespace, n: int) -> dict:
     store = await fresh_store(store_url())
     await import_inventory(store, select_inventory(args.inventory, n))
+    tune_gc()  # as the worker does
     sweeper = Sweeper(store, Settings())
     rss = RssSampler()
     out: dict = {"instances": n}

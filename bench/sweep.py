@@ -35,6 +35,7 @@ from common import (REPO, RssSampler, fresh_store, import_inventory, machine, no
                     store_url, update_doc)
 
 from app.settings import Settings
+from app.scheduler import tune_gc
 from app.sweep import Selector, Sweeper
 from collectors.engines import pg
 
@@ -108,7 +109,7 @@ CPU_PARTS = [
     ("collectors: query_stats.transform", "collectors/postgres/query_stats.py", "transform"),
     ("collectors: health.transform", "collectors/postgres/health.py", "transform"),
     ("store: record_runs (one statement per instance, JSON encoding)", "app/findings.py", "record_runs"),
-    ("store: advisory locks per (instance, collector)", "app/sweep.py", "_try_locks"),
+    ("store: claim (advisory locks per (instance, collector), state seq)", "app/run_record.py", "claim"),
 ]
 
 
@@ -152,6 +153,7 @@ async def run(args: argparse.Namespace) -> dict:
     store = await fresh_store(url)
     await import_inventory(store, select_inventory(args.inventory, args.instances))
     recorder = Recorder()
+    tune_gc()  # as the worker does
     sweeper = Sweeper(store, settings)
     rss = RssSampler()
     try:

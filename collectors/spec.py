@@ -82,10 +82,29 @@ class Context:
     tags: Mapping[str, str] = field(default_factory=dict)
     is_standby: bool = False
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    # The state the previous successful run returned, None on the first run.
+    # The state the previous successful run returned, None on the first run. Read it, never modify
+    # it: the store's copy is diffed against it.
     previous: Any = None
-    # Peers in the same cluster tag (for checks such as "unused on every replica").
+    # What the spec's `needs` and `peer_metrics` asked the runner for: the same database on the other
+    # members of the replication set ("cluster_peers"), peer metrics, linked standbys...
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a server says it is, read on every run: the ground for roles and replication sets."""
+
+    role: NodeRole                # primary, or standby (a PostgreSQL standby, a MySQL replica, an Aurora reader)
+    # PostgreSQL: the system_identifier a primary and its physical standbys share; MySQL: server_uuid
+    # (MariaDB has none: its server_id with host and port).
+    server_id: str = ""
+    database: str = ""
+    upstream_host: str = ""       # where a standby streams from (WAL receiver sender, replica source)
+    upstream_port: int = 0
+    upstream_streaming: bool = False
+    # The application_name a PostgreSQL standby's walsender shows in its primary's pg_stat_replication.
+    stream_name: str = ""
+    read_only: bool = False
 
 
 class Connection(Protocol):
@@ -126,10 +145,17 @@ class CollectorSpec:
     timeout_s: float = 30.0
     role: NodeRole = NodeRole.any
     thresholds: Mapping[str, Any] = field(default_factory=dict)
-    # Metrics this collector reads from its cluster peers (instances sharing the `cluster` tag):
-    # the runner puts each metric's latest values, summed over peers per object, into
-    # ctx.extra[f"peer_{metric}"] — e.g. an index is unused only if no replica scans it either.
+    # Metrics this collector reads from its replication peers (the same database on the other servers
+    # of its detected replication set): the runner puts each metric's latest values, summed over
+    # peers per object, into ctx.extra[f"peer_{metric}"] — e.g. an index is unused only if no
+    # replica scans it either.
     peer_metrics: tuple[str, ...] = ()
+    # What else the runner must supply (one provider each in app/run_context.py):
+    #   "partition_policies"  thresholds["partition_policies"]: the configured policies for this instance
+    #   "sql_available"       extra["sql_available"]: whether the instance's SQL session answered this sweep
+    #   "replication"         extra["linked_standbys"], ["expected_standbys"], ["other_primaries"]: the
+    #                         detected replication set around this server
+    needs: tuple[str, ...] = ()
 
     def sql_for(self, version: int) -> str:
         """The SQL under the closest lower version key; ValueError if the server is too old."""

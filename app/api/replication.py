@@ -1,12 +1,14 @@
-"""The fleet's current replication lag, per instance and standby/replica, from stored samples."""
+"""The fleet's replication: current lag per standby/replica from stored samples, and the detected topology."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from app.api.deps import StoreDep, ViewerDep
+from app.topology import Topology, members_json
 
 router = APIRouter(prefix="/api/v1", tags=["replication"])
 
@@ -35,3 +37,23 @@ async def latest_lag(store) -> list[dict[str, Any]]:
 async def replication(store: StoreDep, _: ViewerDep) -> list[dict[str, Any]]:
     """Each standby/replica's latest lag (seconds and bytes), worst first."""
     return await latest_lag(store)
+
+
+class TopologyMember(BaseModel):
+    instance: str
+    role: str | None = Field(description="primary or standby, as the server said on its last run; null: never read")
+    server_id: str | None = Field(description="PostgreSQL system_identifier, MySQL server_uuid")
+    database: str | None
+    replication_set: str | None = Field(description="the root primary of the instance's replication set")
+    upstream: str | None = Field(description="the inventory instance this standby streams from")
+    upstream_address: str | None = Field(description="host:port the standby's WAL receiver or replica thread uses")
+    streaming: bool | None
+    reachable: bool
+    checked_at: str | None
+
+
+@router.get("/topology", response_model=list[TopologyMember])
+async def topology(store: StoreDep, _: ViewerDep) -> list[dict[str, Any]]:
+    """Replication sets as detected on every run: each instance's role, upstream and set, no tags needed."""
+    async with store.raw() as conn:
+        return members_json(await Topology.load(conn))

@@ -131,4 +131,5 @@ SPEC = register(CollectorSpec(
     interval_s=300,
     timeout_s=60,
     thresholds=THRESHOLDS,
+    needs=('sql_available',),
 ))

@@ -11,6 +11,7 @@ import aiomysql
 import pymysql
 
 from collectors.engines.base import LoginFailed, SessionLimits, Target, Unreachable, register_adapter
+from collectors.spec import Identity, NodeRole
 
 # 1045 bad user/password, 1044 no access to the database, 1698 auth plugin refused (unix_socket),
 # 1862 password expired: all need a credentials fix, not a network one.
@@ -72,6 +73,20 @@ class MySQLConnection:
             await cur.execute(sql, args or None)
             return list(await cur.fetchall())
 
+    async def identify(self) -> Identity:
+        """Read the server's identity now: a replica promoted (or re-pointed) shows on the next run."""
+        [row] = await self.fetch(_IDENTITY_SQL[self.flavor])
+        replica = await _replica_status(self)
+        self.is_standby = replica is not None or str(row["iro"]) in ("1", "ON")
+        server_id = row["uuid"] if self.flavor == "mysql" else f"mariadb:{row['host']}:{row['port']}:{row['sid']}"
+        upstream = replica or {}
+        return Identity(
+            role=NodeRole.standby if self.is_standby else NodeRole.primary, server_id=str(server_id),
+            database=row["db"] or "", upstream_host=str(_first(upstream, "Source_Host", "Master_Host") or ""),
+            upstream_port=int(_first(upstream, "Source_Port", "Master_Port") or 0),
+            upstream_streaming=_first(upstream, "Replica_IO_Running", "Slave_IO_Running") == "Yes",
+            read_only=str(row["ro"]) in ("1", "ON"))
+
     async def close(self) -> None:
         if self.raw.closed:
             return
@@ -118,15 +133,33 @@ async def open_raw(target: Target, limits: SessionLimits) -> aiomysql.Connection
         raise Unreachable(target, f"cannot connect to {target.host}:{target.port}: {reason}") from None
 
 
+# MariaDB has no server_uuid: its server_id with host and port names the server instead.
+_IDENTITY_SQL = {
+    "mysql": "SELECT @@server_uuid AS uuid, @@read_only AS ro, @@innodb_read_only AS iro, DATABASE() AS db",
+    "mariadb": "SELECT @@server_id AS sid, @@hostname AS host, @@port AS port, @@read_only AS ro, "
+               "@@innodb_read_only AS iro, DATABASE() AS db",
+}
+
+
+def _first(row: dict[str, Any], *names: str) -> Any:
+    return next((row[n] for n in names if n in row), None)
+
+
+async def _replica_status(conn: MySQLConnection) -> dict[str, Any] | None:
+    """The first replication source's status row, None on a server that replicates from nobody."""
+    try:
+        rows = await conn.fetch(replica_status_sql(conn.server_version))
+    except pymysql.err.Error:
+        # Without REPLICATION CLIENT (MySQL) / SLAVE MONITOR (MariaDB) we cannot tell; say primary.
+        return None
+    return rows[0] if rows else None
+
+
 async def _is_standby(conn: MySQLConnection, innodb_read_only: Any) -> bool:
     """A replica has replica-status rows; an Aurora MySQL reader has innodb_read_only on instead."""
     if str(innodb_read_only) in ("1", "ON"):
         return True
-    try:
-        return bool(await conn.fetch(replica_status_sql(conn.server_version)))
-    except pymysql.err.Error:
-        # Without REPLICATION CLIENT (MySQL) / SLAVE MONITOR (MariaDB) we cannot tell; say primary.
-        return False
+    return await _replica_status(conn) is not None
 
 
 async def connect_mysql(target: Target, limits: SessionLimits) -> MySQLConnection:

@@ -406,4 +406,5 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=60,
     thresholds=THRESHOLDS,
+    needs=('partition_policies',),
 ))

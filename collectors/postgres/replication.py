@@ -6,6 +6,7 @@ are in recovery but have no WAL receiver, so they take the Aurora path (aurora_r
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -119,7 +120,14 @@ def _lag_finding(name: str, lag_s: float, lag_bytes: int, t: Mapping[str, Any], 
 def primary_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """pg_stat_replication rows -> per-standby samples, replication_lag and standby_disconnected."""
     result = walsender_transform(rows, ctx)
-    result.findings += _disconnected(rows, ctx.extra.get("expected_standbys") or [])
+    missing = _disconnected(rows, ctx.extra.get("linked_standbys") or [],
+                            int(ctx.tags.get("expected_standbys") or 0))
+    # A linked standby is reported once it is missing on two runs in a row: one that was promoted a
+    # moment ago still stands as this primary's standby in the topology this sweep started from.
+    before = set((ctx.previous or {}).get("missing", [])) if isinstance(ctx.previous, Mapping) else set()
+    result.findings += [f for f in missing if f.object in before or f.object == EXPECTED]
+    result.state = {"missing": sorted(f.object for f in missing)}
+    result.findings += _other_primaries(ctx.extra.get("other_primaries") or [])
     return result
 
 
@@ -139,17 +147,53 @@ def walsender_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Resu
     return result
 
 
-def _disconnected(rows: Sequence[Mapping[str, Any]], expected: Sequence[str]) -> list[Finding]:
-    """Standbys the inventory lists (by application_name, address or host name) absent from pg_stat_replication."""
-    seen = {v for r in rows for v in (r["application_name"], r["client_addr"], r["client_hostname"]) if v}
+EXPECTED = "expected standbys"
+
+
+def _disconnected(rows: Sequence[Mapping[str, Any]], standbys: Sequence[Mapping[str, Any]],
+                  expected_count: int) -> list[Finding]:
+    """Standbys linked to this primary (detected: app/topology.py) whose walsender is missing here.
+
+    A standby is matched by the application_name its own WAL receiver connects with, never by its
+    inventory name. Several standbys may share one (the default `walreceiver`): the ones that say
+    they are streaming take the walsenders first, so the finding lands on the one that is not.
+    """
+    senders = Counter(r["application_name"] for r in rows if r["state"] in ("streaming", "catchup"))
+    out = []
+    for sb in sorted(standbys, key=lambda s: not s["streaming"]):
+        if senders[sb["stream_name"]] > 0:
+            senders[sb["stream_name"]] -= 1
+            continue
+        state = "unreachable" if not sb["reachable"] else "streaming" if sb["streaming"] else "not streaming"
+        out.append(_standby_disconnected(sb["name"], f"Standby {sb['name']} is not streaming from this primary",
+                                         rows, {"standby_reports": state, "stream_name": sb["stream_name"]}))
+    connected = sum(1 for r in rows if r["state"] in ("streaming", "catchup"))
+    if expected_count and connected < expected_count:
+        out.append(_standby_disconnected(
+            EXPECTED, f"{connected} of {expected_count} expected standbys are streaming from this primary",
+            rows, {"expected": expected_count, "streaming": connected}))
+    return out
+
+
+def _other_primaries(names: Sequence[str]) -> list[Finding]:
+    """Other servers with this primary's system identifier that are primaries too (split brain)."""
     return [Finding(
-        check="standby_disconnected", object=name, severity=Severity.critical,
-        title=f"Standby {name} is not streaming from this primary",
-        details={"connected": sorted({r["application_name"] for r in rows}),
+        check="multiple_primaries", object=name, severity=Severity.critical,
+        title=f"{name} is also a primary of this replication set: both accept writes",
+        details={"sql": "select system_identifier from pg_control_system(); select pg_is_in_recovery()"},
+        recommendation="After a failover the old primary must not come back as a primary. Fence it (stop it, "
+                       "or point clients away), then rebuild it as a standby with pg_rewind or a new base backup.",
+    ) for name in names]
+
+
+def _standby_disconnected(obj: str, title: str, rows: Sequence[Mapping[str, Any]], details: dict) -> Finding:
+    return Finding(
+        check="standby_disconnected", object=obj, severity=Severity.critical, title=title,
+        details={**details, "connected": sorted({r["application_name"] for r in rows}),
                  "sql": "select application_name, client_addr, state from pg_stat_replication"},
         recommendation="Look at the standby's log and pg_stat_wal_receiver. If it fell behind the WAL "
                        "the primary keeps, it needs a replication slot or a new base backup.",
-    ) for name in expected if name not in seen]
+    )
 
 
 def slots_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
@@ -306,4 +350,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    needs=('replication',),
 ))

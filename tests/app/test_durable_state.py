@@ -18,7 +18,7 @@ import pytest
 from app.inventory.schemas import InstanceIn
 from app.inventory.store import upsert_instances
 from app.settings import Settings
-from app.sweep import Selector, Sweeper
+from app.sweep import Sweeper
 from tests.collectors.mysql.servers import MARIADBD, start_mariadb, stop_mariadb
 from tests.collectors.postgres.conftest import PG15_BIN, start_cluster
 

@@ -35,25 +35,58 @@ def slot_row(name="s1_slot", active=True, retained=0, wal_status="reserved"):
 
 def ctx(**extra):
     thresholds = extra.pop("thresholds", {})
-    return Context(instance="pg-a", engine="postgres", thresholds=thresholds, extra=extra)
+    tags = extra.pop("tags", {})
+    return Context(instance="pg-a", engine="postgres", thresholds=thresholds, tags=tags, extra=extra)
+
+
+def linked(name, stream_name, streaming=True, reachable=True):
+    """A standby app/topology.py linked to this primary, as the replication provider hands it over."""
+    return {"name": name, "stream_name": stream_name, "streaming": streaming, "reachable": reachable}
 
 
 PRIMARY_CASES = [
     ("caught up", [standby_row()], {}, set()),
-    ("idle primary: NULL lag reads as 0", [standby_row(lag_s=0.0)], {"expected_standbys": ["s1"]}, set()),
+    ("idle primary: NULL lag reads as 0", [standby_row(lag_s=0.0)], {"linked_standbys": [linked("pg-s1", "s1")]},
+     set()),
     ("warning", [standby_row(lag_s=45.0, lag_bytes=10_000)], {}, {("replication_lag", "s1", Severity.warning)}),
     ("critical", [standby_row(lag_s=301.0)], {}, {("replication_lag", "s1", Severity.critical)}),
-    ("expected by address", [standby_row(name="walreceiver")], {"expected_standbys": ["10.0.0.2"]}, set()),
-    ("missing standby", [standby_row()], {"expected_standbys": ["s1", "s2"]},
-     {("standby_disconnected", "s2", Severity.critical)}),
-    ("no standbys at all", [], {"expected_standbys": ["s1"]}, {("standby_disconnected", "s1", Severity.critical)}),
+    ("matched by the name its receiver connects with, not the inventory name", [standby_row(name="walreceiver")],
+     {"linked_standbys": [linked("pg-standby", "walreceiver")]}, set()),
+    ("missing standby", [standby_row()], {"linked_standbys": [linked("pg-s1", "s1"), linked("pg-s2", "s2", False)]},
+     {("standby_disconnected", "pg-s2", Severity.critical)}),
+    ("two share the default name; the one not streaming is named", [standby_row(name="walreceiver")],
+     {"linked_standbys": [linked("pg-b", "walreceiver", False, False), linked("pg-a", "walreceiver")]},
+     {("standby_disconnected", "pg-b", Severity.critical)}),
+    ("catching up counts as connected", [standby_row(state="catchup")], {"linked_standbys": [linked("pg-s1", "s1")]},
+     set()),
+    ("no standbys at all", [], {"linked_standbys": [linked("pg-s1", "s1")]},
+     {("standby_disconnected", "pg-s1", Severity.critical)}),
+    ("fewer than the expected count tag", [standby_row()], {"tags": {"expected_standbys": "2"}},
+     {("standby_disconnected", "expected standbys", Severity.critical)}),
+    ("the expected count met", [standby_row(), standby_row("s2")], {"tags": {"expected_standbys": "2"}}, set()),
+    ("another primary with this system identifier", [], {"other_primaries": ["pg-old"]},
+     {("multiple_primaries", "pg-old", Severity.critical)}),
 ]
 
 
 @pytest.mark.parametrize("case, rows, extra, expected", PRIMARY_CASES, ids=[c[0] for c in PRIMARY_CASES])
 def test_primary_transform(case, rows, extra, expected):
-    result = primary_transform(rows, ctx(**extra))
+    first = primary_transform(rows, ctx(**extra))
+    again = ctx(**extra)
+    again.previous = first.state
+    result = primary_transform(rows, again)
     assert {(f.check, f.object, f.severity) for f in result.findings} == expected
+
+
+def test_a_linked_standby_is_reported_missing_on_the_second_run_in_a_row():
+    """One promoted a moment ago still stands linked in the topology the sweep started from."""
+    extra = {"linked_standbys": [linked("pg-s1", "s1")]}
+    first = primary_transform([], ctx(**extra))
+    assert first.findings == [] and first.state == {"missing": ["pg-s1"]}
+    back = primary_transform([standby_row()], Context("pg-a", "postgres", extra=extra, previous=first.state))
+    assert back.findings == [] and back.state == {"missing": []}
+    gone = primary_transform([], Context("pg-a", "postgres", extra=extra, previous=first.state))
+    assert [(f.check, f.object) for f in gone.findings] == [("standby_disconnected", "pg-s1")]
 
 
 def test_primary_samples_per_standby():
@@ -272,8 +305,9 @@ async def _collect(cluster, **extra):
     conn = await connect(Target("node", "postgres", cluster.host, cluster.port, "postgres", "postgres"))
     try:
         thresholds = extra.pop("thresholds", {"replication_lag_warning_s": 2})
-        return await run_collector(SPEC, conn, Context(instance="node", engine="postgres",
-                                                       thresholds=thresholds, extra=extra))
+        previous = extra.pop("previous", None)
+        return await run_collector(SPEC, conn, Context(instance="node", engine="postgres", thresholds=thresholds,
+                                                       previous=previous, extra=extra))
     finally:
         await conn.close()
 
@@ -303,7 +337,7 @@ async def test_clean_pair_has_no_replication_findings(pg15_replica_pair):
         return [r["state"] for r in rows] == ["streaming"]
 
     await _wait_for(streaming)
-    primary = await _collect(pair.primary, expected_standbys=[pair.standby_name])
+    primary = await _collect(pair.primary, linked_standbys=[linked("pg-standby", pair.standby_name)])
     assert primary.findings == []
     assert {(s.metric, s.object) for s in primary.samples} >= {
         ("replication_lag_seconds", pair.standby_name), ("replication_lag_bytes", pair.standby_name)}
@@ -332,7 +366,9 @@ async def test_lagging_standby_and_inactive_slot(pg15_replica_pair):
             return rows and (rows[0]["s"] or 0) > 2
 
         await _wait_for(lagging)
-        primary = await _collect(pair.primary, expected_standbys=[pair.standby_name, "dbf_gone"])
+        primary = await _collect(pair.primary, linked_standbys=[linked("pg-standby", pair.standby_name),
+                                                                linked("dbf_gone", "dbf_gone", False, False)],
+                                 previous={"missing": ["dbf_gone"]})
         got = {(f.check, f.object) for f in primary.findings}
         assert got == {("replication_lag", pair.standby_name), ("replication_slot_inactive", "dbf_pgp_abandoned"),
                        ("standby_disconnected", "dbf_gone")}
