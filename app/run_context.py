@@ -65,10 +65,18 @@ async def _replication(run: RunInputs) -> dict[str, Any]:
             "other_primaries": run.topology.other_primaries(run.inst.id)}
 
 
+async def _schemas(run: RunInputs) -> dict[str, Any]:
+    # An entry covers the schemas it names, or else every schema no other entry on its server names.
+    if run.inst.dbname:
+        return {"schemas": {"include": [run.inst.dbname]}}
+    return {"schemas": {"exclude": run.topology.dbnames_beside(run.inst.id)}}
+
+
 PROVIDERS: dict[str, Provider] = {
     "partition_policies": _partition_policies,
     "sql_available": _sql_available,
     "replication": _replication,
+    "schemas": _schemas,
 }
 
 

@@ -35,7 +35,7 @@ from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.engines.pool import BackingOff, ConnectionPool
 from collectors.registry import specs_for
 from collectors.runner import run_collector
-from collectors.spec import CollectorSpec, Context
+from collectors.spec import CollectorSpec, Context, Result, Scope
 
 __all__ = ["CONNECTIVITY", "Selector", "Shard", "SweepSummary", "Sweeper"]
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class _Work:
     password: Callable[[], Any] | None
     specs: list[CollectorSpec]
     sql: bool
+    # Server-level collectors whose home is another entry of the same server: one empty run each
+    # (once per process) resolves what they left here before the server had one home.
+    elsewhere: list[str] = field(default_factory=list)
 
 
 class Sweeper:
@@ -95,6 +98,7 @@ class Sweeper:
         self._sql_ok: dict[int, bool] = {}
         # When each (instance, collector) last started here: per-instance intervals (overrides).
         self._started: dict[tuple[int, str], float] = {}
+        self._elsewhere_done: set[tuple[int, str]] = set()
         aws = CloudSettings.of(settings).aws
         aws_credentials.configure(endpoint_url=aws.endpoint_url, ttl_s=aws.secret_ttl_s)
 
@@ -144,9 +148,11 @@ class Sweeper:
     def thresholds(self, spec: CollectorSpec, inst: Instance) -> dict[str, Any]:
         return merged_thresholds(self.settings, spec, inst)
 
-    def _specs(self, engine: str, inst: Instance, collectors: list[str] | None, due_only: bool) -> list[CollectorSpec]:
+    def _specs(self, engine: str, inst: Instance, collectors: list[str] | None, due_only: bool,
+               elsewhere: list[str] | None = None) -> list[CollectorSpec]:
         out = []
         now = time.monotonic()
+        home = self.topology.is_home(inst.id)
         for spec in specs_for(engine):
             override = (inst.overrides or {}).get(spec.name) or {}
             if collectors is not None and spec.name not in collectors:
@@ -157,6 +163,10 @@ class Sweeper:
                 interval = override.get("interval_s") or self.settings.collector(spec.name).interval_s or spec.interval_s
                 if now - last < 0.9 * interval:  # a little slack: job ticks are not exact
                     continue
+            if spec.scope is Scope.server and not home:
+                if elsewhere is not None and (inst.id, spec.name) not in self._elsewhere_done:
+                    elsewhere.append(spec.name)
+                continue
             out.append(spec)
         return out
 
@@ -165,8 +175,9 @@ class Sweeper:
         """The instance's SQL collectors on its held session, then its cloud collectors (CloudWatch,
         Azure Monitor) on the cloud targets its identity gives it."""
         ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
-        work = [_Work(_sql_target(inst), _password_for(inst, self.settings), self._specs(inst.engine, inst, collectors, due_only),
-                      sql=True)]
+        elsewhere: list[str] = []
+        work = [_Work(_sql_target(inst), _password_for(inst, self.settings),
+                      self._specs(inst.engine, inst, collectors, due_only, elsewhere), sql=True, elsewhere=elsewhere)]
         if inst.cloud:
             for cloud_target in await targets_for_cloud(inst.name, inst.cloud, self.settings):
                 work.append(_Work(cloud_target, None, self._specs(cloud_target.engine, inst, collectors, due_only),
@@ -198,11 +209,13 @@ class Sweeper:
                 failures = 0
                 for spec in specs:
                     failures += not await self._run_one(store, conn, spec, ref, inst, summary, runs)
+                runs += [RunRecord(name, started, 0.0, Result()) for name in work.elsewhere]
         except ConnectFailed as e:
             await self.recorder.write_runs(store, ref, runs)
             await self._unreachable(store, work, ref, inst, connectivity, e, specs, started, t0, summary)
             return "skipped" if isinstance(e, BackingOff) else "unreachable"
         await self.recorder.write_runs(store, ref, runs)
+        self._elsewhere_done.update((inst.id, name) for name in work.elsewhere)
         return "ok" if failures == 0 else "failed"
 
     async def _unreachable(self, store: asyncpg.Connection, work: _Work, ref: InstanceRef, inst: Instance,

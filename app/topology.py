@@ -49,6 +49,8 @@ class Member:
     host: str
     port: int
     tags: dict[str, Any]
+    dbname: str = ""  # as the inventory names it (the detected one is `database`)
+    cloud: dict[str, Any] = field(default_factory=dict)
     role: str = ""
     server_id: str = ""
     database: str = ""
@@ -61,6 +63,9 @@ class Member:
 
     @property
     def server(self) -> tuple[str, int]:
+        # A cloud instance is its cloud identity (an endpoint name may be shared or reused).
+        if cloud_id := self.cloud.get("arn") or self.cloud.get("resource_id"):
+            return str(cloud_id).lower(), 0
         return server_key(self.host, self.port)
 
     def fresh(self, now: datetime) -> bool:
@@ -68,7 +73,7 @@ class Member:
 
 
 _LOAD = """
-select i.id, i.name, i.host, i.port, i.tags, t.role, t.server_id, t.database, t.upstream_host, t.upstream_port,
+select i.id, i.name, i.host, i.port, i.tags, i.dbname, i.cloud, t.role, t.server_id, t.database, t.upstream_host, t.upstream_port,
        t.upstream_streaming, t.stream_name, t.reachable, t.checked_at
 from instances i left join instance_topology t on t.instance_id = i.id
 where i.enabled and i.gone_at is null
@@ -80,13 +85,15 @@ class Topology:
     """The fleet's detected topology as of the start of a sweep (every shard: peers live anywhere)."""
 
     members: dict[int, Member] = field(default_factory=dict)
+    _by_server: dict[tuple[str, int], list[Member]] | None = field(default=None, repr=False)
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection) -> "Topology":
         members = {}
         for r in await conn.fetch(_LOAD):
             tags = r["tags"] if isinstance(r["tags"], dict) else json.loads(r["tags"] or "{}")
-            m = Member(r["id"], r["name"], r["host"], r["port"], tags)
+            cloud = r["cloud"] if isinstance(r["cloud"], dict) else json.loads(r["cloud"] or "{}")
+            m = Member(r["id"], r["name"], r["host"], r["port"], tags, r["dbname"] or "", cloud)
             if r["role"] is not None:
                 for key in ("role", "server_id", "database", "upstream_host", "upstream_port", "upstream_streaming",
                             "stream_name", "reachable", "checked_at"):
@@ -95,7 +102,26 @@ class Topology:
         return cls(members)
 
     def _on_server(self, server: tuple[str, int]) -> list[Member]:
-        return [m for m in self.members.values() if m.server == server]
+        if self._by_server is None:  # built once per sweep: a lookup per instance, not a scan
+            self._by_server = {}
+            for m in sorted(self.members.values(), key=lambda m: m.id):
+                self._by_server.setdefault(m.server, []).append(m)
+        return self._by_server.get(server, [])
+
+    def is_home(self, instance_id: int) -> bool:
+        """Whether server-level checks for this entry's server run here: on the entry with the
+        lowest id among the server's enabled entries, so a problem of the server has one home."""
+        me = self.members.get(instance_id)
+        if me is None:  # registered after this sweep's topology was read: it runs everything
+            return True
+        return self._on_server(me.server)[0].id == instance_id
+
+    def dbnames_beside(self, instance_id: int) -> list[str]:
+        """The databases (MySQL: schemas) the other entries on this entry's server name."""
+        me = self.members.get(instance_id)
+        if me is None:
+            return []
+        return sorted({m.dbname for m in self._on_server(me.server) if m.id != instance_id and m.dbname})
 
     def upstream_of(self, m: Member) -> Member | None:
         """The primary-side instance a standby streams from (same database preferred)."""

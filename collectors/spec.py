@@ -22,6 +22,11 @@ class NodeRole(StrEnum):
     any = "any"
 
 
+class Scope(StrEnum):
+    server = "server"
+    database = "database"
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """Something a DBA should know about one object on one instance."""
@@ -155,7 +160,13 @@ class CollectorSpec:
     #   "sql_available"       extra["sql_available"]: whether the instance's SQL session answered this sweep
     #   "replication"         extra["linked_standbys"], ["expected_standbys"], ["other_primaries"]: the
     #                         detected replication set around this server
+    #   "schemas"             extra["schemas"]: {"include": [...]} the schemas this entry names, or
+    #                         {"exclude": [...]} those other entries on its server name (MySQL)
     needs: tuple[str, ...] = ()
+    # "server": about the server as a whole (connections, wraparound, replication, slots, settings), run
+    # once per server on its home entry; "database": about the database (PostgreSQL) or schemas
+    # (MySQL) an inventory entry names, run on every entry.
+    scope: Scope = Scope.database
 
     def sql_for(self, version: int) -> str:
         """The SQL under the closest lower version key; ValueError if the server is too old."""

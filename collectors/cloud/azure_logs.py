@@ -14,7 +14,7 @@ from typing import Any
 from collectors.cloud.azure_api import AzureConnection, parse_resource_id
 from collectors.engines.base import redact
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
 
 _SUMMARY = """
 | summarize events = count(), last_seen = max(TimeGenerated), max_duration_ms = max(duration_ms),
@@ -132,4 +132,5 @@ SPEC = register(CollectorSpec(
     interval_s=900,
     timeout_s=60,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

@@ -10,7 +10,7 @@ from typing import Any
 from collectors.cloud import decisions
 from collectors.cloud.azure_api import AzureConnection, parse_resource_id
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Result
+from collectors.spec import CollectorSpec, Context, Result, Scope
 
 # Per service: Azure metric name -> (our sample name, aggregation we read).
 SERVICE_METRICS: dict[str, dict[str, tuple[str, str]]] = {
@@ -124,4 +124,5 @@ SPEC = register(CollectorSpec(
     timeout_s=60,
     thresholds=THRESHOLDS,
     needs=('sql_available',),
+    scope=Scope.server,
 ))

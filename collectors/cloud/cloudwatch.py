@@ -10,7 +10,7 @@ from typing import Any
 from collectors.cloud import decisions
 from collectors.cloud.adapter import AwsConnection
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Result, Sample
+from collectors.spec import CollectorSpec, Context, Result, Sample, Scope
 
 # CloudWatch metric: (statistic, our sample name, factor to our unit).
 METRICS: dict[str, tuple[str, str, float]] = {
@@ -132,4 +132,5 @@ SPEC = register(CollectorSpec(
     timeout_s=60,
     thresholds=THRESHOLDS,
     needs=('sql_available',),
+    scope=Scope.server,
 ))

@@ -69,6 +69,28 @@ def qualified(schema: str, table: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
+def in_scope(schema: str | None, ctx: Context) -> bool:
+    """Whether a schema belongs to this inventory entry (ctx.extra["schemas"], from the runner).
+
+    An entry that names schemas covers those; one that names none covers every schema the other
+    entries on its server do not name, and statements run with no default schema. No scope given
+    (a collector run on its own) means everything.
+    """
+    scope = ctx.extra.get("schemas")
+    if not scope:
+        return True
+    if "include" in scope:
+        return schema in scope["include"]
+    return schema not in scope.get("exclude", ())
+
+
+def scoped_snapshot(snap: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """The snapshot with every row of another entry's schemas left out (rows name `table_schema`)."""
+    return {name: [r for r in rows if in_scope(r.get("table_schema"), ctx)]
+            if isinstance(rows, list) and rows and isinstance(rows[0], Mapping) and "table_schema" in rows[0]
+            else rows for name, rows in snap.items()}
+
+
 def thresholds(defaults: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     return {**defaults, **ctx.thresholds}
 

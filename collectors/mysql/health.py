@@ -7,7 +7,7 @@ from typing import Any
 
 from collectors.mysql._common import MARIADB_MIN, MYSQL_57, as_int, snapshot_hook, snapshot_of, thresholds, variables
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
 
 STATUS_SQL = ("SHOW GLOBAL STATUS WHERE Variable_name IN "
               "('Uptime', 'Threads_connected', 'Threads_running', 'Max_used_connections')")
@@ -101,4 +101,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

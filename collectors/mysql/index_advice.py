@@ -18,6 +18,7 @@ from collectors.mysql._common import (
     as_int,
     qualified,
     quote_ident,
+    scoped_snapshot,
     snapshot_hook,
     snapshot_of,
     thresholds,
@@ -72,6 +73,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     snap = snapshot_of(rows)
     if snap is None:
         return result
+    snap = scoped_snapshot(snap, ctx)
     t = thresholds(THRESHOLDS, ctx)
     tables = _indexes_by_table(snap.get("indexes", []))
     idle = _idle_indexes(snap, t)
@@ -222,4 +224,5 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=60,
     thresholds=THRESHOLDS,
+    needs=('schemas',),
 ))

@@ -8,7 +8,15 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from collectors.mysql._common import MYSQL_57, SYSTEM_SCHEMAS_SQL, as_int, qualified, quote_ident, snapshot_of
+from collectors.mysql._common import (
+    MYSQL_57,
+    SYSTEM_SCHEMAS_SQL,
+    as_int,
+    qualified,
+    quote_ident,
+    scoped_snapshot,
+    snapshot_of,
+)
 from collectors.mysql.partition_plan import (
     COLUMNS_SQL,
     PARTITIONS_SQL,
@@ -99,6 +107,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     snap = snapshot_of(rows)
     if snap is None:
         return result
+    snap = scoped_snapshot(snap, ctx)
     t = {**THRESHOLDS, **ctx.thresholds}
     catchall = {(r["table_schema"], r["table_name"]): r for r in snap.get("catchall", [])}
     kept = _kept(snap.get("keep", []))
@@ -198,6 +207,7 @@ async def run(conn: Connection, ctx: Context) -> Result:
     snap: dict[str, Any] = {"partitions": await conn.fetch(SQL[MYSQL_57]), "columns": [], "catchall": [], "keep": []}
     if snap["partitions"]:
         snap["columns"] = await conn.fetch(COLUMNS[MYSQL_57])
+    snap = scoped_snapshot(snap, ctx)  # probe only this entry's schemas
     t = {**THRESHOLDS, **ctx.thresholds}
     for table in tables_from(snap):
         if table.catchall is not None:
@@ -236,5 +246,5 @@ SPEC = register(CollectorSpec(
     interval_s=3600,
     timeout_s=60,
     thresholds=THRESHOLDS,
-    needs=('partition_policies',),
+    needs=('partition_policies', 'schemas'),
 ))

@@ -16,6 +16,7 @@ from collectors.mysql._common import (
     MYSQL_57,
     PICOSECONDS_PER_MS,
     as_int,
+    in_scope,
     thresholds,
 )
 from collectors.registry import register
@@ -94,7 +95,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     windows = {k: w for k, w in old_windows.items() if now_s - w[SEEN] < FORGET_S}
     digests: dict[str, list[Any]] = {}
     for row in rows:
-        if row.get("digest") is None:
+        if row.get("digest") is None or not in_scope(row["schema_name"], ctx):
             continue
         key = f"{row['digest']}:{row['schema_name'] or ''}"
         counters = [as_int(row[c]) for c in COUNTERS]
@@ -241,4 +242,5 @@ SPEC = register(CollectorSpec(
     interval_s=300,
     timeout_s=30,
     thresholds=THRESHOLDS,
+    needs=('schemas',),
 ))

@@ -12,7 +12,7 @@ from typing import Any
 
 from collectors.mysql._common import MARIADB_MIN, MYSQL_57, as_int, fetch_snapshot, pick, snapshot_of, thresholds
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
 
 REPLICA_SQL = {
     MYSQL_57: "SHOW SLAVE STATUS",
@@ -165,4 +165,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

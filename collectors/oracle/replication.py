@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
 from collectors.sqlserver.common import by_kind, num
 
 # TIME_COMPUTED and DATUM_TIME are text in the standby's local clock ('MM/DD/YYYY HH24:MI:SS'):
@@ -131,4 +131,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
 
 SQL = """
 select d.datname,
@@ -132,4 +132,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

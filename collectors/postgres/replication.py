@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
 
 # write_lag/flush_lag/replay_lag are NULL once a standby has caught up on an idle primary, so
 # NULL means "nothing outstanding", which is 0, not unknown.
@@ -351,4 +351,5 @@ SPEC = register(CollectorSpec(
     timeout_s=10,
     thresholds=THRESHOLDS,
     needs=('replication',),
+    scope=Scope.server,
 ))

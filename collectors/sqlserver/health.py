@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
 from collectors.sqlserver.common import num
 
 # 'user connections' = 0 means "as many as the edition allows", which is 32,767; @@MAX_CONNECTIONS
@@ -78,4 +78,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Severity
+from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
 from collectors.sqlserver.common import as_utc, num
 
 _FROM = """
@@ -148,4 +148,5 @@ SPEC = register(CollectorSpec(
     interval_s=60,
     timeout_s=10,
     thresholds=THRESHOLDS,
+    scope=Scope.server,
 ))

@@ -139,7 +139,7 @@ async def fleet_file(target_db, tmp_path):
 
 async def test_sweep_json_prints_one_object_per_sweep(env, fleet_file):
     assert (await invoke("inventory", "import", str(fleet_file))).exit_code == 0
-    r = await invoke("sweep", "--collector", "health", "--repeat", "2", "--json")
+    r = await invoke("sweep", "--collector", "partitions", "--repeat", "2", "--json")
     assert r.exit_code == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2
@@ -148,7 +148,7 @@ async def test_sweep_json_prints_one_object_per_sweep(env, fleet_file):
         assert {"instances", "ok", "failed", "wall_s", "cpu_s", "findings_open"} <= set(s)
         assert (s["instances"], s["ok"], s["failed"]) == (3, 2, 1)
         assert s["findings_open"] >= 1 and s["wall_s"] >= 0 and s["cpu_s"] >= 0
-    r = await invoke("sweep", "--collector", "health", "--tag", "env=prod", "--json")
+    r = await invoke("sweep", "--collector", "partitions", "--tag", "env=prod", "--json")
     assert json.loads(r.stdout)["instances"] == 2
 
 

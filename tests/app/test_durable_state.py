@@ -169,10 +169,11 @@ async def test_two_terminal_sweeps_continue_one_baseline_on_mariadb(clean_store,
                     "INSERT INTO dbf_state.events SELECT seq, seq % 100 FROM seq_1_to_20000")
     await register(clean_store, InstanceIn(name="my-state", engine="mariadb", host="127.0.0.1", port=mariadb.port,
                                            dbname="dbf_state", user="root", overrides=MY_SLOW))
-    mariadb.execute("SELECT SLEEP(0.03)", "SELECT count(*) FROM dbf_state.events WHERE kind = 7")
+    # The entry names schema dbf_state: only statements run in it are its own.
+    mariadb.execute("USE dbf_state", "SELECT SLEEP(0.03)", "SELECT count(*) FROM dbf_state.events WHERE kind = 7")
     first = cli(clean_store.url, "sweep", "--collector", "query_stats", "--json")
     assert first.returncode == 0, first.stderr
-    mariadb.execute(*["SELECT SLEEP(0.03)"] * 8, *["SELECT count(*) FROM dbf_state.events WHERE kind = 7"] * 8)
+    mariadb.execute("USE dbf_state", *["SELECT SLEEP(0.03)"] * 8, *["SELECT count(*) FROM dbf_state.events WHERE kind = 7"] * 8)
     second = cli(clean_store.url, "sweep", "--collector", "query_stats", "--json")
     assert second.returncode == 0, second.stderr
     assert len(await live(clean_store, "slow_query")) >= 1

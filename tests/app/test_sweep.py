@@ -69,9 +69,11 @@ async def live_findings(store) -> dict[tuple[str, str], dict]:
 
 
 async def test_sweep_records_runs_and_connectivity_findings(clean_store, fleet):
+    # partitions is a database-level collector: it runs on every entry (health, server-level, runs
+    # once for pg-1..3's one server).
     sweeper = Sweeper(clean_store, settings())
     try:
-        summary = await sweeper.sweep(["health"])
+        summary = await sweeper.sweep(["partitions"])
     finally:
         await sweeper.close()
     assert (summary.instances, summary.ok, summary.failed, summary.skipped) == (5, 3, 2, 0)
@@ -90,10 +92,10 @@ async def test_sweep_records_runs_and_connectivity_findings(clean_store, fleet):
     runs = {(r["name"], r["collector"]): r for r in await fetch(
         clean_store, "select i.name, r.* from collector_runs r join instances i on i.id = r.instance_id")}
     for name in ("pg-1", "pg-2", "pg-3"):
-        assert runs[(name, "health")]["status"] == "ok" and runs[(name, "health")]["error"] is None
-    assert runs[("pg-down", "health")]["status"] == "error"
-    assert "cannot connect to 127.0.0.1:1" in runs[("pg-down", "health")]["error"]
-    assert runs[("pg-nocred", "health")]["status"] == "error"
+        assert runs[(name, "partitions")]["status"] == "ok" and runs[(name, "partitions")]["error"] is None
+    assert runs[("pg-down", "partitions")]["status"] == "error"
+    assert "cannot connect to 127.0.0.1:1" in runs[("pg-down", "partitions")]["error"]
+    assert runs[("pg-nocred", "partitions")]["status"] == "error"
     assert runs[("pg-down", "connectivity")]["findings"] == 1
 
 
@@ -115,14 +117,14 @@ async def test_no_secret_is_written_anywhere(clean_store, fleet):
 async def test_backing_off_instances_are_skipped_and_recorded(clean_store, fleet):
     sweeper = Sweeper(clean_store, settings(backoff_base_s=600))
     try:
-        first = await sweeper.sweep(["health"])
-        second = await sweeper.sweep(["health"])
+        first = await sweeper.sweep(["partitions"])
+        second = await sweeper.sweep(["partitions"])
     finally:
         await sweeper.close()
     assert (first.failed, first.skipped) == (2, 0)
     assert (second.ok, second.failed, second.skipped) == (3, 0, 2)
     runs = await fetch(clean_store, "select i.name, r.status, r.error from collector_runs r "
-                                    "join instances i on i.id = r.instance_id where r.collector = 'health' "
+                                    "join instances i on i.id = r.instance_id where r.collector = 'partitions' "
                                     "order by r.id")
     skipped = [r for r in runs if r["status"] == "skipped"]
     assert {r["name"] for r in skipped} == {"pg-down", "pg-nocred"}

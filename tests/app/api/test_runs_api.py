@@ -58,10 +58,10 @@ async def _count(store, sql: str) -> int:
 
 
 async def test_a_sweep_is_queued_and_runs_only_when_a_worker_claims_it(client, auth, fleet, clean_store, worker):
-    r = await client.post("/api/v1/sweeps", json={"collectors": ["health"]}, headers=auth["operator"])
+    r = await client.post("/api/v1/sweeps", json={"collectors": ["partitions"]}, headers=auth["operator"])
     assert r.status_code == 202, r.text
     s = r.json()
-    assert (s["status"], s["items"], s["counts"]["queued"], s["collectors"]) == ("queued", 3, 3, ["health"])
+    assert (s["status"], s["items"], s["counts"]["queued"], s["collectors"]) == ("queued", 3, 3, ["partitions"])
     assert s["requested_by"] == "test-operator" and s["finished_at"] is None
     assert s["links"]["self"] == r.headers["location"] == f"/api/v1/sweeps/{s['id']}"
     await asyncio.sleep(0.3)
@@ -84,12 +84,12 @@ async def test_a_sweep_is_queued_and_runs_only_when_a_worker_claims_it(client, a
 
 
 async def test_runs_recorded_by_a_requested_sweep_are_listed(client, auth, fleet, worker):
-    await client.post("/api/v1/sweeps", json={"collectors": ["health"]}, headers=auth["operator"])
+    await client.post("/api/v1/sweeps", json={"collectors": ["partitions"]}, headers=auth["operator"])
     await worker()
     runs = (await client.get("/api/v1/runs", headers=auth["viewer"])).json()
-    health = {r["instance"]: r for r in runs if r["collector"] == "health"}
-    assert {k: v["status"] for k, v in health.items()} == {"pg-0": "ok", "pg-1": "ok", "pg-down": "error"}
-    assert health["pg-down"]["error"].startswith("cannot connect")
+    partitions = {r["instance"]: r for r in runs if r["collector"] == "partitions"}
+    assert {k: v["status"] for k, v in partitions.items()} == {"pg-0": "ok", "pg-1": "ok", "pg-down": "error"}
+    assert partitions["pg-down"]["error"].startswith("cannot connect")
     assert all(r["duration_ms"] >= 0 for r in runs)
 
     async def listed(**params) -> list[tuple[str, str, str]]:
@@ -97,8 +97,8 @@ async def test_runs_recorded_by_a_requested_sweep_are_listed(client, auth, fleet
         assert resp.status_code == 200, resp.text
         return [(x["instance"], x["collector"], x["status"]) for x in resp.json()]
 
-    assert await listed(instance="pg-1") == [("pg-1", "health", "ok")]
-    assert set(await listed(status="error")) == {("pg-down", "health", "error")}
+    assert await listed(instance="pg-1") == [("pg-1", "partitions", "ok")]
+    assert set(await listed(status="error")) == {("pg-down", "partitions", "error")}
     assert set(await listed(collector="connectivity")) == {("pg-down", "connectivity", "ok")}
     assert len(await listed(limit=1)) == 1
     assert await listed(since="2999-01-01T00:00:00Z") == []
@@ -109,14 +109,14 @@ async def test_runs_recorded_by_a_requested_sweep_are_listed(client, auth, fleet
 
 
 async def test_a_sweep_selects_by_instance_and_tag(client, auth, fleet, worker):
-    r = await client.post("/api/v1/sweeps", json={"collectors": ["health"], "instances": ["pg-1", "pg-1"]},
+    r = await client.post("/api/v1/sweeps", json={"collectors": ["partitions"], "instances": ["pg-1", "pg-1"]},
                           headers=auth["operator"])
     assert (r.status_code, r.json()["items"]) == (202, 1)
-    r = await client.post("/api/v1/sweeps", json={"collectors": ["health"], "tags": ["env=prod"]},
+    r = await client.post("/api/v1/sweeps", json={"collectors": ["partitions"], "tags": ["env=prod"]},
                           headers=auth["admin"])
     assert r.json()["items"] == 1 and r.json()["selector"] == {"instances": [], "tags": ["env=prod"]}
     assert await worker() == 2
-    runs = (await client.get("/api/v1/runs", params={"collector": "health"}, headers=auth["viewer"])).json()
+    runs = (await client.get("/api/v1/runs", params={"collector": "partitions"}, headers=auth["viewer"])).json()
     assert sorted(x["instance"] for x in runs) == ["pg-0", "pg-1"]
 
 
@@ -126,7 +126,7 @@ async def test_wait_holds_the_answer_until_a_worker_finishes(client, auth, fleet
         return await worker()
 
     ran = asyncio.create_task(worker_soon())
-    r = await client.post("/api/v1/sweeps", json={"collectors": ["health"], "instances": ["pg-0"], "wait": True},
+    r = await client.post("/api/v1/sweeps", json={"collectors": ["partitions"], "instances": ["pg-0"], "wait": True},
                           headers=auth["operator"])
     assert await ran == 1
     assert (r.status_code, r.json()["status"], r.json()["counts"]["done"]) == (202, "done", 1)
@@ -135,7 +135,7 @@ async def test_wait_holds_the_answer_until_a_worker_finishes(client, auth, fleet
 async def test_wait_gives_up_after_wait_s_and_says_queued(client, auth, fleet):
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    r = await client.post("/api/v1/sweeps", json={"collectors": ["health"], "wait": True, "wait_s": 0.5},
+    r = await client.post("/api/v1/sweeps", json={"collectors": ["partitions"], "wait": True, "wait_s": 0.5},
                           headers=auth["operator"])
     assert loop.time() - t0 >= 0.5
     assert r.json()["status"] == "queued"
@@ -144,15 +144,15 @@ async def test_wait_gives_up_after_wait_s_and_says_queued(client, auth, fleet):
 
 
 async def test_a_running_worker_picks_up_a_requested_sweep(client, auth, fleet, clean_store):
-    r = await client.post("/api/v1/sweeps", json={"collectors": ["health"], "instances": ["pg-0", "pg-1"]},
+    r = await client.post("/api/v1/sweeps", json={"collectors": ["partitions"], "instances": ["pg-0", "pg-1"]},
                           headers=auth["operator"])
     settings = Settings(worker={"metrics_port": 0, "backoff_base_s": 0},
-                        collectors={name: {"enabled": name == "health"} for name in collector_names()})
+                        collectors={name: {"enabled": name == "partitions"} for name in collector_names()})
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(clean_store, settings, stop, serve_metrics=False))
     try:
         got = {}
-        for _ in range(300):  # a first claim can find health busy with the worker's own scheduled run
+        for _ in range(300):  # a first claim can find partitions busy with the worker's own scheduled run
             got = (await client.get(r.json()["links"]["self"], headers=auth["viewer"])).json()
             if got["status"] not in ("queued", "running") or task.done():
                 break
@@ -177,7 +177,7 @@ async def test_recent_sweeps_are_listed_newest_first(client, auth, fleet):
 
 
 async def test_cancel_stops_what_no_worker_has_started(client, auth, fleet, clean_store, worker):
-    s = (await client.post("/api/v1/sweeps", json={"collectors": ["health"]}, headers=auth["operator"])).json()
+    s = (await client.post("/api/v1/sweeps", json={"collectors": ["partitions"]}, headers=auth["operator"])).json()
     r = await client.post(f"/api/v1/sweeps/{s['id']}:cancel", headers=auth["operator"])
     assert r.status_code == 200, r.text
     assert (r.json()["status"], r.json()["counts"]["cancelled"]) == ("cancelled", 3)
@@ -211,7 +211,7 @@ async def test_an_empty_inventory_is_422(client, auth, no_sweeps):
 
 
 @pytest.mark.parametrize("payload, loc", [
-    ({"colectors": ["health"]}, ["body", "colectors"]),
+    ({"colectors": ["partitions"]}, ["body", "colectors"]),
     ({"wait": True, "wait_s": 31}, ["body", "wait_s"]),
 ])
 async def test_malformed_sweep_bodies_are_422(client, auth, payload, loc):
