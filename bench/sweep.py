@@ -34,6 +34,7 @@ from typing import Any
 from common import (REPO, RssSampler, fresh_store, import_inventory, machine, now_utc, select_inventory,
                     store_url, update_doc)
 
+from app.collector_state import CollectorStates
 from app.settings import Settings
 from app.scheduler import tune_gc
 from app.sweep import Selector, Sweeper
@@ -82,10 +83,36 @@ async def floor_round(plan, concurrency: int) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def dbfleet_round(sweeper: Sweeper) -> tuple[float, float, dict]:
+class StateBytes:
+    """Counts the collector-state bytes each sweep writes to the store (patches and new bases)."""
+
+    def __init__(self) -> None:
+        self.patch = self.base = self.bases = 0
+        original = CollectorStates.change
+        counter = self
+
+        def change(states: CollectorStates, instance_id: int, collector: str, state: Any):
+            write = original(states, instance_id, collector, state)
+            if write is not None:
+                counter.patch += len(write.patch or "")
+                counter.base += len(write.base or "")
+                counter.bases += write.base is not None
+            return write
+
+        CollectorStates.change = change
+
+    def take(self) -> dict[str, int]:
+        out = {"patch_bytes": self.patch, "base_bytes": self.base, "base_rewrites": self.bases}
+        self.patch = self.base = self.bases = 0
+        return out
+
+
+async def dbfleet_round(sweeper: Sweeper, state: StateBytes) -> tuple[float, float, dict]:
+    state.take()
     wall, cpu = time.perf_counter(), time.process_time()
     summary = await sweeper.sweep(None, SELECTOR)
-    return time.perf_counter() - wall, time.process_time() - cpu, summary.as_json()
+    elapsed = time.perf_counter() - wall, time.process_time() - cpu
+    return *elapsed, {**summary.as_json(), "state": state.take()}
 
 
 async def profile_sweep(sweeper: Sweeper, n: int) -> Path:
@@ -153,6 +180,7 @@ async def run(args: argparse.Namespace) -> dict:
     store = await fresh_store(url)
     await import_inventory(store, select_inventory(args.inventory, args.instances))
     recorder = Recorder()
+    state = StateBytes()
     tune_gc()  # as the worker does
     sweeper = Sweeper(store, settings)
     rss = RssSampler()
@@ -168,7 +196,7 @@ async def run(args: argparse.Namespace) -> dict:
             w, c = await floor_round(plan, sweeper.concurrency)
             floor.append((w, c, rss.peak))
             rss.reset()
-            w, c, summary = await dbfleet_round(sweeper)
+            w, c, summary = await dbfleet_round(sweeper, state)
             fleet.append((w, c, rss.peak, summary))
         profile = await profile_sweep(sweeper, args.instances) if args.profile else None
         cpu = await cpu_profile(sweeper) if args.cpu_profile else None
@@ -196,7 +224,13 @@ def report(args, settings, first, second, plan, statements, floor, fleet, profil
                     "walls": [round(x[0], 3) for x in fleet]},
         "ratio": {"wall": round(d_wall / f_wall, 2), "cpu": round(d_cpu / f_cpu, 2)},
         "profile": str(profile.relative_to(REPO)) if profile else None,
+        "state": _state_bytes([x[3]["state"] for x in fleet], args.instances),
     }
+
+
+def _state_bytes(rounds: list[dict[str, int]], instances: int) -> dict[str, Any]:
+    med = {k: int(statistics.median(r[k] for r in rounds)) for k in ("patch_bytes", "base_bytes", "base_rewrites")}
+    return {**med, "per_instance": (med["patch_bytes"] + med["base_bytes"]) // max(instances, 1), "sweeps": rounds}
 
 
 def markdown(r: dict, command: str) -> str:
@@ -218,6 +252,10 @@ Last dbfleet sweep: {last['ok']} collector runs ok, {last['failed']} failed, {la
 | **ratio dbfleet / floor** | **{ratio['wall']}×** | **{ratio['cpu']}×** | |
 
 Individual walls: floor {f['walls']}, dbfleet {d['walls']}.
+
+Collector state written to the store per steady sweep (median): {r['state']['patch_bytes']:,} bytes of
+patches and {r['state']['base_bytes']:,} bytes of rewritten bases ({r['state']['base_rewrites']} bases), i.e.
+{r['state']['per_instance']:,} bytes per instance; sweeps: {r['state']['sweeps']}.
 """
 
 
