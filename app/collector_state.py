@@ -23,6 +23,8 @@ import asyncpg
 # How far a list may have moved at its front (old entries folded away) and still be sent as a
 # change rather than whole: rolling windows drop at most a few entries per run.
 _MAX_DROP = 4
+_SHORT = 12
+_MISSING = object()
 # Rewrite the base when the patches since it add up to more than this many times its size, or when
 # there are more of them than a reload should have to apply. A query_stats patch is about half its
 # base (every active statement's counters move), so at 1x a base was rewritten every other run;
@@ -50,10 +52,13 @@ def _diff_dict(old: dict, new: dict) -> dict | None:
     sets: dict[str, Any] = {}
     subs: dict[str, Any] = {}
     for key, value in new.items():
-        if key not in old:
+        before = old.get(key, _MISSING)
+        if before is value or (type(before) is type(value) and before == value):
+            continue  # the common case, decided without a call: most of a state does not move
+        if before is _MISSING:
             sets[key] = value
             continue
-        change = diff(old[key], value)
+        change = diff(before, value)
         if change is None:
             continue
         if "=" in change:
@@ -74,6 +79,8 @@ def _diff_dict(old: dict, new: dict) -> dict | None:
 def _diff_list(old: list, new: list) -> dict | None:
     if old == new:
         return None
+    if len(old) < _SHORT:
+        return {"=": new}  # a row of counters: sending it whole is as small and cheaper to find
     for drop in range(min(_MAX_DROP, len(old)) + 1):
         kept = len(old) - drop
         if kept <= len(new) and new[:kept] == old[drop:]:

@@ -61,12 +61,14 @@ class Member:
     reachable: bool = True
     checked_at: datetime | None = None
 
-    @property
-    def server(self) -> tuple[str, int]:
+    server: tuple[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
         # A cloud instance is its cloud identity (an endpoint name may be shared or reused).
         if cloud_id := self.cloud.get("arn") or self.cloud.get("resource_id"):
-            return str(cloud_id).lower(), 0
-        return server_key(self.host, self.port)
+            self.server = (str(cloud_id).lower(), 0)
+        else:
+            self.server = server_key(self.host, self.port)
 
     def fresh(self, now: datetime) -> bool:
         return self.checked_at is not None and (now - self.checked_at).total_seconds() <= FRESH_S
@@ -80,12 +82,26 @@ where i.enabled and i.gone_at is null
 """
 
 
-@dataclass
 class Topology:
-    """The fleet's detected topology as of the start of a sweep (every shard: peers live anywhere)."""
+    """The fleet's detected topology as of the start of a sweep (every shard: peers live anywhere).
 
-    members: dict[int, Member] = field(default_factory=dict)
-    _by_server: dict[tuple[str, int], list[Member]] | None = field(default=None, repr=False)
+    Indexed once when built: every question a run asks is a lookup, not a scan of the fleet.
+    """
+
+    def __init__(self, members: dict[int, Member] | None = None):
+        self.members = members or {}
+        self._by_server: dict[tuple[str, int], list[Member]] = {}
+        self._by_server_id: dict[str, list[Member]] = {}
+        for m in sorted(self.members.values(), key=lambda m: m.id):
+            self._by_server.setdefault(m.server, []).append(m)
+            if m.server_id:
+                self._by_server_id.setdefault(m.server_id, []).append(m)
+        self._upstream = {m.id: self._find_upstream(m) for m in self.members.values() if m.role == NodeRole.standby}
+        self._roots = {m.id: self._find_root(m) for m in self.members.values()}
+        self._standbys_by_upstream: dict[tuple[str, int], list[Member]] = {}
+        for sid, up in self._upstream.items():
+            if up is not None:
+                self._standbys_by_upstream.setdefault(up.server, []).append(self.members[sid])
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection) -> "Topology":
@@ -101,44 +117,41 @@ class Topology:
             members[m.id] = m
         return cls(members)
 
-    def _on_server(self, server: tuple[str, int]) -> list[Member]:
-        if self._by_server is None:  # built once per sweep: a lookup per instance, not a scan
-            self._by_server = {}
-            for m in sorted(self.members.values(), key=lambda m: m.id):
-                self._by_server.setdefault(m.server, []).append(m)
-        return self._by_server.get(server, [])
-
     def is_home(self, instance_id: int) -> bool:
         """Whether server-level checks for this entry's server run here: on the entry with the
         lowest id among the server's enabled entries, so a problem of the server has one home."""
         me = self.members.get(instance_id)
         if me is None:  # registered after this sweep's topology was read: it runs everything
             return True
-        return self._on_server(me.server)[0].id == instance_id
+        return self._by_server[me.server][0].id == instance_id
 
     def dbnames_beside(self, instance_id: int) -> list[str]:
         """The databases (MySQL: schemas) the other entries on this entry's server name."""
         me = self.members.get(instance_id)
         if me is None:
             return []
-        return sorted({m.dbname for m in self._on_server(me.server) if m.id != instance_id and m.dbname})
+        return sorted({m.dbname for m in self._by_server[me.server] if m.id != instance_id and m.dbname})
 
     def upstream_of(self, m: Member) -> Member | None:
         """The primary-side instance a standby streams from (same database preferred)."""
-        if m.role != NodeRole.standby:
-            return None
-        candidates = [u for u in self._on_server(server_key(m.upstream_host, m.upstream_port))
+        return self._upstream.get(m.id)
+
+    def _find_upstream(self, m: Member) -> Member | None:
+        candidates = [u for u in self._by_server.get(server_key(m.upstream_host, m.upstream_port), [])
                       if u.id != m.id and (not m.server_id or not u.server_id or u.server_id == m.server_id)]
         if not candidates and m.server_id:
-            primaries = {u.server: u for u in self.members.values()
-                         if u.server_id == m.server_id and u.role == NodeRole.primary and u.server != m.server}
+            primaries = {u.server for u in self._by_server_id.get(m.server_id, [])
+                         if u.role == NodeRole.primary and u.server != m.server}
             if len(primaries) == 1:
-                candidates = [u for u in self.members.values() if u.server == next(iter(primaries))]
+                candidates = self._by_server[primaries.pop()]
         return min(candidates, key=lambda u: (u.database != m.database, u.id), default=None)
 
     def root_of(self, m: Member) -> Member:
+        return self._roots.get(m.id, m)
+
+    def _find_root(self, m: Member) -> Member:
         seen = {m.server}
-        while (up := self.upstream_of(m)) is not None and up.server not in seen:
+        while (up := self._upstream.get(m.id)) is not None and up.server not in seen:
             seen.add(up.server)
             m = up
         return m
@@ -149,9 +162,20 @@ class Topology:
         if me is None or not me.role:
             return []
         root = self.root_of(me).server
-        return sorted(m.name for m in self.members.values()
-                      if m.server != me.server and m.role and m.database == me.database
-                      and self.root_of(m).server == root)
+        return sorted(m.name for m in self._set_members(root)
+                      if m.server != me.server and m.role and m.database == me.database)
+
+    def _set_members(self, root: tuple[str, int]) -> list[Member]:
+        """Everything linked (through standbys of standbys) to the root server."""
+        out, todo, seen = [], [root], {root}
+        while todo:
+            server = todo.pop()
+            out += self._by_server.get(server, [])
+            for sb in self._standbys_by_upstream.get(server, []):
+                if sb.server not in seen:
+                    seen.add(sb.server)
+                    todo.append(sb.server)
+        return out
 
     def standbys_of(self, instance_id: int, now: datetime | None = None) -> list[dict[str, Any]]:
         """Standby servers streaming (or meant to stream) from the instance's server, one entry each."""
@@ -160,11 +184,11 @@ class Topology:
             return []
         now = now or datetime.now(timezone.utc)
         out: dict[tuple[str, int], dict[str, Any]] = {}
-        for m in sorted(self.members.values(), key=lambda m: (m.database != me.database, m.id)):
-            if m.server in out or (up := self.upstream_of(m)) is None or up.server != me.server:
-                continue
-            out[m.server] = {"name": m.name, "stream_name": m.stream_name, "reachable": m.reachable,
-                             "streaming": m.reachable and m.upstream_streaming and m.fresh(now)}
+        linked = self._standbys_by_upstream.get(me.server, [])
+        for m in sorted(linked, key=lambda m: (m.database != me.database, m.id)):
+            if m.server not in out:
+                out[m.server] = {"name": m.name, "stream_name": m.stream_name, "reachable": m.reachable,
+                                 "streaming": m.reachable and m.upstream_streaming and m.fresh(now)}
         return list(out.values())
 
     def other_primaries(self, instance_id: int, now: datetime | None = None) -> list[str]:
@@ -174,9 +198,8 @@ class Topology:
         if me is None or me.role != NodeRole.primary or not me.server_id:
             return []
         now = now or datetime.now(timezone.utc)
-        servers = {m.server: m.name for m in self.members.values()
-                   if m.server != me.server and m.server_id == me.server_id and m.role == NodeRole.primary
-                   and m.reachable and m.fresh(now)}
+        servers = {m.server: m.name for m in self._by_server_id.get(me.server_id, [])
+                   if m.server != me.server and m.role == NodeRole.primary and m.reachable and m.fresh(now)}
         return sorted(servers.values())
 
 
