@@ -51,6 +51,7 @@ class Member:
     tags: dict[str, Any]
     dbname: str = ""  # as the inventory names it (the detected one is `database`)
     cloud: dict[str, Any] = field(default_factory=dict)
+    engine: str = ""
     role: str = ""
     server_id: str = ""
     database: str = ""
@@ -75,7 +76,7 @@ class Member:
 
 
 _LOAD = """
-select i.id, i.name, i.host, i.port, i.tags, i.dbname, i.cloud, t.role, t.server_id, t.database, t.upstream_host, t.upstream_port,
+select i.id, i.name, i.host, i.port, i.tags, i.dbname, i.cloud, i.engine, t.role, t.server_id, t.database, t.upstream_host, t.upstream_port,
        t.upstream_streaming, t.stream_name, t.reachable, t.checked_at
 from instances i left join instance_topology t on t.instance_id = i.id
 where i.enabled and i.gone_at is null
@@ -109,7 +110,7 @@ class Topology:
         for r in await conn.fetch(_LOAD):
             tags = r["tags"] if isinstance(r["tags"], dict) else json.loads(r["tags"] or "{}")
             cloud = r["cloud"] if isinstance(r["cloud"], dict) else json.loads(r["cloud"] or "{}")
-            m = Member(r["id"], r["name"], r["host"], r["port"], tags, r["dbname"] or "", cloud)
+            m = Member(r["id"], r["name"], r["host"], r["port"], tags, r["dbname"] or "", cloud, r["engine"])
             if r["role"] is not None:
                 for key in ("role", "server_id", "database", "upstream_host", "upstream_port", "upstream_streaming",
                             "stream_name", "reachable", "checked_at"):
@@ -137,9 +138,12 @@ class Topology:
         return self._upstream.get(m.id)
 
     def _find_upstream(self, m: Member) -> Member | None:
+        # A PostgreSQL standby shares its primary's system_identifier; a MySQL replica has its own uuid.
+        same_cluster = m.engine.endswith("postgres")
         candidates = [u for u in self._by_server.get(server_key(m.upstream_host, m.upstream_port), [])
-                      if u.id != m.id and (not m.server_id or not u.server_id or u.server_id == m.server_id)]
-        if not candidates and m.server_id:
+                      if u.id != m.id and (not same_cluster or not m.server_id or not u.server_id
+                                           or u.server_id == m.server_id)]
+        if not candidates and m.server_id and same_cluster:
             primaries = {u.server for u in self._by_server_id.get(m.server_id, [])
                          if u.role == NodeRole.primary and u.server != m.server}
             if len(primaries) == 1:

@@ -205,3 +205,24 @@ async def test_the_topology_api_shows_the_detected_set(clean_store, pair, client
     assert by_name["pg-standby"]["upstream"] == "pg-primary" and by_name["pg-standby"]["role"] == "standby"
     assert by_name["pg-primary"]["replication_set"] == by_name["pg-standby"]["replication_set"] == "pg-primary"
     assert (await client.get("/api/v1/topology")).status_code == 401
+
+
+async def test_a_mariadb_replica_is_linked_to_its_source_without_tags(clean_store):
+    from tests.collectors.mysql.servers import MARIADBD, make_replica, start_mariadb, stop_mariadb
+
+    if not os.path.exists(MARIADBD):
+        pytest.skip("mariadbd is not installed")
+    source, replica = start_mariadb("topo_src", 61), start_mariadb("topo_rep", 62)
+    try:
+        make_replica(replica, source)
+        for name, server in (("my-source", source), ("my-replica", replica)):
+            await register(clean_store, InstanceIn(name=name, engine="mariadb", host="127.0.0.1", port=server.port,
+                                                   user="root"))
+        await sweep(clean_store, ["replication"])
+        seen = await topology(clean_store)
+        assert seen["my-replica"]["role"] == "standby" and seen["my-replica"]["upstream"] == "my-source"
+        assert seen["my-source"]["role"] == "primary" and seen["my-replica"]["replication_set"] == "my-source"
+        assert seen["my-replica"]["server_id"] != seen["my-source"]["server_id"]
+    finally:
+        stop_mariadb(replica)
+        stop_mariadb(source)
