@@ -20,7 +20,7 @@ from app.inventory.store import upsert_instances
 from app.settings import Settings
 from app.sweep import Sweeper
 from tests.collectors.mysql.servers import MARIADBD, start_mariadb, stop_mariadb
-from tests.collectors.postgres.conftest import PG15_BIN, start_cluster
+from tests.collectors.postgres.conftest import pg15_cluster  # noqa: F401 - the fixture, with pg_stat_statements
 
 pytestmark = pytest.mark.slow
 DBFLEET = str(Path(sys.executable).with_name("dbfleet"))
@@ -28,23 +28,14 @@ PG_SLOW = {"query_stats": {"thresholds": {"slow_query_mean_ms": 20, "slow_query_
 MY_SLOW = {"query_stats": {"thresholds": {"slow_mean_ms": 20, "slow_min_calls": 5, "full_scan_min_calls": 5}}}
 
 
-@pytest.fixture(scope="module")
-def pgss_cluster() -> Iterator:
-    if not (PG15_BIN / "initdb").exists() or os.geteuid() != 0:
-        pytest.skip("needs root and the PostgreSQL 15 binaries")
-    cluster = start_cluster(PG15_BIN, {"shared_preload_libraries": "'pg_stat_statements'"})
-    yield cluster
-    cluster.stop()
-
-
 @pytest.fixture
-async def pg_target(pgss_cluster) -> AsyncIterator[str]:
+async def pg_target(pg15_cluster) -> AsyncIterator[str]:
     """A fresh database with pg_stat_statements on the private cluster; its DSN."""
-    admin = await asyncpg.connect(host=pgss_cluster.host, port=pgss_cluster.port, user="postgres")
+    admin = await asyncpg.connect(host=pg15_cluster.host, port=pg15_cluster.port, user="postgres")
     await admin.execute("drop database if exists dbf_state with (force)")
     await admin.execute("create database dbf_state")
     await admin.close()
-    dsn = f"postgresql://postgres@{pgss_cluster.host}:{pgss_cluster.port}/dbf_state"
+    dsn = f"postgresql://postgres@{pg15_cluster.host}:{pg15_cluster.port}/dbf_state"
     conn = await asyncpg.connect(dsn)
     await conn.execute("create extension pg_stat_statements")
     await conn.close()
