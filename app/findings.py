@@ -370,4 +370,5 @@ def finding_json(row: Any, instance_name: str) -> dict[str, Any]:
         "resolved_at": row.resolved_at.isoformat() if row.resolved_at else None,
         "state_by": row.state_by, "state_at": row.state_at.isoformat() if row.state_at else None,
         "state_note": row.state_note,
+        "state_until": row.state_until.isoformat() if row.state_until else None,
     }

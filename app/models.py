@@ -104,6 +104,8 @@ class Finding(Base):
     state_by: Mapped[str | None] = mapped_column(String(200))
     state_at: Mapped[datetime | None]
     state_note: Mapped[str | None] = mapped_column(Text)
+    state_until: Mapped[datetime | None]  # a silence's end; null: until it resolves or is re-opened
+    state_severity: Mapped[str | None] = mapped_column(String(16))  # the severity an ack covers
 
     __table_args__ = (
         Index("ix_findings_live", "instance_id", "collector", postgresql_where=text("state <> 'resolved'")),
@@ -263,6 +265,7 @@ class NotificationLog(Base):
     receiver: Mapped[str] = mapped_column(String(100), primary_key=True)
     firing: Mapped[list[str]] = mapped_column(JSONB, default=list)
     resolved: Mapped[list[str]] = mapped_column(JSONB, default=list)
+    muted: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
     sent_at: Mapped[datetime]
 
 

@@ -1,6 +1,6 @@
-"""The dispatcher loop: claim the outbox, evaluate threshold rules, flush due groups, send due
-notifications. Every step is a short transaction with SKIP LOCKED claims, so any number of
-dispatchers can run and a crashed one's work is picked up by the others."""
+"""The dispatcher loop: claim the outbox, evaluate threshold rules, re-open findings whose silence
+has ended, flush due groups, send due notifications. Every step is a short transaction with SKIP
+LOCKED claims, so any number of dispatchers can run and a crashed one's work is picked up by the others."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 
 from app.alerting.config import AlertingConfig, load_config
+from app.alerting.finding_states import end_silences
 from app.alerting.flush import Flusher
 from app.alerting.gauges import export_fleet_gauges
 from app.alerting.ingest import as_dict, ingest_outbox, route_into_groups
@@ -27,7 +28,7 @@ from app.telemetry import OUTBOX_PENDING
 log = logging.getLogger(__name__)
 FLUSH_SLACK_S = 0.002  # wake just after a group is due, never just before it
 MAX_BATCHES = 20  # per step, so one step never starves the others
-PERIODS = {"rules": timedelta(seconds=15), "reminders": timedelta(seconds=30),
+PERIODS = {"rules": timedelta(seconds=15), "reminders": timedelta(seconds=30), "silences": timedelta(seconds=15),
            "housekeeping": timedelta(minutes=10), "gauges": timedelta(minutes=1)}
 
 
@@ -36,6 +37,7 @@ class DispatchReport:
     ingested: int = 0
     rule_changes: int = 0
     reminders: int = 0
+    silences_ended: int = 0
     groups_flushed: int = 0
     enqueued: int = 0
     sent: int = 0
@@ -83,6 +85,8 @@ class Dispatcher:
                                            self.config.batch_size)
         if self._due("reminders", now):
             r.reminders = await send_reminders(conn, self.config, self.tree, now)
+        if self._due("silences", now):
+            r.silences_ended = await end_silences(conn, now)
         for _ in range(MAX_BATCHES):
             flushed, enqueued = await self.flusher.flush_due(conn, now)
             r.groups_flushed += flushed

@@ -1,5 +1,6 @@
-"""Flush due groups: silence → inhibit → mute → dedup, then enqueue a notification (durable send
-queue) and write the notification log in the same transaction. Groups are claimed SKIP LOCKED."""
+"""Flush due groups: mute (time intervals) → silence → inhibit → finding mute (acknowledged and
+silenced findings) → dedup, then enqueue a notification (durable send queue) and write the
+notification log in the same transaction. Groups are claimed SKIP LOCKED."""
 
 from __future__ import annotations
 
@@ -14,18 +15,31 @@ from app.alerting.config import AlertingConfig
 from app.alerting.ingest import as_dict
 from app.alerting.notification import Notification
 from app.alerting.pipeline.dedup import LogEntry, needs_update
+from app.alerting.pipeline.finding_mute import (
+    Muting,
+    acknowledge_note,
+    owes_resolve,
+    split,
+    to_acknowledge,
+    told_firing,
+)
 from app.alerting.pipeline.inhibit import Inhibitor
 from app.alerting.pipeline.mute import muted
 from app.alerting.pipeline.silence import ActiveSilence, active_silences, silenced_by
-from app.alerting.routing import RoutingTree
+from app.alerting.routing import Route, RoutingTree
 
 _CLAIM = """
 select group_key, route_id, receiver, labels from alert_groups
 where next_flush_at <= $1 order by next_flush_at limit $2 for update skip locked
 """
+# The finding behind each alert (same fingerprint; threshold-rule alerts have none) comes along:
+# its acknowledgement or silence mutes the alert (pipeline/finding_mute.py).
 _MEMBERS = """
-select m.group_key, a.fingerprint, a.status, a.labels, a.annotations, a.starts_at, a.ends_at, a.changed_at
-from alert_group_members m join alerts a using (fingerprint) where m.group_key = any($1::text[])
+select m.group_key, a.fingerprint, a.status, a.severity, a.labels, a.annotations, a.starts_at, a.ends_at,
+       a.changed_at, f.state as finding_state, f.state_until, f.state_severity, f.state_by, f.state_note
+from alert_group_members m join alerts a using (fingerprint)
+left join findings f on f.fingerprint = a.fingerprint
+where m.group_key = any($1::text[])
 """
 _ENQUEUE = """
 insert into notifications (receiver, group_key, dedup_key, kind, status, payload, state, next_attempt_at,
@@ -34,10 +48,10 @@ select r, k, d, 'alert', s, p, 'pending', $6, o
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $7::timestamptz[]) as t(r, k, d, s, p, o)
 """
 _LOG = """
-insert into notification_log (group_key, receiver, firing, resolved, sent_at)
-select * , $5 from unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[])
+insert into notification_log (group_key, receiver, firing, resolved, muted, sent_at)
+select * , $6 from unnest($1::text[], $2::text[], $3::jsonb[], $4::jsonb[], $5::jsonb[])
 on conflict (group_key, receiver) do update set firing = excluded.firing, resolved = excluded.resolved,
-  sent_at = excluded.sent_at
+  muted = excluded.muted, sent_at = excluded.sent_at
 """
 # Only alerts still resolved now leave the group: one that re-fired meanwhile stays.
 _DROP_RESOLVED = """
@@ -60,7 +74,7 @@ class FlushPlan:
 
     notifications: list[Notification] = field(default_factory=list)
     oldest_change: list[datetime | None] = field(default_factory=list)
-    log: list[tuple[str, str, str, str]] = field(default_factory=list)
+    log: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     drop_resolved: list[tuple[str, str]] = field(default_factory=list)
     reschedule: list[tuple[str, datetime]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
@@ -97,18 +111,29 @@ class Flusher:
         plan.reschedule.append((key, now + route.group_interval))
         if muted(route, self.intervals, now):
             return  # keep resolved alerts so the receiver still hears they resolved after the window
-        firing = [a for a in alerts if a["status"] == "firing" and not silenced_by(a["labels"], silences)
-                  and not inhibitor.inhibited_by(a["fingerprint"], a["labels"])]
-        known = entry.firing if entry else set()
-        resolved = [a for a in alerts if a["status"] == "resolved" and a["fingerprint"] in known]
+        unsilenced = [a for a in alerts if a["status"] == "firing" and not silenced_by(a["labels"], silences)
+                      and not inhibitor.inhibited_by(a["fingerprint"], a["labels"])]
+        self._plan_notification(plan, group, route, rcfg, alerts, split(unsilenced, entry, now), entry, now)
+
+    def _plan_notification(self, plan: FlushPlan, group: dict[str, Any], route: Route, rcfg: Any,
+                           alerts: list[dict[str, Any]], muting: Muting, entry: LogEntry | None,
+                           now: datetime) -> None:
+        key, receiver, firing = group["group_key"], group["receiver"], muting.firing
+        told = told_firing(entry)
+        resolved = [a for a in alerts if a["status"] == "resolved" and a["fingerprint"] in told]
         fset, rset = {a["fingerprint"] for a in firing}, {a["fingerprint"] for a in resolved}
         plan.drop_resolved += [(key, a["fingerprint"]) for a in alerts if a["status"] == "resolved"]
-        if not needs_update(entry, fset, rset, route.repeat_interval, rcfg.send_resolved, now):
+        if not (needs_update(entry, fset, rset, route.repeat_interval, rcfg.send_resolved, now)
+                or owes_resolve(entry, rset)):
             return
-        plan.log.append((key, receiver, json.dumps(sorted(fset)), json.dumps(sorted(rset))))
+        plan.log.append((key, receiver, json.dumps(sorted(fset)), json.dumps(sorted(rset)),
+                         json.dumps(sorted(muting.muted))))
         shown = firing + (resolved if rcfg.send_resolved else [])
         if not shown:
-            return  # all silenced, or resolved with send_resolved off: recorded, nothing to say
+            # All silenced or muted, or resolved with send_resolved off: recorded, nothing to say,
+            # unless the receiver's incident should be acknowledged.
+            self._acknowledge(plan, group, to_acknowledge(muting, rcfg))
+            return
         plan.notifications.append(Notification(
             receiver=receiver, group_key=key, status="firing" if firing else "resolved",
             group_labels=as_dict(group["labels"]), alerts=[alert_json(a) for a in shown]))
@@ -117,10 +142,18 @@ class Flusher:
             if entry else [a["changed_at"] for a in shown]
         plan.oldest_change.append(min(changed) if changed else None)
 
+    def _acknowledge(self, plan: FlushPlan, group: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
+        if alerts:
+            plan.notifications.append(Notification(
+                receiver=group["receiver"], group_key=group["group_key"], status="firing", kind="acknowledge",
+                group_labels=as_dict(group["labels"]), alerts=[alert_json(a) for a in alerts],
+                note=acknowledge_note(alerts)))
+            plan.oldest_change.append(None)
+
     def _close_stale(self, plan: FlushPlan, group: dict[str, Any], alerts: list[dict[str, Any]],
                      entry: LogEntry | None) -> None:
         """Tell the receiver the old group is over, so no incident stays open under a dead dedup key."""
-        told = [alert_json(a) for a in alerts if entry and a["fingerprint"] in entry.firing]
+        told = [alert_json(a) for a in alerts if a["fingerprint"] in told_firing(entry)]
         if not told or group["receiver"] not in self.receivers:
             return
         for a in told:
@@ -144,7 +177,8 @@ class Flusher:
                 a = dict(r)
                 a["labels"] = as_dict(a["labels"])
                 members[a["group_key"]].append(a)
-            log = {r["group_key"]: LogEntry(set(_list(r["firing"])), set(_list(r["resolved"])), r["sent_at"])
+            log = {r["group_key"]: LogEntry(set(_list(r["firing"])), set(_list(r["resolved"])), r["sent_at"],
+                                            set(_list(r["muted"])))
                    for r in await conn.fetch("select * from notification_log where group_key = any($1::text[])",
                                              keys)}
             silences = await active_silences(conn, now)

@@ -1,20 +1,23 @@
-"""Findings routes: filtered, sorted, cursor-paginated lists; acknowledge and resolve."""
+"""Findings routes: filtered, sorted, cursor-paginated lists; acknowledge, silence (for a while or
+until resolved), re-open and resolve. Acknowledged and silenced findings mute their alerts
+(app/alerting/pipeline/finding_mute.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field
-from sqlalchemy import case, select, tuple_
+from pydantic import BaseModel, Field, field_validator, model_validator
+from sqlalchemy import case, func, select, tuple_, update
 
+from app.alerting.config import parse_duration
 from app.api.deps import OperatorDep, SessionDep, ViewerDep
 from app.findings import STATES, finding_json, resolved_outbox
 from app.inventory.store import parse_tag_selectors
-from app.models import AuditLog, Finding, Instance
+from app.models import AlertGroup, AlertGroupMember, AuditLog, Finding, Instance
 
 router = APIRouter(prefix="/api/v1", tags=["findings"])
 
@@ -24,8 +27,44 @@ SORTS = {"-last_seen": (Finding.last_seen, True), "last_seen": (Finding.last_see
          "-severity": (SEVERITY_RANK, True), "severity": (SEVERITY_RANK, False)}
 
 
+MAX_SILENCE = timedelta(days=90)  # longer is "until it resolves": leave until and duration out
+MUTING = ("acknowledged", "silenced")
+
+
 class StateChange(BaseModel):
     note: str | None = Field(None, max_length=2000)
+
+
+class SilenceChange(StateChange):
+    until: datetime | None = Field(None, description="when the silence ends, with a time zone")
+    duration: str | int | None = Field(None, description="or how long it lasts: 30m, 4h, 7d (a number is seconds)",
+                                       examples=["4h"])
+
+    @field_validator("until")
+    @classmethod
+    def _until(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("needs a time zone (e.g. 2026-12-01T18:00:00Z)")
+        if v is not None and v <= datetime.now(timezone.utc):
+            raise ValueError("is in the past")
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, v: str | int | None) -> str | int | None:
+        if v is not None and not timedelta(0) < parse_duration(v) <= MAX_SILENCE:
+            raise ValueError(f"must be more than 0 and at most {MAX_SILENCE.days}d; leave it out to silence "
+                             "until the finding resolves")
+        return v
+
+    @model_validator(mode="after")
+    def _one_end(self) -> SilenceChange:
+        if self.until is not None and self.duration is not None:
+            raise ValueError("give until or duration, not both")
+        return self
+
+    def ends_at(self, now: datetime) -> datetime | None:
+        return now + parse_duration(self.duration) if self.duration is not None else self.until
 
 
 def _cursor(value: Any, ident: int) -> str:
@@ -79,7 +118,8 @@ async def list_findings(
     return {"items": [finding_json(r.Finding, r.name) for r in page], "next_cursor": nxt}
 
 
-async def _change_state(session: SessionDep, finding_id: int, new_state: str, who: str, note: str | None) -> dict:
+async def _change_state(session: SessionDep, finding_id: int, new_state: str, who: str, note: str | None,
+                        until: datetime | None = None, now: datetime | None = None) -> dict:
     row = (await session.execute(
         select(Finding, Instance).join(Instance).where(Finding.id == finding_id).with_for_update(of=Finding)
     )).first()
@@ -89,16 +129,32 @@ async def _change_state(session: SessionDep, finding_id: int, new_state: str, wh
     name = inst.name
     if finding.state == "resolved":
         raise HTTPException(status.HTTP_409_CONFLICT, f"finding {finding_id} is already resolved")
+    if new_state == "open" and finding.state not in MUTING:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"finding {finding_id} is already open")
     before = finding.state
-    now = datetime.now(timezone.utc)
+    now = now or datetime.now(timezone.utc)
     finding.state, finding.state_by, finding.state_at, finding.state_note = new_state, who, now, note
+    finding.state_until = until if new_state == "silenced" else None
+    # An acknowledgement covers this severity; a worse one pages again (pipeline/finding_mute.py).
+    finding.state_severity = finding.severity if new_state in MUTING else None
     if new_state == "resolved":
         finding.resolved_at = now
         session.add(resolved_outbox(finding, inst, now))
+    else:
+        await _flush_alert_groups_now(session, finding.fingerprint, now)
+    details = {"finding_id": finding_id, "from": before, "note": note}
     session.add(AuditLog(actor=who, action=f"finding.{new_state}", target=f"{name}/{finding.check}/{finding.object}",
-                         details={"finding_id": finding_id, "from": before, "note": note}))
+                         details=details | ({"until": until.isoformat()} if finding.state_until else {})))
     await session.flush()
     return finding_json(finding, name)
+
+
+async def _flush_alert_groups_now(session: SessionDep, fingerprint: str, now: datetime) -> None:
+    """The finding's alert groups flush at the dispatcher's next pass, not at their next tick: a
+    muted alert is acknowledged at PagerDuty/Opsgenie at once, a re-opened one fires at once."""
+    groups = select(AlertGroupMember.group_key).where(AlertGroupMember.fingerprint == fingerprint)
+    await session.execute(update(AlertGroup).where(AlertGroup.group_key.in_(groups))
+                          .values(next_flush_at=func.least(AlertGroup.next_flush_at, now)))
 
 
 @router.get("/findings/{finding_id}")
@@ -111,13 +167,23 @@ async def get_finding(finding_id: int, session: SessionDep, _: ViewerDep) -> dic
 
 @router.post("/findings/{finding_id}:ack")
 async def acknowledge(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+    """Someone is on it: the alert is muted until the finding resolves or gets worse (a higher severity)."""
     return await _change_state(session, finding_id, "acknowledged", who.name, body.note if body else None)
 
 
 @router.post("/findings/{finding_id}:silence")
-async def silence(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
-    """Hide a known, accepted finding; it stays silenced until it resolves (alert silences: /silences)."""
-    return await _change_state(session, finding_id, "silenced", who.name, body.note if body else None)
+async def silence(finding_id: int, session: SessionDep, who: OperatorDep, body: SilenceChange | None = None) -> dict:
+    """Hide a known, accepted finding and mute its alert, for `duration` or `until` a time, or until it
+    resolves when neither is given; then it is open again (label-matching alert silences: /silences)."""
+    now = datetime.now(timezone.utc)
+    return await _change_state(session, finding_id, "silenced", who.name, body.note if body else None,
+                               until=body.ends_at(now) if body else None, now=now)
+
+
+@router.post("/findings/{finding_id}:reopen")
+async def reopen(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+    """End an acknowledgement or silence now: the finding is open and its alert fires again."""
+    return await _change_state(session, finding_id, "open", who.name, body.note if body else None)
 
 
 @router.post("/findings/{finding_id}:resolve")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 
@@ -11,6 +11,7 @@ class LogEntry:
     firing: set[str]
     resolved: set[str]
     sent_at: datetime
+    muted: set[str] = field(default_factory=set)  # told as firing, muted since (pipeline/finding_mute.py)
 
 
 def needs_update(entry: LogEntry | None, firing: set[str], resolved: set[str], repeat: timedelta,

@@ -1,4 +1,5 @@
-"""Opsgenie Alert API: create with alias = the stable dedup key, close by alias on resolve."""
+"""Opsgenie Alert API: create with alias = the stable dedup key, acknowledge and close by alias.
+Acknowledgements made in Opsgenie come back through its webhook integration (app/alerting/webhooks.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ class OpsgenieConfig(SinkConfig):
     priority_map: dict[str, Literal["P1", "P2", "P3", "P4", "P5"]] = Field(
         default_factory=lambda: {"critical": "P1", "warning": "P3", "info": "P5"})
     responders: list[dict[str, str]] = Field(default_factory=list)
+    sync_acknowledgements: bool = True  # acknowledge the alert when dbfleet's findings are all muted
+    # A token the Opsgenie webhook integration sends as a custom header to /api/v1/receivers/<name>/webhook:
+    # Opsgenie acknowledgements then acknowledge the findings.
+    webhook_token_ref: str | None = None
+    webhook_token_header: str = "X-Dbfleet-Webhook-Token"
 
 
 def create_body(n: Notification, config: OpsgenieConfig) -> dict[str, Any]:
@@ -47,10 +53,15 @@ class OpsgenieSink:
         key = await secret(self.config.api_key_ref, what)
         headers = {"Authorization": f"GenieKey {key}"}
         base = self.config.url.rstrip("/")
+        alias = quote(n.dedup_key, safe='')
         if n.status == "resolved" and n.kind == "alert":
-            url = f"{base}/v2/alerts/{quote(n.dedup_key, safe='')}/close?identifierType=alias"
+            url = f"{base}/v2/alerts/{alias}/close?identifierType=alias"
             await post(self.client, url, what, [key], json={"source": "dbfleet", "note": "resolved"},
                        headers=headers)
+        elif n.kind == "acknowledge":
+            url = f"{base}/v2/alerts/{alias}/acknowledge?identifierType=alias"
+            await post(self.client, url, what, [key], headers=headers,
+                       json={"source": "dbfleet", "user": "dbfleet", "note": truncate(n.note, 25000)})
         else:
             await post(self.client, f"{base}/v2/alerts", what, [key], json=create_body(n, self.config),
                        headers=headers)

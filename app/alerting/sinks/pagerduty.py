@@ -1,4 +1,5 @@
-"""PagerDuty Events API v2: trigger and resolve by a stable dedup_key derived from the group key."""
+"""PagerDuty Events API v2: trigger, acknowledge and resolve by a stable dedup_key derived from the
+group key. Acknowledgements made in PagerDuty come back through webhooks v3 (app/alerting/webhooks.py)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,17 @@ class PagerDutyConfig(SinkConfig):
     severity_map: dict[str, Literal["critical", "error", "warning", "info"]] = Field(
         default_factory=lambda: {"critical": "critical", "warning": "warning", "info": "info"})
     client_url: str = ""
+    sync_acknowledgements: bool = True  # acknowledge the incident when dbfleet's findings are all muted
+    # The signing secret of a webhooks v3 subscription (incident.acknowledged) posting to
+    # /api/v1/receivers/<name>/webhook: PagerDuty acknowledgements then acknowledge the findings.
+    webhook_secret_ref: str | None = None
 
 
 def event(n: Notification, routing_key: str, config: PagerDutyConfig) -> dict[str, Any]:
     if n.status == "resolved" and n.kind == "alert":
         return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": n.dedup_key}
+    if n.kind == "acknowledge":
+        return {"routing_key": routing_key, "event_action": "acknowledge", "dedup_key": n.dedup_key}
     labels = n.common("labels")
     body = {
         "routing_key": routing_key, "event_action": "trigger", "dedup_key": n.dedup_key,

@@ -15,7 +15,7 @@ from app.db import Store, migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ALERT_TABLES = ("outbox, alerts, alert_groups, alert_group_members, notification_log, notifications, "
-                "silences, receiver_status, rule_alerts, instances, samples")
+                "silences, receiver_status, rule_alerts, instances, samples, audit_log")
 
 
 @pytest.fixture(scope="session")

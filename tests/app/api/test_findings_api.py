@@ -171,7 +171,8 @@ async def test_ack_and_resolve_record_who_when_and_note(client, auth, planted, c
     async with clean_store.raw() as conn:
         sent = await conn.fetch("select status, ends_at, labels from outbox where finding_id = $1 order by id",
                                 item["id"])
-    # Acknowledging tells the alerting side nothing; resolving by hand ends the alert.
+    # Acknowledging writes no outbox row (the dispatcher reads the finding's state); resolving by hand
+    # ends the alert.
     assert [s["status"] for s in sent] == ["firing", "resolved"]
     assert sent[-1]["ends_at"] is not None and sent[-1]["labels"]["alertname"] == "connections_near_limit"
     async with clean_store.raw() as conn:
@@ -193,3 +194,48 @@ async def test_state_changes_need_the_operator_role_and_an_existing_finding(clie
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "note"]
     assert (await client.get(f"{URL}/{item['id']}", headers=auth["viewer"])).json()["state"] == "open"
     assert (await client.get(f"{URL}/999999", headers=auth["viewer"])).status_code == 404
+
+
+async def test_silence_for_a_while_or_until_a_time_then_reopen(client, auth, planted, clean_store):
+    item = await _one(client, auth, "xid_wraparound")
+    before = datetime.now(timezone.utc)
+    r = await client.post(f"{URL}/{item['id']}:silence", json={"duration": "4h", "note": "vacuum tonight"},
+                          headers=auth["operator"])
+    assert r.status_code == 200, r.text
+    until = datetime.fromisoformat(r.json()["state_until"])
+    after = datetime.now(timezone.utc)
+    assert before + timedelta(hours=4) - timedelta(seconds=1) <= until <= after + timedelta(hours=4)
+    at = (datetime.now(timezone.utc) + timedelta(days=2)).replace(microsecond=0)
+    r = await client.post(f"{URL}/{item['id']}:silence", json={"until": at.isoformat()}, headers=auth["operator"])
+    assert (r.json()["state"], datetime.fromisoformat(r.json()["state_until"])) == ("silenced", at)
+    r = await client.post(f"{URL}/{item['id']}:silence", headers=auth["operator"])  # until it resolves
+    assert (r.json()["state"], r.json()["state_until"]) == ("silenced", None)
+    r = await client.post(f"{URL}/{item['id']}:reopen", json={"note": "done early"}, headers=auth["operator"])
+    assert (r.json()["state"], r.json()["state_by"], r.json()["state_until"]) == ("open", "test-operator", None)
+    assert (await client.post(f"{URL}/{item['id']}:reopen", headers=auth["operator"])).status_code == 409
+    async with clean_store.raw() as conn:
+        rows = await conn.fetch("select action, details from audit_log order by id")
+    assert [a["action"] for a in rows] == ["finding.silenced"] * 3 + ["finding.open"]
+    assert rows[1]["details"]["until"] == at.isoformat() and "until" not in rows[2]["details"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"duration": "soon"}, "duration"),
+    ({"duration": "0s"}, "duration"),
+    ({"duration": "91d"}, "duration"),
+    ({"until": "2020-01-01T00:00:00Z"}, "until"),
+    ({"until": "2099-01-01T00:00:00"}, "until"),  # no time zone
+    ({"until": "next week"}, "until"),
+])
+async def test_bad_silence_ends_are_422_naming_the_field(client, auth, planted, body, field):
+    item = await _one(client, auth, "xid_wraparound")
+    r = await client.post(f"{URL}/{item['id']}:silence", json=body, headers=auth["operator"])
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], r.text
+    assert (await client.get(f"{URL}/{item['id']}", headers=auth["viewer"])).json()["state"] == "open"
+
+
+async def test_until_and_duration_together_are_refused(client, auth, planted):
+    item = await _one(client, auth, "xid_wraparound")
+    body = {"duration": "1h", "until": (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()}
+    r = await client.post(f"{URL}/{item['id']}:silence", json=body, headers=auth["operator"])
+    assert r.status_code == 422 and "until or duration" in r.text

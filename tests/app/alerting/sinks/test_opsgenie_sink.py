@@ -26,6 +26,10 @@ def opsgenie_check(req) -> str | None:
         return None
     if req.path.startswith("/v2/alerts/") and req.path.endswith("/close?identifierType=alias"):
         return None
+    if req.path.startswith("/v2/alerts/") and req.path.endswith("/acknowledge?identifierType=alias"):
+        body = req.json
+        return "user, source and note are at most 100/100/25000" if len(body.get("user", "")) > 100 \
+            or len(body.get("source", "")) > 100 or len(body.get("note", "")) > 25000 else None
     return f"unknown path {req.path}"
 
 
@@ -45,6 +49,17 @@ async def test_create_then_close_by_alias(peer_and_sink, make_notification):
     create, close = peer.accepted
     assert create.json["alias"] == firing.dedup_key and create.json["priority"] == "P3"
     assert unquote(close.path.split("/")[3]) == firing.dedup_key
+
+
+async def test_acknowledge_by_alias_with_the_note(peer_and_sink, make_notification):
+    peer, sink = peer_and_sink
+    firing = make_notification("firing")
+    await sink.send(firing)
+    await sink.send(make_notification("firing", kind="acknowledge", note="Acknowledged in dbfleet by alice" * 1000))
+    assert peer.errors == []
+    ack = peer.accepted[-1]
+    assert unquote(ack.path.split("/")[3]) == firing.dedup_key and ack.path.endswith("/acknowledge?identifierType=alias")
+    assert ack.json["source"] == "dbfleet" and ack.json["note"].startswith("Acknowledged in dbfleet by alice")
 
 
 async def test_a_wrong_key_is_permanent_and_not_echoed(peer_and_sink, make_notification):

@@ -64,6 +64,15 @@ async def test_trigger_then_resolve_with_one_dedup_key(sink_for, make_notificati
     assert "replication_lag" in trigger["payload"]["summary"]
 
 
+async def test_acknowledge_carries_only_the_dedup_key(sink_for, make_notification):
+    peer, sink = sink_for()
+    await sink.send(make_notification("firing"))
+    await sink.send(make_notification("firing", kind="acknowledge", note="Acknowledged in dbfleet by alice"))
+    assert peer.errors == []
+    trigger, ack = (r.json for r in peer.accepted)
+    assert ack == {"routing_key": ROUTING_KEY, "event_action": "acknowledge", "dedup_key": trigger["dedup_key"]}
+
+
 async def test_limits_are_respected_for_huge_groups(sink_for, make_notification):
     peer, sink = sink_for()
     big = [alert(f"a{i}") for i in range(300)]
