@@ -1,19 +1,27 @@
-"""Receivers: delivery health (last success, last error, pending count) and a test notification."""
+"""Receivers: delivery health (last success, last error, pending count), a test notification, and
+the webhook through which PagerDuty and Opsgenie acknowledgements acknowledge findings."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from app.alerting.config import config_for
+from app.alerting.finding_states import acknowledge_group
 from app.alerting.notification import Notification
 from app.alerting.pipeline.record import Outcome, record_receivers
 from app.alerting.sinks import SinkError, build_sink
+from app.alerting.webhooks import provider_for
 from app.api.deps import OperatorDep, SettingsDep, StoreDep, ViewerDep
+from app.inventory.credentials import CredentialError
 
 router = APIRouter(prefix="/api/v1", tags=["receivers"])
+log = logging.getLogger(__name__)
+WEBHOOK_MAX_BYTES = 1_000_000  # PagerDuty and Opsgenie deliveries are a few KB
 
 _STATUS = """
 select r.receiver, r.last_success_at, r.last_error_at, r.last_error, r.sent_total, r.failed_total
@@ -80,3 +88,34 @@ async def test_receiver(name: str, store: StoreDep, settings: SettingsDep, who: 
     if error:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, error)
     return {"receiver": name, "ok": True, "dedup_key": n.dedup_key}
+
+
+@router.post("/receivers/{name}/webhook")
+async def receiver_webhook(name: str, request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """PagerDuty (webhooks v3) or Opsgenie acknowledgements acknowledge the findings behind the group.
+    No API key: the provider's signature (or shared token header) is the credential; 401 without it."""
+    rcfg = next((r for r in config_for(settings).receivers if r.name == name), None)
+    provider = provider_for(rcfg) if rcfg is not None else None
+    if provider is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"receiver {name!r} takes no webhooks: a pagerduty receiver "
+                                                       "needs webhook_secret_ref, an opsgenie one webhook_token_ref")
+    body = await request.body()
+    if len(body) > WEBHOOK_MAX_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body: over {WEBHOOK_MAX_BYTES} bytes")
+    try:
+        verified = await provider.verified(rcfg, request.headers, body)
+    except CredentialError as e:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"{provider.secret_field}: {e}") from None
+    if not verified:
+        log.warning("receiver %s: webhook refused, bad signature or token", name)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"receiver {name!r}: bad or missing webhook signature")
+    try:
+        acks = provider.acknowledgements(json.loads(body))
+    except (ValueError, AttributeError):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body: not a {rcfg.type} webhook") from None
+    now = datetime.now(timezone.utc)
+    acknowledged: list[int] = []
+    async with store.raw() as conn, conn.transaction():
+        for ack in acks:
+            acknowledged += await acknowledge_group(conn, name, ack.dedup_key, ack.who, ack.note, now)
+    return {"receiver": name, "acknowledged": acknowledged}

@@ -186,3 +186,138 @@ async def test_failed_notifications_stay_visible(api):
     [row] = r.json()
     assert (row["receiver"], row["alerts"], row["last_error"]) == ("pager", 2, "pagerduty pager: HTTP 400: invalid routing key")
     assert len((await client.get("/api/v1/notifications", headers=keys["viewer"])).json()) == 2
+
+
+PD_SECRET = "whsec-pd-0123456789abcdef"
+OG_TOKEN = "og-token-0123456789abcdef"
+
+
+@pytest.fixture
+async def webhook_api(al_api_store, hook_url):
+    """Findings on db1 grouped for a PagerDuty and an Opsgenie receiver that take webhooks."""
+    from app.alerting.config import load_config
+    from app.alerting.dispatcher import dispatch_once
+    from app.findings import InstanceRef, record_run
+    from collectors.spec import Finding, Result, Severity
+
+    os.environ.update(DBF_AL_API_PD_KEY="R0UT1NG", DBF_AL_API_PD_HOOK=PD_SECRET, DBF_AL_API_OG_KEY="k" * 20,
+                      DBF_AL_API_OG_HOOK=OG_TOKEN)
+    alerting = {
+        "route": {"receiver": "ops", "group_by": ["instance", "object"],
+                  "routes": [{"matchers": ["instance=db1"], "receiver": "pd", "continue": True},
+                             {"matchers": ["instance=db1"], "receiver": "og"}]},
+        "receivers": [{"type": "webhook", "name": "ops", "url": hook_url + "/hook"},
+                      {"type": "pagerduty", "name": "pd", "routing_key_ref": "env:DBF_AL_API_PD_KEY",
+                       "url": hook_url + "/v2/enqueue", "webhook_secret_ref": "env:DBF_AL_API_PD_HOOK"},
+                      {"type": "opsgenie", "name": "og", "api_key_ref": "env:DBF_AL_API_OG_KEY", "url": hook_url,
+                       "webhook_token_ref": "env:DBF_AL_API_OG_HOOK"}],
+    }
+    async with al_api_store.raw() as conn:
+        await conn.execute("truncate instances, outbox, alerts, alert_groups, notification_log, notifications, "
+                           "audit_log restart identity cascade")
+        iid = await conn.fetchval("insert into instances (name, engine, host, port, dbname, \"user\", tls_mode, tags) "
+                                  "values ('db1', 'postgres', 'h', 5432, '', '', 'prefer', '{}') returning id")
+        found = [Finding("replication_lag", o, Severity.critical, f"{o} behind", {}, "check replay")
+                 for o in ("standby1", "standby2")]
+        await record_run(conn, InstanceRef(iid, "db1", "postgres", {}), "health", Result(findings=found),
+                         datetime.now(timezone.utc), 1.0)
+    await dispatch_once(al_api_store, load_config(alerting))  # groups made; group_wait holds any send
+    app = FastAPI()
+    app.state.store, app.state.settings = al_api_store, Settings(alerting=alerting)
+    app.include_router(receivers.router)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        yield client, al_api_store
+
+
+async def _dedup_key(store, receiver: str, obj: str) -> str:
+    from app.alerting.notification import dedup_key
+
+    async with store.raw() as conn:
+        key = await conn.fetchval("select group_key from alert_groups where receiver = $1 and labels->>'object' = $2",
+                                  receiver, obj)
+    return dedup_key(key, receiver)
+
+
+async def _findings(store) -> dict[str, tuple]:
+    async with store.raw() as conn:
+        return {r["object"]: (r["state"], r["state_by"]) for r in await conn.fetch(
+            "select object, state, state_by from findings")}
+
+
+def _pd_event(incident_key: str, event_type: str = "incident.acknowledged") -> bytes:
+    return json.dumps({"event": {
+        "id": "01DRF6BV78DEFGHIJK56789", "event_type": event_type, "resource_type": "incident",
+        "occurred_at": "2026-12-05T10:31:30Z",
+        "agent": {"id": "P123ABC", "type": "user_reference", "summary": "John Doe"},
+        "data": {"id": "Q2KURS8RXYZ123", "type": "incident", "number": 42, "status": "acknowledged",
+                 "incident_key": incident_key, "title": "replication_lag on db1"}}}).encode()
+
+
+def _pd_signature(body: bytes, secret: str = PD_SECRET) -> str:
+    import hashlib
+    import hmac
+
+    return "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_a_signed_pagerduty_acknowledgement_acknowledges_the_finding(webhook_api):
+    client, store = webhook_api
+    body = _pd_event(await _dedup_key(store, "pd", "standby1"))
+    # During a secret rotation PagerDuty sends several signatures; one good one is enough.
+    headers = {"X-PagerDuty-Signature": f"{_pd_signature(body, 'old-secret')}, {_pd_signature(body)}",
+               "Content-Type": "application/json"}
+    r = await client.post("/api/v1/receivers/pd/webhook", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["acknowledged"]) == 1
+    assert await _findings(store) == {"standby1": ("acknowledged", "pagerduty:John Doe"), "standby2": ("open", None)}
+    async with store.raw() as conn:
+        audit = await conn.fetchrow("select actor, action, target, details from audit_log")
+        severity = await conn.fetchval("select state_severity from findings where object = 'standby1'")
+    assert (audit["actor"], audit["action"], audit["target"]) == \
+        ("pagerduty:John Doe", "finding.acknowledged", "db1/replication_lag/standby1")
+    details = json.loads(audit["details"]) if isinstance(audit["details"], str) else audit["details"]
+    assert details["receiver"] == "pd" and "incident 42" in details["note"] and severity == "critical"
+    again = await client.post("/api/v1/receivers/pd/webhook", content=body, headers=headers)
+    assert again.json()["acknowledged"] == []  # already acknowledged: who did it first stays
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-PagerDuty-Signature": "v1=" + "0" * 64},
+                                     {"X-PagerDuty-Signature": "sha256=whatever"}])
+async def test_a_bad_pagerduty_signature_is_refused(webhook_api, headers):
+    client, store = webhook_api
+    body = _pd_event(await _dedup_key(store, "pd", "standby1"))
+    r = await client.post("/api/v1/receivers/pd/webhook", content=body, headers=headers)
+    assert r.status_code == 401 and "signature" in r.text
+    tampered = body.replace(b"John Doe", b"Mallory")
+    r = await client.post("/api/v1/receivers/pd/webhook", content=tampered,
+                          headers={"X-PagerDuty-Signature": _pd_signature(body)})
+    assert r.status_code == 401
+    assert await _findings(store) == {"standby1": ("open", None), "standby2": ("open", None)}
+
+
+async def test_other_pagerduty_events_and_bad_bodies(webhook_api):
+    client, store = webhook_api
+    body = _pd_event(await _dedup_key(store, "pd", "standby1"), "incident.resolved")
+    r = await client.post("/api/v1/receivers/pd/webhook", content=body,
+                          headers={"X-PagerDuty-Signature": _pd_signature(body)})
+    assert r.status_code == 200 and r.json()["acknowledged"] == []
+    junk = b"not json"
+    r = await client.post("/api/v1/receivers/pd/webhook", content=junk,
+                          headers={"X-PagerDuty-Signature": _pd_signature(junk)})
+    assert r.status_code == 400 and "body" in r.text
+    for name in ("ops", "nope"):  # a receiver without a webhook secret takes no webhooks
+        assert (await client.post(f"/api/v1/receivers/{name}/webhook", content=body)).status_code == 404
+    assert await _findings(store) == {"standby1": ("open", None), "standby2": ("open", None)}
+
+
+async def test_an_opsgenie_acknowledgement_with_the_token_acknowledges_the_finding(webhook_api):
+    client, store = webhook_api
+    body = json.dumps({"action": "Acknowledge", "integrationName": "dbfleet", "source": {"type": "web"},
+                       "alert": {"alertId": "a-1", "tinyId": "17", "username": "jane@example.com",
+                                 "alias": await _dedup_key(store, "og", "standby2")}}).encode()
+    r = await client.post("/api/v1/receivers/og/webhook", content=body, headers={"X-Dbfleet-Webhook-Token": "wrong"})
+    assert r.status_code == 401
+    r = await client.post("/api/v1/receivers/og/webhook", content=body, headers={"X-Dbfleet-Webhook-Token": OG_TOKEN})
+    assert r.status_code == 200, r.text
+    assert await _findings(store) == {"standby1": ("open", None),
+                                      "standby2": ("acknowledged", "opsgenie:jane@example.com")}
