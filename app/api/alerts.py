@@ -11,6 +11,7 @@ from app.alerting.config import config_for
 from app.alerting.ingest import as_dict
 from app.alerting.matchers import matches_all, parse_matchers
 from app.alerting.pipeline.inhibit import Inhibitor
+from app.alerting.pipeline.finding_mute import finding_mute
 from app.alerting.pipeline.mute import muted
 from app.alerting.pipeline.silence import active_silences, silenced_by
 from app.alerting.routing import RoutingTree
@@ -19,16 +20,21 @@ from app.api.deps import SettingsDep, StoreDep, ViewerDep
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 _FIRING = """
-select fingerprint, status, severity, labels, annotations, starts_at, ends_at, updated_at
-from alerts where status = 'firing' order by starts_at
+select a.fingerprint, a.status, a.severity, a.labels, a.annotations, a.starts_at, a.ends_at, a.updated_at,
+       f.state as finding_state, f.state_until, f.state_severity
+from alerts a left join findings f on f.fingerprint = a.fingerprint
+where a.status = 'firing' order by a.starts_at
 """
 
 
-def _alert(row: dict[str, Any], silenced: list[str], inhibited: list[str], is_muted: bool) -> dict[str, Any]:
+def _alert(row: dict[str, Any], silenced: list[str], inhibited: list[str], is_muted: bool,
+           now: datetime) -> dict[str, Any]:
+    # The same rule the dispatcher applies: an acknowledged or silenced finding mutes its alert.
+    by_finding = finding_mute(row, now)
     return {"fingerprint": row["fingerprint"], "status": row["status"], "labels": row["labels"],
             "annotations": as_dict(row["annotations"]), "starts_at": row["starts_at"],
-            "state": "suppressed" if silenced or inhibited or is_muted else "active",
-            "silenced_by": silenced, "inhibited_by": inhibited, "muted": is_muted}
+            "state": "suppressed" if silenced or inhibited or is_muted or by_finding else "active",
+            "silenced_by": silenced, "inhibited_by": inhibited, "muted": is_muted, "finding_muted": by_finding}
 
 
 @router.get("/alerts")
@@ -56,7 +62,7 @@ async def list_alerts(store: StoreDep, settings: SettingsDep, _: ViewerDep,
         s, i = silenced_by(row["labels"], silences), inhibitor.inhibited_by(row["fingerprint"], row["labels"])
         for route in tree.match(row["labels"]):
             is_muted = muted(route, intervals, now)
-            item = _alert(row, s, i, is_muted)
+            item = _alert(row, s, i, is_muted, now)
             if (receiver and route.receiver != receiver) or (s and not silenced) or (i and not inhibited) \
                     or (item["state"] == "active" and not active):
                 continue

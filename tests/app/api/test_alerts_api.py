@@ -321,3 +321,23 @@ async def test_an_opsgenie_acknowledgement_with_the_token_acknowledges_the_findi
     assert r.status_code == 200, r.text
     assert await _findings(store) == {"standby1": ("open", None),
                                       "standby2": ("acknowledged", "opsgenie:jane@example.com")}
+
+
+async def test_an_alert_whose_finding_is_silenced_is_shown_suppressed(api):
+    client, keys, store = api
+    async with store.raw() as conn:
+        await conn.execute("truncate instances cascade")
+        iid = await conn.fetchval("insert into instances (name, engine, host, port, dbname, \"user\", tls_mode) "
+                                  "values ('db9', 'postgres', 'h', 5432, '', '', 'prefer') "
+                                  "returning id")
+        await conn.execute(
+            "insert into findings (fingerprint, instance_id, collector, \"check\", object, severity, state, title, "
+            "details, recommendation, first_seen, last_seen, opened_at, state_until) values "
+            "('fmute', $1, 'replication', 'replication_lag', 's1', 'warning', 'silenced', 't', '{}', '', now(), now(), "
+            "now(), now() + interval '1 hour')", iid)
+    await _firing(store, "fmute", instance="db9")
+    await _firing(store, "fopen", instance="db9", object="s2")
+    data = (await client.get("/api/v1/alerts", headers=keys["viewer"])).json()
+    state = {a["fingerprint"]: (a["state"], a["finding_muted"]) for g in data["groups"] for a in g["alerts"]}
+    assert state["fmute"] == ("suppressed", "silenced")
+    assert state["fopen"] == ("active", None)
