@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any, Protocol
+
+from collectors.common.versions import closest_lower_or_raise
 
 
 class Severity(StrEnum):
@@ -170,11 +171,7 @@ class CollectorSpec:
 
     def sql_for(self, version: int) -> str:
         """The SQL under the closest lower version key; ValueError if the server is too old."""
-        keys = sorted(self.sql)
-        i = bisect.bisect_right(keys, version)
-        if i == 0:
-            raise ValueError(f"{self.name} needs {self.engine} version >= {keys[0] if keys else '?'}, server is {version}")
-        return self.sql[keys[i - 1]]
+        return closest_lower_or_raise(self.sql, version, f"{self.name} needs {self.engine}")
 
     def applies_to(self, is_standby: bool) -> bool:
         if self.role is NodeRole.any:

@@ -2,16 +2,16 @@
 
 Version numbers are MySQL's own (80036 for 8.0.36) and MariaDB's (100611 for 10.6.11). They never
 overlap (MySQL is below 100000, MariaDB 10+ above), so one version-keyed SQL dict holds both
-flavours and CollectorSpec.sql_for's "closest lower key" picks the right one.
+flavours and collectors.common.versions.closest_lower picks the right one.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from collectors.common.versions import closest_lower
 from collectors.spec import Connection, Context, Result, RunHook, Transform
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,6 @@ PICOSECONDS_PER_MS = 1_000_000_000
 
 def is_mariadb(version: int) -> bool:
     return version >= MARIADB_MIN
-
-
-def sql_for(sql_by_version: Mapping[int, str], version: int) -> str | None:
-    """The SQL under the closest lower version key, None if the server is older than all keys."""
-    keys = sorted(sql_by_version)
-    i = bisect.bisect_right(keys, version)
-    return sql_by_version[keys[i - 1]] if i else None
 
 
 def pick(row: Mapping[str, Any], *names: str, default: Any = None) -> Any:
@@ -104,7 +97,7 @@ async def fetch_snapshot(conn: Connection, queries: Mapping[str, Mapping[int, st
     """
     snap: dict[str, Any] = {"errors": {}}
     for name, by_version in queries.items():
-        sql = sql_for(by_version, conn.server_version)
+        sql = closest_lower(by_version, conn.server_version)
         if sql is None:
             snap[name] = []
             continue

@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.partition_maths import keep_table, retention_days
 from collectors.mysql._common import (
     MYSQL_57,
     SYSTEM_SCHEMAS_SQL,
@@ -45,38 +46,6 @@ CATCHALL_SAMPLE = 100_000
 # "90 days" / "3 months" (or retention_days as a number), and keep_table (keep the rows in an
 # archive table instead of dropping them).
 THRESHOLDS: dict[str, Any] = {"premake": 4, "retention_days": None, "partition_policies": []}
-# Calendar units in days, rounded up: a retention window is a promise to keep at least that long.
-_UNIT_DAYS = {"day": 1, "week": 7, "month": 31, "quarter": 92, "year": 366}
-
-
-def retention_days(policy: Mapping[str, Any]) -> int | None:
-    """A policy's retention in whole days, from retention_days or a PostgreSQL-style retention text."""
-    if policy.get("retention_days") is not None:
-        return int(policy["retention_days"])
-    text = policy.get("retention")
-    if text is None or isinstance(text, int):
-        return text
-    number, _, unit = str(text).strip().partition(" ")
-    days = _UNIT_DAYS.get(unit.rstrip("s").lower())
-    if not number.isdigit() or days is None:
-        raise ValueError(f"retention {text!r}: use e.g. '90 days', '6 months' or '1 year'")
-    return int(number) * days
-
-
-# The spellings PostgreSQL's policy (a pydantic bool) accepts, so one policy means the same everywhere.
-_TRUE, _FALSE = ("1", "on", "t", "true", "y", "yes"), ("0", "off", "f", "false", "n", "no")
-
-
-def keep_table(policy: Mapping[str, Any]) -> bool:
-    """A policy's keep_table: a bool, 0/1, or true/false, yes/no, on/off; False when absent."""
-    value = policy.get("keep_table", False)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
-        return value.lower() in _TRUE
-    raise ValueError(f"keep_table {value!r}: use true or false")
 
 
 def policy_for(name: str, t: Mapping[str, Any]) -> Policy:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.rows import num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
-from collectors.sqlserver.common import num
 
 SQL = """
 SELECT i.instance_name, i.host_name, i.version, i.startup_time, i.status, d.database_role, d.open_mode,

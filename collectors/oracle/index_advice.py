@@ -9,9 +9,10 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from collectors.common.indexes import IndexShape, fk_is_indexed, redundant_indexes
+from collectors.common.rows import DAY_S, as_utc, by_kind, fetch_tagged, num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
-from collectors.sqlserver.common import DAY_S, IndexShape, as_utc, by_kind, fetch_tagged, fk_is_indexed, num, redundant_indexes
 
 _APP_OWNERS = "NOT IN (SELECT username FROM dba_users WHERE oracle_maintained = 'Y')"
 

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from collectors.common.partition_maths import infer_step, next_bound
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.oracle.partitions import (
     SQL,
@@ -37,7 +38,6 @@ from collectors.oracle.partitions import (
     premake_partitions,
     tables_from_rows,
 )
-from collectors.sqlserver.common import infer_step, next_bound
 from collectors.sqlserver.partition_apply import (
     APPLY_STATEMENT_TIMEOUT_MS,
     MAX_NEW_BOUNDS,

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from collectors.common.partition_maths import future_bounds, infer_step, keep_table, policy_for
+from collectors.common.rows import num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
-from collectors.sqlserver.common import future_bounds, infer_step, keep_table, num, policy_for
 
 SQL = """
 SELECT pt.owner, pt.table_name, pt.partitioning_type, pt."INTERVAL" AS interval_expr,

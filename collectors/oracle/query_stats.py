@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from collectors.registry import register
-from collectors.spec import CollectorSpec, Context, Finding, QueryStat, Result, Severity
-from collectors.sqlserver.common import (
+from collectors.common.query_baseline import (
     QUERY_THRESHOLDS,
     counter_deltas,
-    num,
     regression,
     trim_baselines,
     update_baseline,
 )
+from collectors.common.rows import num
+from collectors.registry import register
+from collectors.spec import CollectorSpec, Context, Finding, QueryStat, Result, Severity
 
 _COLUMNS = """sql_id, plan_hash_value, executions, elapsed_time, cpu_time, buffer_gets, disk_reads,
        rows_processed, last_active_time, SUBSTR(sql_text, 1, 1000) AS sql_text"""

@@ -8,9 +8,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.rows import by_kind, num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
-from collectors.sqlserver.common import by_kind, num
 
 # TIME_COMPUTED and DATUM_TIME are text in the standby's local clock ('MM/DD/YYYY HH24:MI:SS'):
 # compare them with SYSDATE on the same host rather than with our clock.

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.versions import closest_lower_or_raise
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
 
@@ -92,10 +93,6 @@ THRESHOLDS: dict[str, Any] = {
     # One GiB of WAL pinned by a slot is where disk-full outages start on small volumes.
     "slot_retained_wal_bytes": 1 << 30,
 }
-
-
-def _pick(sql: Mapping[int, str], version: int) -> str:
-    return sql[max(k for k in sql if k <= version)]
 
 
 def _lag_severity(lag_s: float, t: Mapping[str, Any]) -> Severity | None:
@@ -335,10 +332,10 @@ async def run(conn: Connection, ctx: Context) -> Result:
         # The writer still streams to logical consumers (subscriptions, DMS) and keeps their slots.
         _add(result, walsender_transform(await conn.fetch(PRIMARY_SQL), ctx))
     elif conn.is_standby:
-        result = standby_transform(await conn.fetch(STANDBY_SQL), await conn.fetch(_pick(RECEIVER_SQL, version)), ctx)
+        result = standby_transform(await conn.fetch(STANDBY_SQL), await conn.fetch(closest_lower_or_raise(RECEIVER_SQL, version, "the WAL receiver query needs postgres")), ctx)
     else:
         result = primary_transform(await conn.fetch(PRIMARY_SQL), ctx)
-    return _add(result, slots_transform(await conn.fetch(_pick(SLOTS_SQL, version)), ctx))
+    return _add(result, slots_transform(await conn.fetch(closest_lower_or_raise(SLOTS_SQL, version, "the slots query needs postgres")), ctx))
 
 
 SPEC = register(CollectorSpec(

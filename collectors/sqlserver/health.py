@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.rows import num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
-from collectors.sqlserver.common import num
 
 # 'user connections' = 0 means "as many as the edition allows", which is 32,767; @@MAX_CONNECTIONS
 # reports the effective limit either way.

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.indexes import IndexShape, fk_is_indexed, redundant_indexes
+from collectors.common.rows import DAY_S, by_kind, fetch_tagged, num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
-from collectors.sqlserver.common import DAY_S, IndexShape, by_kind, fetch_tagged, fk_is_indexed, num, redundant_indexes
 
 # Usage statistics are cleared when the server restarts and when the database is restored,
 # attached or brought online; sys.databases.create_date moves with a restore. The window is the

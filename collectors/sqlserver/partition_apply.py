@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from collectors.common.partition_maths import keep_table, retention_days
+from collectors.common.rows import fetch_tagged
 from collectors.engines.base import ConnectFailed, SessionLimits, Target, redact
-from collectors.sqlserver.common import fetch_tagged, keep_table, retention_days
 from collectors.sqlserver.partitions import (
     QUERIES,
     PartitionedTable,

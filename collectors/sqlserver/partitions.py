@@ -18,18 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from collectors.common.partition_maths import future_bounds, infer_step, keep_table, policy_for
+from collectors.common.rows import as_utc, by_kind, fetch_tagged, num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Severity
-from collectors.sqlserver.common import (
-    as_utc,
-    by_kind,
-    fetch_tagged,
-    future_bounds,
-    infer_step,
-    keep_table,
-    num,
-    policy_for,
-)
 
 _DATE_TYPES = ("date", "datetime", "datetime2", "smalldatetime", "datetimeoffset")
 

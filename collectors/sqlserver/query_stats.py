@@ -7,18 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, QueryStat, Result, Severity
-from collectors.sqlserver.common import (
+from collectors.common.query_baseline import (
     QUERY_THRESHOLDS,
     Baseline,
-    as_utc,
     counter_deltas,
-    num,
     regression,
     trim_baselines,
     update_baseline,
 )
+from collectors.common.rows import as_utc, num
+from collectors.registry import register
+from collectors.spec import CollectorSpec, Connection, Context, Finding, QueryStat, Result, Severity
 
 # Plans of one normalized statement share a query_hash; summing over them and over sql_handles
 # gives one row per statement. Times are in microseconds. Text is the statement's own slice of

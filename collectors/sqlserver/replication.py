@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.rows import as_utc, num
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
-from collectors.sqlserver.common import as_utc, num
 
 _FROM = """
 FROM sys.dm_hadr_database_replica_states AS drs

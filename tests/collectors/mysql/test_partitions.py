@@ -255,7 +255,7 @@ def test_an_unreadable_keep_table_is_refused(raw):
 def test_keep_table_means_what_postgresql_reads_on_every_engine(raw):
     """One policy, one meaning: the MySQL and SQL Server/Oracle readers agree with PostgreSQL's model."""
     from collectors.postgres.partition_plan import PartitionPolicy
-    from collectors.sqlserver.common import keep_table as sqlserver_keep_table
+    from collectors.common.partition_maths import keep_table as sqlserver_keep_table
 
     def read(reader):
         try:

@@ -9,9 +9,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from collectors.common.query_baseline import counter_deltas
 from collectors.spec import Context
 from collectors.sqlserver import index_advice, partitions, query_stats, replication
-from collectors.sqlserver.common import counter_deltas
 
 from .conftest import context
 
