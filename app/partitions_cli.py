@@ -55,8 +55,7 @@ def _scope(instance: list[str] | None, tag: list[str] | None, all_: bool, requir
 async def _instances(session, names: list[str], tags: dict[str, str]) -> list:
     from app.inventory.store import filtered
     from app.models import Instance
-    from app.partitions import ENGINES
-    from collectors.registry import ENGINE_FAMILY
+    from collectors.registry import maintenance_for
 
     stmt = select(Instance).where(Instance.enabled.is_(True), Instance.gone_at.is_(None)).order_by(Instance.name)
     if names:
@@ -67,7 +66,7 @@ async def _instances(session, names: list[str], tags: dict[str, str]) -> list:
         err.print(f"[red]no enabled instance named {', '.join(missing)}[/red]")
         raise typer.Exit(2)
     # Named instances are kept whatever their engine, so that asking for one says why it cannot be done.
-    return [i for i in found if names or ENGINE_FAMILY.get(i.engine) in ENGINES]
+    return [i for i in found if names or maintenance_for(i.engine) is not None]
 
 
 async def _plan(settings, inst, table: str | None) -> InstancePlan:

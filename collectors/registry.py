@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from collectors.spec import CollectorSpec
 
+if TYPE_CHECKING:  # collectors.common.maintenance imports the adapters' base, which imports this module
+    from collectors.common.maintenance import MaintenanceSpec
+
 _SPECS: dict[tuple[str, str], CollectorSpec] = {}
+_MAINTENANCE: dict[str, MaintenanceSpec] = {}
 
 # Engine families: an aurora-postgres instance runs the postgres collectors, and so on.
 ENGINE_FAMILY = {
@@ -31,6 +36,20 @@ def register(spec: CollectorSpec) -> CollectorSpec:
         raise ValueError(f"collector {spec.engine}/{spec.name} registered twice")
     _SPECS[key] = spec
     return spec
+
+
+def register_maintenance(spec: MaintenanceSpec) -> MaintenanceSpec:
+    """An engine family's partition maintenance (plan / apply), one per family."""
+    if spec.engine in _MAINTENANCE and _MAINTENANCE[spec.engine] is not spec:
+        raise ValueError(f"partition maintenance for {spec.engine} registered twice")
+    _MAINTENANCE[spec.engine] = spec
+    return spec
+
+
+def maintenance_for(engine: str) -> MaintenanceSpec | None:
+    """The partition maintenance of an inventory engine's family, None where it has none."""
+    _load()
+    return _MAINTENANCE.get(ENGINE_FAMILY.get(engine, engine))
 
 
 def _load() -> None:

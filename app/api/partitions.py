@@ -11,13 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
 from app.api.instances import _get
+from app.models import Instance
 from app.partitions import PolicyError, apply_for, outcome_json, plan_for, policy_covers, statement_json
+from app.settings import Settings
+from collectors.common.maintenance import PlanRefused  # every engine's "not a table I maintain" / bad policy
 from collectors.engines.base import ConnectFailed
-from collectors.mysql.partition_plan import NotRangePartitioned
-from collectors.postgres.partitions import NotPartitioned
-from collectors.sqlserver.partition_apply import PlanRefused  # SQL Server's and Oracle's
 
 router = APIRouter(prefix="/api/v1", tags=["partitions"])
+
+# What planning or applying refuses with a message for the DBA (the console shows the same ones).
+PARTITION_ERRORS = (PolicyError, PlanRefused, ConnectFailed)
 
 
 class ApplyRequest(BaseModel):
@@ -38,13 +41,18 @@ async def partition_plan(name: str, session: SessionDep, settings: SettingsDep, 
                          table: str | None = None) -> dict[str, Any]:
     inst = await _get(session, name)
     try:
-        statements = await plan_for(settings, inst, table)
-        covered = policy_covers(settings, inst)
-    except (PolicyError, NotPartitioned, NotRangePartitioned, PlanRefused, ConnectFailed) as e:
+        statements = await planned_statements(settings, inst, table)
+    except PARTITION_ERRORS as e:
         raise _refuse(e) from None
+    return {"instance": name, "dry_run": True, "statements": statements}
+
+
+async def planned_statements(settings: Settings, inst: Instance, table: str | None) -> list[dict[str, Any]]:
+    """The dry-run plan as the API and the console show it; raises one of PARTITION_ERRORS."""
+    statements = await plan_for(settings, inst, table)
+    covered = policy_covers(settings, inst)
     # `applies: false` marks a table no configured policy names: apply leaves it alone.
-    return {"instance": name, "dry_run": True,
-            "statements": [{**statement_json(s), "applies": covered(s)} for s in statements]}
+    return [{**statement_json(s), "applies": covered(s)} for s in statements]
 
 
 @router.post("/instances/{name}/partitions:apply")
@@ -54,6 +62,6 @@ async def partition_apply(name: str, session: SessionDep, settings: SettingsDep,
     inst = await _get(session, name)
     try:
         outcomes = await apply_for(session, settings, inst, who.name, body.table, body.lock_timeout_ms)
-    except (PolicyError, NotPartitioned, NotRangePartitioned, PlanRefused, ConnectFailed) as e:
+    except PARTITION_ERRORS as e:
         raise _refuse(e) from None
     return {"instance": name, "outcomes": [outcome_json(o) for o in outcomes]}

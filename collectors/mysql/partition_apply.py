@@ -11,10 +11,10 @@ runs only if a probe under LOCK TABLES finds it empty (partition_plan.drop_empti
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from collectors.common.maintenance import MaintenanceSpec, Outcome, PlannedStatement, table_glob
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.engines.mysql import open_raw
 from collectors.mysql.partition_plan import (
@@ -30,37 +30,12 @@ from collectors.mysql.partition_plan import (
     steps,
 )
 from collectors.mysql.partitions import COLUMNS, SQL, THRESHOLDS, policy_for, tables_from
+from collectors.registry import register_maintenance
 from collectors.spec import Connection
 
-Status = Literal["ok", "failed", "skipped"]
+# What each statement does (PlannedStatement.action); its SQL the planner rendered.
 Action = Literal["create_partitions", "drop_partition", "create_archive", "unpartition_archive",
                  "exchange_partition", "drop_emptied_partition"]
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedStatement:
-    action: Action
-    schema: str
-    table_name: str
-    partition: str   # the partition(s) it creates or drops, comma-separated
-    sql: str
-    why: str
-    policy: Policy
-
-    @property
-    def table(self) -> str:
-        return f"{self.schema}.{self.table_name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    statement: PlannedStatement
-    status: Status
-    message: str = ""
-
-    @property
-    def sql(self) -> str:
-        return self.statement.sql
 
 
 def _policies(policies: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -128,3 +103,8 @@ async def _apply_one(fetch: Fetch, stmt: PlannedStatement, now: datetime, failed
     except Exception as e:  # noqa: BLE001 - any server error is the statement's audited outcome
         return Outcome(stmt, "failed", str(e))
     return Outcome(stmt, "ok", f"{stmt.action} {stmt.partition} on {stmt.table}")
+
+
+# MySQL matches a policy's `table` exactly as written (names are case-sensitive on Linux) and has
+# no '*' default: a policy without `table` names no table.
+register_maintenance(MaintenanceSpec("mysql", plan_live, apply, table_glob(default="")))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from collectors.common.maintenance import NotRangePartitioned
 from collectors.mysql._common import as_int, qualified, quote_ident
 
 # TO_DAYS('0000-01-01') is 1 in MySQL while date(1, 1, 1).toordinal() is 1: 365 days apart.
@@ -128,10 +129,6 @@ class StatementOutcome:
     sql: str
     ok: bool
     error: str | None = None
-
-
-class NotRangePartitioned(ValueError):
-    """The named table is not a RANGE-partitioned table; nothing was run."""
 
 
 def parse_bound(raw: str, func: str) -> datetime | None:

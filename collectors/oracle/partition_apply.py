@@ -1,7 +1,7 @@
 """The admin side of Oracle partition maintenance: plan the live catalog, then apply it audited.
 
 Same shape as the other engines (plan_live / apply, PlannedStatement / Outcome; the engine-neutral
-pieces come from collectors.sqlserver.partition_apply). Plain RANGE tables on a DATE/TIMESTAMP key
+pieces come from collectors.common.maintenance). Plain RANGE tables on a DATE/TIMESTAMP key
 get ADD PARTITION (or SPLIT of the MAXVALUE partition) ahead; interval-partitioned tables need no
 premake (Oracle creates partitions on insert) and get only retention: DROP PARTITIONS ... UPDATE
 INDEXES, so global indexes stay usable. Before each statement apply re-reads DBA_PART_TABLES /
@@ -24,6 +24,22 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from collectors.common.maintenance import (
+    APPLY_STATEMENT_TIMEOUT_MS,
+    MAX_NEW_BOUNDS,
+    MaintenanceSpec,
+    NotRangePartitioned,
+    Outcome,
+    PlannedStatement,
+    Policy,
+    Replan,
+    Session,
+    dedupe,
+    find_table,
+    policy_from,
+    run_replanned,
+    table_glob,
+)
 from collectors.common.partition_maths import infer_step, next_bound
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
 from collectors.oracle.partitions import (
@@ -38,20 +54,7 @@ from collectors.oracle.partitions import (
     premake_partitions,
     tables_from_rows,
 )
-from collectors.sqlserver.partition_apply import (
-    APPLY_STATEMENT_TIMEOUT_MS,
-    MAX_NEW_BOUNDS,
-    NotRangePartitioned,
-    Outcome,
-    PlannedStatement,
-    Policy,
-    Replan,
-    Session,
-    dedupe,
-    find_table,
-    policy_from,
-    run_replanned,
-)
+from collectors.registry import register_maintenance
 
 __all__ = ["NotRangePartitioned", "Outcome", "PlannedStatement", "apply", "apply_on", "plan_live"]
 
@@ -162,3 +165,7 @@ async def apply(target: Target, statements: Sequence[PlannedStatement], lock_tim
         return await apply_on(session, statements, now or datetime.now(UTC), target.password)
     finally:
         await session.close()
+
+
+# Oracle names fold case (unquoted ones are upper case), so a policy's table glob does too.
+register_maintenance(MaintenanceSpec("oracle", plan_live, apply, table_glob(fold_case=True)))

@@ -9,29 +9,18 @@ nothing the second time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
+from collectors.common.maintenance import MaintenanceSpec, Outcome
+from collectors.engines.base import LoginFailed, Target, Unreachable
+from collectors.engines.pg import _LOGIN_ERRORS, _ssl_for
 from collectors.postgres.partition_plan import PlannedStatement
-
-Status = Literal["ok", "skipped", "refused", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to one statement; the app writes one audit_log row per outcome."""
-
-    statement: PlannedStatement
-    status: Status
-    message: str = ""
-
-    @property
-    def sql(self) -> str:
-        return self.statement.sql
-
+from collectors.postgres.partitions import plan_policies
+from collectors.registry import register_maintenance
 
 _PARENT_SQL = """
 select n.nspname, c.relname from pg_partitioned_table pt
@@ -80,7 +69,7 @@ async def _apply_one(conn: asyncpg.Connection, stmt: PlannedStatement, detached:
         await conn.execute(stmt.sql)
         return Outcome(stmt, "ok", _done_message(stmt))
     except (asyncpg.PostgresError, ValueError) as e:
-        return Outcome(stmt, "error", f"{type(e).__name__}: {e}")
+        return Outcome(stmt, "failed", f"{type(e).__name__}: {e}")
 
 
 async def _refusal(conn: asyncpg.Connection, stmt: PlannedStatement) -> str:
@@ -109,3 +98,23 @@ async def _already_done(conn: asyncpg.Connection, stmt: PlannedStatement, detach
 def _done_message(stmt: PlannedStatement) -> str:
     verbs = {"create_partition": "created", "detach_partition": "detached", "drop_partition": "dropped"}
     return f"{stmt.partition} {verbs[stmt.action]}"
+
+
+async def apply_to(target: Target, statements: Sequence[PlannedStatement], lock_timeout_ms: int = 2000) -> list[Outcome]:
+    """apply() on a writable session to an inventory target; LoginFailed / Unreachable if none opens.
+
+    The writable session takes TLS from the instance exactly as the read-only collector session
+    does: with tls_mode=require a server without TLS must refuse us, not get DDL in plain text.
+    """
+    params = {"host": target.host, "port": target.port, "user": target.user or None,
+              "password": target.password, "database": target.dbname or None, "ssl": _ssl_for(target.tls_mode)}
+    try:
+        return await apply(params, statements, lock_timeout_ms=lock_timeout_ms)
+    except _LOGIN_ERRORS as e:
+        raise LoginFailed(target, f"login failed: {e}") from None
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        raise Unreachable(target, f"writable session to {target.host}:{target.port} failed "
+                                  f"(tls_mode={target.tls_mode}): {str(e) or type(e).__name__}") from None
+
+
+register_maintenance(MaintenanceSpec("postgres", plan_policies, apply_to))

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import datetime, tzinfo
 from typing import Any
 
+from collectors.common.maintenance import PlanRefused
 from collectors.postgres.partition_plan import (
     INT_KEYS,
     MAX_NEW_PER_TABLE,
@@ -361,7 +362,7 @@ def _retention_due(a: TableAnalysis) -> Finding | None:
     )
 
 
-class NotPartitioned(ValueError):
+class NotPartitioned(PlanRefused):
     """The named table is not a range-partitioned table dbfleet can plan for; nothing is interpolated."""
 
 
@@ -376,6 +377,12 @@ async def plan_live(conn: Connection, policies: list[PartitionPolicy], now: date
         if not tables:
             raise NotPartitioned(f"{table!r} is not range-partitioned on a time or integer column")
     return plan(await probe_default_ranges(conn, tables, policies, now), policies, now)
+
+
+async def plan_policies(conn: Connection, policies: list[dict[str, Any]], now: datetime,
+                        table: str | None = None) -> list[PlannedStatement]:
+    """plan_live for the policy dicts of the config (the shape every engine's planner takes)."""
+    return await plan_live(conn, [PartitionPolicy.model_validate(p) for p in policies], now, table=table)
 
 
 async def _partitioned_oid(conn: Connection, table: str) -> int:

@@ -8,8 +8,8 @@ the archive table `<table>_before_<yyyymmdd>` the DBA created (kept) + MERGE RAN
 of a keep_table plan can remove a row (MERGE keeps rows, SWITCH needs an empty target). apply
 never runs text it was handed blindly: before each statement it re-reads the catalog, re-plans
 that table with the statement's policy, and runs the statement only if the fresh plan still
-contains it, so a second apply changes nothing. The generic pieces (Policy, Outcome, run_replanned) are engine-neutral and
-the Oracle engine reuses them. A boundary in the past of a table whose open-ended last partition
+contains it, so a second apply changes nothing. The generic pieces (Policy, Outcome, run_replanned)
+are collectors.common.maintenance's. A boundary in the past of a table whose open-ended last partition
 holds rows is not planned: that SPLIT would move rows under a schema-modification lock.
 
 UNVERIFIED against a live SQL Server: no server can run here. The plan is tested on recorded
@@ -19,15 +19,31 @@ against a closed port.
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from collectors.common.partition_maths import keep_table, retention_days
+from collectors.common.maintenance import (
+    APPLY_STATEMENT_TIMEOUT_MS,
+    MAX_NEW_BOUNDS,
+    BadPolicy,
+    MaintenanceSpec,
+    NotRangePartitioned,
+    Outcome,
+    PlannedStatement,
+    PlanRefused,
+    Policy,
+    Replan,
+    Session,
+    dedupe,
+    find_table,
+    policy_from,
+    run_replanned,
+    table_glob,
+)
 from collectors.common.rows import fetch_tagged
-from collectors.engines.base import ConnectFailed, SessionLimits, Target, redact
+from collectors.engines.base import ConnectFailed, SessionLimits, Target
+from collectors.registry import register_maintenance
 from collectors.sqlserver.partitions import (
     QUERIES,
     PartitionedTable,
@@ -42,127 +58,8 @@ from collectors.sqlserver.partitions import (
     tables_from_rows,
 )
 
-Status = Literal["ok", "failed", "skipped"]
-# A table abandoned for years is a DBA's call, not a loop's: at most this many new boundaries a run.
-MAX_NEW_BOUNDS = 36
-# DDL on an empty partition is metadata only; a SPLIT that moves rows can take a while.
-APPLY_STATEMENT_TIMEOUT_MS = 300_000
-
-
-class PlanRefused(ValueError):
-    """Nothing was planned or run: the request or the policy cannot be honoured (the API says 422)."""
-
-
-class NotRangePartitioned(PlanRefused):
-    """The named table is not on a date-keyed RANGE partition function/scheme; nothing was run."""
-
-
-class BadPolicy(PlanRefused):
-    """A partition policy's premake, retention or keep_table cannot be read."""
-
-
-class Session(Protocol):
-    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
-    async def execute(self, sql: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    premake: int = 4
-    retention_days: int | None = None
-    keep_table: bool = False
-
-
-def policy_from(name: str, policies: Sequence[Mapping[str, Any]]) -> Policy:
-    """The first policy whose `table` glob matches schema.table (case-insensitive, as SQL Server
-    and Oracle names are); premake 4 and no retention otherwise, as on the other engines."""
-    for p in policies:
-        if fnmatch.fnmatchcase(name.lower(), str(p.get("table", "*")).lower()):
-            try:
-                policy = Policy(int(p.get("premake", 4)), retention_days(p), keep_table(p))
-            except (TypeError, ValueError) as e:
-                raise BadPolicy(f"partition policy {p.get('table', '*')!r}: {e}") from None
-            if policy.premake < 0 or (policy.retention_days is not None and policy.retention_days <= 0):
-                raise BadPolicy(f"partition policy {p.get('table', '*')!r}: premake must be >= 0, retention > 0")
-            return policy
-    return Policy()
-
-
-@dataclass(frozen=True, slots=True)
-class PlannedStatement:
-    action: str
-    schema: str
-    table_name: str
-    partition: str   # the boundary (SQL Server) or partition name (Oracle) it creates or removes
-    sql: str
-    why: str
-    policy: Policy
-
-    @property
-    def table(self) -> str:
-        return f"{self.schema}.{self.table_name}"
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.action, self.partition, self.sql)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    statement: PlannedStatement
-    status: Status
-    message: str = ""
-
-    @property
-    def sql(self) -> str:
-        return self.statement.sql
-
-
-def find_table(tables: Sequence[Any], name: str, what: str) -> Any:
-    """The table called `name` (schema.table, case-insensitive) among the catalog's; compared in
-    Python, so a hostile name is never sent to the server."""
-    for t in tables:
-        if t.name.lower() == name.strip().lower():
-            return t
-    raise NotRangePartitioned(f"{name!r} is not {what} in this database")
-
-
-def dedupe(statements: Sequence[PlannedStatement]) -> list[PlannedStatement]:
-    """Tables sharing one partition function plan the same SPLITs: keep the first of each."""
-    seen: set[tuple[str, str, str]] = set()
-    return [s for s in statements if not (s.key in seen or seen.add(s.key))]
-
-
-Replan = Callable[[Session, PlannedStatement], Awaitable[list[PlannedStatement]]]
-
-
-async def run_replanned(session: Session, statements: Sequence[PlannedStatement], replan: Replan,
-                        secret: str | None = None) -> list[Outcome]:
-    """One statement at a time, each only if the live catalog still calls for it; a table stops
-    at its first failure (later statements assume earlier ones), other tables go on."""
-    out: list[Outcome] = []
-    failed: set[str] = set()
-    for stmt in statements:
-        outcome = await _run_one(session, stmt, replan, secret) if stmt.table not in failed else \
-            Outcome(stmt, "skipped", "an earlier statement on this table failed")
-        if outcome.status == "failed":
-            failed.add(stmt.table)
-        out.append(outcome)
-    return out
-
-
-async def _run_one(session: Session, stmt: PlannedStatement, replan: Replan, secret: str | None) -> Outcome:
-    try:
-        fresh = await replan(session, stmt)
-    except Exception as e:  # noqa: BLE001 - a refused or unreadable table is this statement's outcome
-        return Outcome(stmt, "failed", redact(f"re-plan from the live catalog failed: {e}", secret))
-    if stmt.key not in {s.key for s in fresh}:
-        return Outcome(stmt, "skipped", "no longer needed: the live catalog already has it")
-    try:
-        await session.execute(stmt.sql)
-    except Exception as e:  # noqa: BLE001 - any server error is the statement's audited outcome
-        return Outcome(stmt, "failed", redact(str(e), secret))
-    return Outcome(stmt, "ok", f"{stmt.action} {stmt.partition} on {stmt.table}")
+__all__ = ["BadPolicy", "NotRangePartitioned", "Outcome", "PlanRefused", "PlannedStatement", "apply", "apply_on",
+           "plan_live"]
 
 
 # --- SQL Server -------------------------------------------------------------------------------
@@ -274,3 +171,7 @@ async def apply(target: Target, statements: Sequence[PlannedStatement], lock_tim
         return await apply_on(session, statements, now or datetime.now(UTC), target.password)
     finally:
         await session.close()
+
+
+# SQL Server names fold case, so a policy's table glob does too.
+register_maintenance(MaintenanceSpec("sqlserver", plan_live, apply, table_glob(fold_case=True)))

@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from app.models import AuditLog, Instance
-from app.partitions import ENGINES, NO_POLICY, apply_for, plan_for
+from app.partitions import NO_POLICY, apply_for, plan_for
 from app.settings import Settings
 from collectors.engines.base import ConnectFailed, Target
+from collectors.registry import maintenance_for
 
 
 def _month(offset: int) -> str:
@@ -53,13 +54,13 @@ async def test_apply_with_tls_mode_require_refuses_a_server_without_tls(target_d
     target = Target(name="i12-pg", engine="postgres", host="127.0.0.1", port=5432, dbname=db, user="postgres",
                     tls_mode="require")
     with pytest.raises(ConnectFailed, match="tls_mode=require") as refused:
-        await ENGINES["postgres"].apply(target, statements, 2000)
+        await maintenance_for("postgres").apply(target, statements, 2000)
     assert "SSL" in str(refused.value)
     assert await partitions_of(db, "events") == before, "nothing went over a plain-text session"
     # The same statements over tls_mode=disable do run: the refusal above was the TLS requirement.
     plain = Target(**{**{f: getattr(target, f) for f in ("name", "engine", "host", "port", "dbname", "user")},
                       "tls_mode": "disable"})
-    assert {o.status for o in await ENGINES["postgres"].apply(plain, statements, 2000)} == {"ok"}
+    assert {o.status for o in await maintenance_for("postgres").apply(plain, statements, 2000)} == {"ok"}
 
 
 async def test_a_table_without_a_policy_is_planned_but_never_applied(clean_store, target_db, partitions_of):

@@ -321,14 +321,14 @@ async def test_apply_against_a_closed_port_fails_each_statement_cleanly():
     assert all("DPY-6005" in o.message and PASSWORD not in o.message for o in outcomes)
 
 
-async def test_the_app_drives_oracle_through_its_engine_table():
-    from app.partitions import ENGINES
+async def test_the_app_drives_oracle_through_its_maintenance_spec():
+    from collectors.registry import maintenance_for
 
     catalog = RecordedCatalog(_planted_rows())
-    plan = await ENGINES["oracle"].plan(catalog, POLICIES, NOW, "app.events")
+    plan = await maintenance_for("oracle").plan(catalog, POLICIES, NOW, "app.events")
     assert plan == await plan_live(catalog, POLICIES, NOW)
     target = Target("ora1", "oracle", "127.0.0.1", _closed_port(), dbname="ORCLPDB1", user="dbfleet", password=PASSWORD)
-    outcomes = await ENGINES["oracle"].apply(target, plan[:2], 500)
+    outcomes = await maintenance_for("oracle").apply(target, plan[:2], 500)
     assert [(o.status, o.sql) for o in outcomes] == [("failed", s.sql) for s in plan[:2]]
 
 

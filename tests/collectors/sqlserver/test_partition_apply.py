@@ -377,15 +377,15 @@ async def test_an_unreadable_policy_is_refused_before_anything_runs(policy):
     assert isinstance(e.value, PlanRefused) and catalog.executed == []
 
 
-async def test_the_app_drives_sqlserver_through_its_engine_table():
-    from app.partitions import ENGINES
+async def test_the_app_drives_sqlserver_through_its_maintenance_spec():
+    from collectors.registry import maintenance_for
 
     catalog = RecordedCatalog(_planted_rows())
-    plan = await ENGINES["sqlserver"].plan(catalog, POLICIES, NOW, "dbo.events")
+    plan = await maintenance_for("sqlserver").plan(catalog, POLICIES, NOW, "dbo.events")
     assert plan == await plan_live(catalog, POLICIES, NOW)
     target = Target("mssql1", "sqlserver", "127.0.0.1", _closed_port(), password=PASSWORD, tls_mode="disable",
                     options={"odbc_driver": "FreeTDS"})
-    outcomes = await ENGINES["sqlserver"].apply(target, plan[:2], 500)
+    outcomes = await maintenance_for("sqlserver").apply(target, plan[:2], 500)
     assert [(o.status, o.sql) for o in outcomes] == [("failed", s.sql) for s in plan[:2]]
 
 
