@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api import (alerts, findings, health, instances, keys, partitions, queries, receivers, replication, runs,
                      silences)
+from app import web
 from app.db import Store
 from app.settings import Settings
 
@@ -42,4 +43,5 @@ def create_app(settings: Settings, store_url: str, check_migrated: bool = True) 
     app.add_exception_handler(RequestValidationError, _validation_error)
     for module in ROUTERS:
         app.include_router(module.router)
+    web.mount(app)  # the console at / (app/web)
     return app

@@ -399,3 +399,17 @@ class SweepRequestItem(Base):
         Index("ix_sweep_request_items_queued", "instance_id", postgresql_where=text("status = 'queued'")),
         Index("ix_sweep_request_items_leases", "lease_until", postgresql_where=text("status = 'running'")),
     )
+
+
+class WebSession(Base):
+    """A console sign-in: the cookie carries a random token, the store keeps only its hash."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_web_sessions_expires_at", "expires_at"),)

@@ -92,6 +92,15 @@ async def list_findings(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Live findings by default (everything but resolved); `state=resolved` for history."""
+    return await find_findings(session, instance=instance, check=check, severity=severity, state=state, tag=tag,
+                               sort=sort, limit=limit, cursor=cursor)
+
+
+async def find_findings(session: SessionDep, *, instance: str | None = None, check: str | None = None,
+                        severity: list[str] | None = None, state: list[str] | None = None,
+                        tag: list[str] | None = None, sort: str = "-severity", limit: int = 100,
+                        cursor: str | None = None) -> dict[str, Any]:
+    """The findings list the API and the console both read: filters, sort and cursor pagination."""
     key, desc = SORTS[sort]
     stmt = select(Finding, Instance.name).join(Instance, Instance.id == Finding.instance_id)
     stmt = stmt.where(Finding.state.in_(state or [s for s in STATES if s != "resolved"]))

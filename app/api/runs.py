@@ -30,6 +30,13 @@ async def list_runs(session: SessionDep, _: ViewerDep, instance: str | None = No
                     status_: Annotated[str | None, Query(alias="status", pattern="^(ok|error|timeout|skipped)$")] = None,
                     since: datetime | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    return await recent_runs(session, instance, collector, status_, since, limit)
+
+
+async def recent_runs(session: AsyncSession, instance: str | None = None, collector: str | None = None,
+                      status_: str | None = None, since: datetime | None = None,
+                      limit: int = 100) -> list[dict[str, Any]]:
+    """Collector runs newest first, for the API and the console's instance page."""
     stmt = select(CollectorRun, Instance.name).join(Instance).order_by(CollectorRun.id.desc()).limit(limit)
     if instance:
         stmt = stmt.where(Instance.name == instance)

@@ -1,0 +1,96 @@
+"""Console sign-in: an API key buys a server-side session; the cookie holds only a random token.
+
+The store keeps the token's hash (a copied table row signs nobody in), the role comes from the key
+on every request (a revoked key ends its sessions at once), and each session has its own CSRF token
+that every state-changing form sends back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Annotated
+
+from fastapi import Cookie, Depends, Form, HTTPException, Request, Response, status
+from sqlalchemy import delete, select
+
+from app.api.deps import SessionDep
+from app.auth import Role, principal_for
+from app.models import ApiKey, WebSession
+
+COOKIE = "dbfleet_session"
+SESSION_TTL = timedelta(hours=8)  # a working day; signing in again costs one paste of the key
+
+
+@dataclass(frozen=True)
+class WebUser:
+    name: str
+    role: Role
+    csrf_token: str
+
+    def can(self, role: Role) -> bool:
+        return self.role >= role
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def sign_in(session: SessionDep, key: str) -> str | None:
+    """A new session's token for a valid, unrevoked API key; None for anything else."""
+    api_key = await principal_for(session, key.strip())
+    if api_key is None:
+        return None
+    token = secrets.token_urlsafe(32)
+    now = datetime.now(timezone.utc)
+    # Expired sessions are swept here, so the table stays as small as the number of people signed in.
+    await session.execute(delete(WebSession).where(WebSession.expires_at < now))
+    session.add(WebSession(token_hash=_hash(token), key_id=api_key.id, csrf_token=secrets.token_urlsafe(32),
+                           expires_at=now + SESSION_TTL))
+    await session.flush()
+    return token
+
+
+async def sign_out(session: SessionDep, token: str) -> None:
+    await session.execute(delete(WebSession).where(WebSession.token_hash == _hash(token)))
+
+
+def set_cookie(response: Response, request: Request, token: str) -> None:
+    response.set_cookie(COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+
+
+async def optional_user(session: SessionDep,
+                        token: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> WebUser | None:
+    if not token:
+        return None
+    row = (await session.execute(
+        select(ApiKey.name, ApiKey.role, WebSession.csrf_token).join(ApiKey, ApiKey.id == WebSession.key_id)
+        .where(WebSession.token_hash == _hash(token), WebSession.expires_at > datetime.now(timezone.utc),
+               ApiKey.revoked_at.is_(None))
+    )).first()
+    return WebUser(row.name, Role[row.role], row.csrf_token) if row else None
+
+
+async def signed_in(user: Annotated[WebUser | None, Depends(optional_user)]) -> WebUser:
+    """Pages need a session; without one the browser is sent to the sign-in form."""
+    if user is None:
+        raise HTTPException(status.HTTP_303_SEE_OTHER, "sign in first", headers={"Location": "/signin"})
+    return user
+
+
+UserDep = Annotated[WebUser, Depends(signed_in)]
+
+
+def checked(user: WebUser, csrf: str, role: Role) -> WebUser:
+    """The gate of every state-changing form: the session's CSRF token, then the role."""
+    if not secrets.compare_digest(csrf.encode(), user.csrf_token.encode()):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the form's CSRF token does not match this session")
+    if not user.can(role):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role.name} role; you are {user.role.name}")
+    return user
+
+
+CsrfField = Annotated[str, Form()]

@@ -1,0 +1,327 @@
+"""The console in a real browser: Debian's Chromium driven by Playwright against a real `dbfleet
+serve` on a loopback port, over a store of its own with findings and query stats planted through
+the write path, and a real PostgreSQL database with a partitioned table for the Apply button."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import async_playwright
+
+from app.auth import Role, create_key
+from app.db import Store, migrate
+from app.findings import InstanceRef, record_run
+from app.store_partitions import maintain_store_partitions
+from collectors.spec import Finding, QueryStat, Result, Severity
+from conftest import create_database, drop_database
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+XSS_QUERY = "<script>window.__dbfleet_xss = 1</script> select * from orders where id = $1"
+XSS_OBJECT = 'public."<img src=x onerror=window.__dbfleet_xss=2>"'
+MONTH = date.today().replace(day=1)
+
+
+def _month(offset: int) -> date:
+    y, m = divmod(MONTH.month - 1 + offset, 12)
+    return date(MONTH.year + y, m + 1, 1)
+
+
+PG_SCHEMA = f"""
+create table events (id bigint not null, at timestamptz not null) partition by range (at);
+create table events_now partition of events for values from ('{_month(0)}') to ('{_month(1)}');
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _instance(conn, name: str, engine: str, tags: dict, dbname: str = "") -> int:
+    return await conn.fetchval(
+        "insert into instances (name, engine, host, port, dbname, \"user\", tls_mode, tags) "
+        "values ($1, $2, '127.0.0.1', 5432, $3, 'postgres', 'prefer', $4::text::jsonb) returning id",
+        name, engine, dbname, json.dumps(tags))
+
+
+async def _plant(store: Store, part_db: str) -> None:
+    now = datetime.now(timezone.utc)
+    async with store.raw() as conn:
+        await maintain_store_partitions(conn, premake_days=2, retention_days=14)
+        await _instance(conn, "web-pg", "postgres", {"env": "prod", "team": "core"}, part_db)
+        xss = await _instance(conn, "web-xss", "postgres", {"env": "prod", "team": "pay"})
+        ref = InstanceRef(xss, "web-xss", "postgres", {"env": "prod", "team": "pay"})
+        findings = [
+            Finding("unused_index", XSS_OBJECT, Severity.warning, "Index is never scanned",
+                    {"sql": "select * from pg_stat_user_indexes where idx_scan = 0"}, "DROP INDEX CONCURRENTLY x;"),
+            Finding("xid_wraparound", "app", Severity.critical, "Transaction IDs near wraparound", {"age": 1}, "VACUUM"),
+            Finding("fk_without_index", "public.orders", Severity.info, "Foreign key without an index", {}, "CREATE INDEX"),
+        ]
+        for k in range(4):  # four intervals of history for the chart
+            stat = QueryStat("q1", "app", "app", calls=10 + k, total_ms=100.0 * (k + 1), rows=5, interval_s=60,
+                             text=XSS_QUERY)
+            await record_run(conn, ref, "health", Result(findings=findings, query_stats=[stat]),
+                             now - timedelta(minutes=40 - 10 * k), 1.0)
+        for i in range(3):
+            iid = await _instance(conn, f"web-my-{i}", "mysql", {"env": "dev", "team": "shop"})
+            await record_run(conn, InstanceRef(iid, f"web-my-{i}", "mysql", {}), "health", Result(
+                findings=[Finding("connections_near_limit", "server", Severity.warning, "Connections near the limit",
+                                  {}, "")]), now - timedelta(minutes=1), 1.0)
+
+
+@pytest.fixture(scope="module")
+async def console():
+    """A migrated store of this module's own, planted, and `dbfleet serve` on a free loopback port."""
+    tag = uuid.uuid4().hex[:8]
+    store_db, part_db = f"dbf_web_store_{tag}", f"dbf_web_part_{tag}"
+    url = await create_database(store_db)
+    await create_database(part_db, PG_SCHEMA)
+    await asyncio.to_thread(migrate, url)
+    store = Store(url, pool_size=2)
+    await _plant(store, part_db)
+    keys = {}
+    async with store.sessions() as session, session.begin():
+        for role in Role:
+            keys[role.name] = await create_key(session, f"web-{role.name}", role)
+    config = ARTIFACTS.parent / f".config-{tag}.yaml"
+    config.write_text(json.dumps({"partitions": {"policies": [
+        {"instances": ["web-pg"], "table": "public.events", "interval": "1 month", "premake": 2}]}}))
+    port = _free_port()
+    env = {**os.environ, "DBFLEET_DATABASE_URL": url, "DBFLEET_CONFIG": str(config)}
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = (ARTIFACTS / "serve.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
+    server = subprocess.Popen([str(Path(sys.executable).parent / "dbfleet"), "serve", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base, server)
+        yield {"base": base, "keys": keys, "store": store, "part_db": part_db}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        log.close()
+        config.unlink(missing_ok=True)
+        await store.dispose()
+        await drop_database(store_db)
+        await drop_database(part_db)
+
+
+async def _wait_ready(base: str, server: subprocess.Popen) -> None:
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):
+            if server.poll() is not None:
+                raise RuntimeError(f"dbfleet serve exited: {(ARTIFACTS / 'serve.log').read_text()[-2000:]}")
+            try:
+                if (await client.get(f"{base}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("dbfleet serve did not answer /healthz in 10 s")
+
+
+@pytest.fixture(scope="module")
+async def browser():
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+async def _signed_in(browser, console, role: str, width: int = 1280, height: int = 900):
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    page = await context.new_page()
+    await page.goto(console["base"] + "/")
+    assert page.url.endswith("/signin"), "pages need a session"
+    await page.get_by_label("API key").fill(console["keys"][role])
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(console["base"] + "/")
+    return context, page
+
+
+async def _shot(page, name: str) -> None:
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def _finding_ids(console, check: str) -> list[int]:
+    async with console["store"].raw() as conn:
+        return [r[0] for r in await conn.fetch("select id from findings where \"check\" = $1 order by id", check)]
+
+
+async def test_sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it(browser, console):
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(console["base"] + "/signin")
+    await page.get_by_label("API key").fill("dbf_not-a-key")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("alert").filter(has_text="unknown or revoked API key").wait_for()
+    await context.close()
+
+    context, page = await _signed_in(browser, console, "viewer")
+    cookie, = [c for c in await context.cookies() if c["name"] == "dbfleet_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and not cookie["secure"]  # plain http here
+    assert cookie["value"] not in (console["keys"]["viewer"],)
+    async with console["store"].raw() as conn:
+        hashes = [r[0] for r in await conn.fetch("select token_hash from web_sessions")]
+        assert cookie["value"] not in hashes, "the store keeps the token's hash, not the token"
+        before = len(hashes)
+    await page.get_by_role("button", name="Sign out").click()
+    await page.wait_for_url("**/signin")
+    async with console["store"].raw() as conn:
+        assert await conn.fetchval("select count(*) from web_sessions") == before - 1
+    # The old token is dead on the server even if the browser kept it.
+    await context.add_cookies([{**cookie}])
+    await page.goto(console["base"] + "/findings")
+    assert page.url.endswith("/signin")
+    await context.close()
+
+
+async def test_every_page_opens_and_is_screenshotted(browser, console):
+    context, page = await _signed_in(browser, console, "admin")
+    counts = page.get_by_label("Fleet counts")
+    assert "1 critical" in " ".join((await counts.inner_text()).split())
+    assert "3 warning" in " ".join((await counts.inner_text()).split())
+    # web-pg never ran, web-xss's last run is 10 minutes old: both past 3 intervals of the 60 s health check.
+    assert "2 stale" in " ".join((await counts.inner_text()).split())
+    await _shot(page, "fleet")
+    await page.get_by_label("Engine").select_option("mysql")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**engine=mysql**")
+    names = await page.locator("table.grid tbody td:first-child").all_inner_texts()
+    assert names == ["web-my-0", "web-my-1", "web-my-2"]
+    await page.get_by_label("Name").fill("my-1")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**q=my-1**")
+    assert await page.locator("table.grid tbody td:first-child").all_inner_texts() == ["web-my-1"]
+
+    for path, name in [("/findings", "findings"), (f"/findings/{(await _finding_ids(console, 'unused_index'))[0]}",
+                                                     "finding"),
+                       ("/instances/web-xss", "instance"), ("/instances/web-pg/partitions", "partitions"),
+                       ("/audit", "audit")]:
+        response = await page.goto(console["base"] + path)
+        assert response.status == 200, path
+        await page.locator("h1").wait_for()
+        await _shot(page, name)
+    await context.close()
+    phone, page = await _signed_in(browser, console, "viewer", width=390, height=844)
+    await page.goto(console["base"] + "/findings")
+    await _shot(page, "findings-phone")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390 + 1, "no sideways scroll of the page"
+    await phone.close()
+
+
+async def test_query_texts_and_object_names_render_as_text(browser, console):
+    context, page = await _signed_in(browser, console, "viewer")
+    await page.goto(console["base"] + "/instances/web-xss")
+    await page.locator("td.sql code").filter(has_text="<script>window.__dbfleet_xss = 1</script>").wait_for()
+    await page.locator("td.obj").filter(has_text="<img src=x").wait_for()
+    await page.wait_for_function("document.querySelector('.chart canvas') !== null")  # uPlot drew the history
+    await page.goto(console["base"] + "/findings")
+    await page.locator("td.obj").filter(has_text="<img src=x").wait_for()
+    assert await page.evaluate("window.__dbfleet_xss") is None
+    assert await page.locator("main script, main img").count() == 0
+    await context.close()
+
+
+async def test_operator_filters_acknowledges_and_silences(browser, console):
+    context, page = await _signed_in(browser, console, "operator")
+    await page.goto(console["base"] + "/findings")
+    await page.get_by_label("Check").select_option("connections_near_limit")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**check=connections_near_limit**")
+    rows = page.locator("#results table.grid tbody tr")
+    assert await rows.count() == 3
+    assert set(await page.locator("#results td.check").all_inner_texts()) == {"connections_near_limit"}
+
+    first, second = (await _finding_ids(console, "connections_near_limit"))[:2]
+    await page.get_by_label(f"select finding {first}").check()
+    await page.get_by_label("Action").select_option("acknowledge")
+    await page.get_by_label("Note").fill("looking at the pool")
+    await page.get_by_role("button", name="Apply to selected").click()
+    await page.get_by_role("status").filter(has_text="acknowledge: 1 done").wait_for()
+
+    await page.get_by_label(f"select finding {second}").check()
+    await page.get_by_label("Action").select_option("silence")
+    await page.get_by_label("Silence for").fill("4h")
+    await page.get_by_role("button", name="Apply to selected").click()
+    await page.get_by_role("status").filter(has_text="silence: 1 done").wait_for()
+    async with console["store"].raw() as conn:
+        rows = {r["id"]: r for r in await conn.fetch(
+            "select id, state, state_by, state_note, state_until from findings where id = any($1)", [first, second])}
+    assert (rows[first]["state"], rows[first]["state_by"], rows[first]["state_note"]) == \
+        ("acknowledged", "web-operator", "looking at the pool")
+    until = rows[second]["state_until"] - datetime.now(timezone.utc)
+    assert rows[second]["state"] == "silenced" and timedelta(hours=3, minutes=59) < until <= timedelta(hours=4)
+
+    await page.goto(console["base"] + f"/findings/{first}")
+    history = page.locator("table.grid").last
+    await history.filter(has_text="web-operator").wait_for()
+    assert "open → acknowledged" in await history.inner_text()
+    await _shot(page, "finding-history")
+    await context.close()
+
+
+async def test_viewer_sees_no_action_and_the_server_refuses_one(browser, console):
+    context, page = await _signed_in(browser, console, "viewer")
+    await page.goto(console["base"] + "/findings")
+    assert await page.get_by_role("button", name="Apply to selected").count() == 0
+    await page.goto(console["base"] + "/instances/web-pg/partitions")
+    await page.locator("pre.ddl").first.wait_for()
+    assert await page.get_by_role("button", name="Apply").count() == 0
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    ids = await _finding_ids(console, "xid_wraparound")
+    refused = await context.request.post(console["base"] + "/findings/change", form={
+        "csrf": csrf, "action": "resolve", "ids": str(ids[0])}, max_redirects=0)
+    assert refused.status == 403
+    refused = await context.request.post(console["base"] + "/instances/web-pg/partitions/apply",
+                                         form={"csrf": csrf, "confirm": "yes"}, max_redirects=0)
+    assert refused.status == 403
+    async with console["store"].raw() as conn:
+        assert await conn.fetchval("select state from findings where id = $1", ids[0]) == "open"
+        assert await conn.fetchval("select count(*) from audit_log where action = 'partitions.apply'") == 0
+    await context.close()
+
+
+async def test_a_form_without_the_sessions_csrf_token_is_refused(browser, console):
+    context, page = await _signed_in(browser, console, "admin")
+    ids = await _finding_ids(console, "xid_wraparound")
+    refused = await context.request.post(console["base"] + "/findings/change", form={
+        "csrf": "forged", "action": "resolve", "ids": str(ids[0])}, max_redirects=0)
+    assert refused.status == 403
+    async with console["store"].raw() as conn:
+        assert await conn.fetchval("select state from findings where id = $1", ids[0]) == "open"
+    await context.close()
+
+
+async def test_admin_applies_the_partition_plan_after_reading_the_ddl(browser, console):
+    context, page = await _signed_in(browser, console, "admin")
+    await page.goto(console["base"] + "/instances/web-pg/partitions")
+    ddl = [t.strip() for t in await page.locator("pre.ddl").all_inner_texts()]
+    assert len(ddl) == 2 and all(s.startswith("CREATE TABLE") for s in ddl)
+    asked = []
+    page.on("dialog", lambda d: (asked.append(d.message), asyncio.ensure_future(d.accept())))
+    await page.get_by_label("I have read the statements above").check()
+    await page.get_by_role("button", name="Apply").click()
+    await page.get_by_role("heading", name="Applied").wait_for()
+    assert asked and "Run 2 statement(s) on web-pg" in asked[0]
+    assert await page.locator("table.grid tbody td:first-child").all_inner_texts() == ["ok", "ok"]
+    await _shot(page, "partitions-applied")
+    async with console["store"].raw() as conn:
+        audited = [r[0] for r in await conn.fetch(
+            "select details->>'sql' from audit_log where action = 'partitions.apply' and actor = 'web-admin' "
+            "order by id")]
+    assert audited == ddl
+    await context.close()
