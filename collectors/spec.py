@@ -84,6 +84,8 @@ class Context:
     instance: str
     engine: str
     server_version: int = 0
+    # Already merged by the runner (app/run_context.merged_thresholds: spec defaults < config <
+    # overrides): a transform reads it as it is and never re-merges its own THRESHOLDS.
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
     is_standby: bool = False

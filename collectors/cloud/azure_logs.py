@@ -95,7 +95,7 @@ def _finding(kind: str, groups: list[dict[str, Any]], t: Mapping[str, Any], evid
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """rows: the KQL summary (kind, detail, events, last_seen, max_duration_ms, example)."""
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     by_kind: dict[str, list[dict[str, Any]]] = {"slow": [], "error": []}
     for row in rows:
         if row.get("kind") in by_kind:
@@ -115,7 +115,7 @@ async def run(conn: AzureConnection, ctx: Context) -> Result:
     kql = kql_for(conn.resource_id)
     if not conn.workspace_id or kql is None:
         return Result(state={"skipped": "no Log Analytics workspace configured"})
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     end = ctx.now
     rows = await conn.logs(kql, end - timedelta(seconds=int(t["lookback_s"])), end)
     ctx.extra.setdefault("cloud", conn.identity)

@@ -55,7 +55,7 @@ def _evidence(resource_id: str, metric: str) -> dict[str, Any]:
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """rows: {"metric", "ts", "average", "maximum"}; the resource id in ctx.extra["cloud"]."""
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     resource_id = str((ctx.extra.get("cloud") or {}).get("resource_id") or "")
     parsed = parse_resource_id(resource_id)
     metrics = SERVICE_METRICS.get(parsed[1].lower(), {}) if parsed else {}
@@ -99,7 +99,7 @@ LAG_ADVICE = ("Compare the replica's compute and IOPS with the primary's, and lo
 
 
 async def run(conn: AzureConnection, ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     period = int(t["period_s"])
     now = ctx.now.astimezone(timezone.utc)
     end = datetime.fromtimestamp(int(now.timestamp()) // period * period, timezone.utc)

@@ -59,7 +59,7 @@ def _evidence(db_id: str, metric: str, region: str) -> dict[str, Any]:
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """rows: {"metric": CloudWatch name, "ts": datetime, "value": float}; identity in ctx.extra["cloud"]."""
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     identity = ctx.extra.get("cloud") or {}
     db_id = str(identity.get("instance_id") or ctx.instance)
     region = str(identity.get("region") or "")
@@ -106,7 +106,7 @@ LAG_ADVICE = ("Compare the replica's instance class and storage IOPS with its so
 
 
 async def run(conn: AwsConnection, ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     period = int(t["period_s"])
     # Aligned windows give every instance of a sweep the same key, so their queries share calls.
     now = ctx.now.astimezone(timezone.utc)

@@ -84,10 +84,6 @@ def scoped_snapshot(snap: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
             else rows for name, rows in snap.items()}
 
 
-def thresholds(defaults: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    return {**defaults, **ctx.thresholds}
-
-
 async def fetch_snapshot(conn: Connection, queries: Mapping[str, Mapping[int, str]],
                          optional: Sequence[str] = ()) -> dict[str, Any]:
     """Run each named, version-keyed query; an optional one that fails is recorded, not raised.

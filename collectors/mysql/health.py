@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from collectors.mysql._common import MARIADB_MIN, MYSQL_57, as_int, snapshot_hook, snapshot_of, thresholds, variables
+from collectors.mysql._common import MARIADB_MIN, MYSQL_57, as_int, snapshot_hook, snapshot_of, variables
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Context, Finding, Result, Sample, Scope, Severity
 
@@ -33,7 +33,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     snap = snapshot_of(rows)
     if snap is None or not snap.get("settings"):
         return result
-    t = thresholds(THRESHOLDS, ctx)
+    t = ctx.thresholds
     status = variables(snap.get("status", []))
     settings = snap["settings"][0]
     connected = as_int(status.get("threads_connected"))

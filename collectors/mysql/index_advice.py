@@ -21,7 +21,6 @@ from collectors.mysql._common import (
     scoped_snapshot,
     snapshot_hook,
     snapshot_of,
-    thresholds,
 )
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Context, Finding, Result, Severity
@@ -74,7 +73,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     if snap is None:
         return result
     snap = scoped_snapshot(snap, ctx)
-    t = thresholds(THRESHOLDS, ctx)
+    t = ctx.thresholds
     tables = _indexes_by_table(snap.get("indexes", []))
     idle = _idle_indexes(snap, t)
     # When the covering index is the idle one and the "redundant" one does the work, dropping the

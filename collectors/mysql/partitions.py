@@ -77,7 +77,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     if snap is None:
         return result
     snap = scoped_snapshot(snap, ctx)
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     catchall = {(r["table_schema"], r["table_name"]): r for r in snap.get("catchall", [])}
     kept = _kept(snap.get("keep", []))
     for table in tables_from(snap):
@@ -177,7 +177,7 @@ async def run(conn: Connection, ctx: Context) -> Result:
     if snap["partitions"]:
         snap["columns"] = await conn.fetch(COLUMNS[MYSQL_57])
     snap = scoped_snapshot(snap, ctx)  # probe only this entry's schemas
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     for table in tables_from(snap):
         if table.catchall is not None:
             snap["catchall"].append(await _probe_catchall(conn, table))

@@ -17,7 +17,6 @@ from collectors.mysql._common import (
     PICOSECONDS_PER_MS,
     as_int,
     in_scope,
-    thresholds,
 )
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Context, Finding, QueryStat, Result, Severity
@@ -85,7 +84,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     if not as_int(facts["ps_enabled"]) or str(facts.get("digest_consumer") or "YES").upper() != "YES":
         result.findings.append(_ps_disabled_finding(facts))
         return result
-    t = thresholds(THRESHOLDS, ctx)
+    t = ctx.thresholds
     prev = ctx.previous if isinstance(ctx.previous, dict) and ctx.previous.get("v") == 1 else None
     uptime = as_int(facts["uptime_s"])
     restarted = prev is None or uptime < prev["uptime_s"]

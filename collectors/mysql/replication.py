@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from collectors.mysql._common import MARIADB_MIN, MYSQL_57, as_int, fetch_snapshot, pick, snapshot_of, thresholds
+from collectors.mysql._common import MARIADB_MIN, MYSQL_57, as_int, fetch_snapshot, pick, snapshot_of
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
 
@@ -36,7 +36,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     snap = snapshot_of(rows)
     if snap is None:
         return result
-    t = thresholds(THRESHOLDS, ctx)
+    t = ctx.thresholds
     for row in snap.get("replica", []):
         status = replica_status(row)
         if status["lag_s"] is not None:

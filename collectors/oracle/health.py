@@ -29,7 +29,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     result = Result()
     if not rows:
         return result
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     first = rows[0]
     result.samples += [Sample("up", 1.0), Sample("uptime_seconds", num(first.get("uptime_s")))]
     for row in rows:

@@ -54,7 +54,7 @@ def _q(name: str) -> str:
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     kinds = by_kind(rows)
     indexes = {(r["owner"], r["index_name"]): {**r, "keys": []} for r in kinds.get("index", [])}
     for c in sorted(kinds.get("index_column", []), key=lambda c: c["column_position"]):

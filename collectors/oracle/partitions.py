@@ -228,7 +228,7 @@ def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[RangeTable]:
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    thresholds = {**THRESHOLDS, **ctx.thresholds}
+    thresholds = ctx.thresholds
     result = Result(state={"skipped": {}})
     kept = _kept(rows)
     for t in tables_from_rows(rows):
@@ -324,7 +324,7 @@ def _keep_finding(t: RangeTable, now: datetime, days: int, kept: Mapping[str, Ke
 async def run(conn: Connection, ctx: Context) -> Result:
     """The catalog query, plus keep_table's probes of expired partitions and their archive tables."""
     rows = list(await conn.fetch(SQL))
-    thresholds = {**THRESHOLDS, **ctx.thresholds}
+    thresholds = ctx.thresholds
     for t in tables_from_rows(rows):
         policy = policy_for(t.name, thresholds)
         if policy.get("retention_days") is None or not keep_table(policy):

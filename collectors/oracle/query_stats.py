@@ -48,7 +48,7 @@ def _key(row: Mapping[str, Any]) -> str:
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     prev = ctx.previous or {}
     now_s = ctx.now.timestamp()
     by_key = {_key(r): r for r in rows if r.get("sql_id")}

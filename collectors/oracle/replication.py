@@ -45,7 +45,7 @@ def interval_seconds(text: str | None) -> float | None:
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     kinds = by_kind(rows)
     result = Result()
     standby = kinds.get("standby", [])

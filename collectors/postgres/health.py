@@ -47,7 +47,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     result = Result()
     if not rows:
         return result
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     first = rows[0]
     result.samples += [
         Sample("up", 1.0),

@@ -188,7 +188,7 @@ THRESHOLDS = {
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     by: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         by[row["kind"]].append(row)
@@ -455,7 +455,7 @@ def _fk_index_ddl(fk: Mapping[str, Any]) -> str:
 
 async def collect(conn: Connection, ctx: Context) -> list[dict[str, Any]]:
     """Every row the transform needs: catalogs, scan statistics, hypopg-costed candidates."""
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     rows: list[dict[str, Any]] = []
     for sql in (WINDOW_SQL, INDEX_SQL, BUILD_SQL, FK_SQL, INDEX_GAP_SQL):
         rows += await conn.fetch(sql)

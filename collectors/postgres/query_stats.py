@@ -169,7 +169,7 @@ _ROW_COUNTERS = itemgetter(*_COUNTERS)
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """Deltas against ctx.previous, then findings over the rolling per-query windows."""
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     prev = _usable_previous(ctx)
     old_counters, regrown = _previous_counters(rows, prev), _regrowth_visible(rows, prev)
     now = ctx.now.timestamp()
@@ -394,7 +394,7 @@ async def run(conn: Connection, ctx: Context) -> Result:
             return Result()
         raise
     if need := keys_needing_text(rows, ctx.previous):
-        cap = int({**THRESHOLDS, **ctx.thresholds}["text_max_chars"])
+        cap = int(ctx.thresholds["text_max_chars"])
         texts = await conn.fetch(TEXT_SQL.format(pgss=pgss, cap=cap), [int(q) for q in need])
         by_id = {r["queryid"]: r["query"] for r in texts}
         rows = [{**r, "query": by_id.get(r["queryid"])} for r in rows]

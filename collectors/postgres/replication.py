@@ -130,7 +130,7 @@ def primary_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result
 
 def walsender_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """pg_stat_replication rows -> per-standby (or logical consumer) samples and replication_lag."""
-    t, result = {**THRESHOLDS, **ctx.thresholds}, Result()
+    t, result = ctx.thresholds, Result()
     for r in rows:
         name = r["application_name"] or r["client_addr"]
         lag_s = max(r["write_lag_s"], r["flush_lag_s"], r["replay_lag_s"])
@@ -195,7 +195,7 @@ def _standby_disconnected(obj: str, title: str, rows: Sequence[Mapping[str, Any]
 
 def slots_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     """pg_replication_slots rows -> replication_slot_inactive / replication_slot_retaining_wal."""
-    t, result = {**THRESHOLDS, **ctx.thresholds}, Result()
+    t, result = ctx.thresholds, Result()
     for r in rows:
         result.samples.append(Sample("replication_slot_retained_bytes", float(r["retained_bytes"]), r["slot_name"]))
         details = {k: r[k] for k in ("slot_type", "database", "active", "wal_status", "retained_bytes",
@@ -226,7 +226,7 @@ def slots_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
 def standby_transform(rows: Sequence[Mapping[str, Any]], receivers: Sequence[Mapping[str, Any]],
                       ctx: Context) -> Result:
     """This instance is a standby: its replay lag, and whether its WAL receiver is streaming."""
-    t, result = {**THRESHOLDS, **ctx.thresholds}, Result()
+    t, result = ctx.thresholds, Result()
     if not rows:
         return result
     r = rows[0]
@@ -255,7 +255,7 @@ def aurora_transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     One home per problem: the writer reports every reader, a reader only itself (as a vanilla
     standby does), unless it cannot tell which row is its own.
     """
-    t, result = {**THRESHOLDS, **ctx.thresholds}, Result()
+    t, result = ctx.thresholds, Result()
     me = next((r for r in rows if r.get("is_self")), None)
     on_writer = me["session_id"] == AURORA_WRITER_SESSION if me is not None else not ctx.is_standby
     for r in rows:

@@ -34,7 +34,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     result = Result()
     if not rows:
         return result
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     row = rows[0]
     result.samples += [
         Sample("up", 1.0),

@@ -82,7 +82,7 @@ THRESHOLDS = {
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     kinds = by_kind(rows)
     window = (kinds.get("window") or [{}])[0]
     uptime_s = num(window.get("uptime_s"))

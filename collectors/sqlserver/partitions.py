@@ -225,7 +225,7 @@ def tables_from_rows(rows: Sequence[Mapping[str, Any]]) -> list[PartitionedTable
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    thresholds = {**THRESHOLDS, **ctx.thresholds}
+    thresholds = ctx.thresholds
     result = Result(state={"skipped": {}})
     for t in tables_from_rows(rows):
         policy = policy_for(t.name, thresholds)

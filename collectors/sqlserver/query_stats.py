@@ -94,7 +94,7 @@ def _snapshot(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     prev = ctx.previous or {}
     now_s = ctx.now.timestamp()
     snapshot = _snapshot(rows)
@@ -173,7 +173,7 @@ def _regression_finding(row: Mapping[str, Any], base: Baseline, now_s: float,
 
 async def run(conn: Connection, ctx: Context) -> Result:
     """Use Query Store where it is on in this database, otherwise the plan cache."""
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     use_qs = False
     if t["use_query_store"] and conn.server_version >= 13_000_000:
         state = await conn.fetch(QUERY_STORE_STATE_SQL)

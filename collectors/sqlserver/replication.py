@@ -60,7 +60,7 @@ def lag_seconds(row: Mapping[str, Any], primaries: Mapping[tuple, Mapping[str, A
 
 
 def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
-    t = {**THRESHOLDS, **ctx.thresholds}
+    t = ctx.thresholds
     result = Result()
     primaries = {(r["ag_name"], r["database_name"]): r for r in rows if r.get("is_primary_replica")}
     seen_replicas: set[str] = set()

@@ -11,6 +11,7 @@ from collectors.cloud import azure_logs
 from collectors.engines.base import Target, connect
 from collectors.runner import run_collector
 from collectors.spec import Context, Severity
+from tests.collectors.spec_context import spec_context
 
 SUB = "0b1f6471-1bf0-4dda-aec3-111122223333"
 RID = f"/subscriptions/{SUB}/resourceGroups/rg-db/providers/Microsoft.DBforPostgreSQL/flexibleServers/pg1"
@@ -29,7 +30,7 @@ RECORDED = [
 
 
 def ctx() -> Context:
-    c = Context(instance="pg1", engine="postgres")
+    c = spec_context(azure_logs.SPEC, instance="pg1", engine="postgres")
     c.extra["cloud"] = {"resource_id": RID, "workspace_id": "ws-1"}
     return c
 
@@ -62,7 +63,7 @@ async def test_run_queries_the_workspace(azure_monitor, azure_credential):
     target = Target(name="pg1@azure", engine="azure", host="westeurope", port=443, options={
         "resource_id": RID, "region": "westeurope", "workspace_id": "ws-1", "logs_endpoint": azure_monitor.url,
         "azure_credential": azure_credential})
-    result = await run_collector(azure_logs.SPEC, await connect(target), Context(instance="pg1", engine="postgres"))
+    result = await run_collector(azure_logs.SPEC, await connect(target), spec_context(azure_logs.SPEC, instance="pg1", engine="postgres"))
     assert {f.check for f in result.findings} == {"slow_queries_logged", "errors_logged"}
     request = azure_monitor.requests[-1]
     assert request["path"].startswith("/v1/workspaces/ws-1/query")
@@ -73,5 +74,5 @@ async def test_run_queries_the_workspace(azure_monitor, azure_credential):
 async def test_no_workspace_means_nothing_to_do(azure_monitor, azure_credential):
     target = Target(name="pg1@azure", engine="azure", host="westeurope", port=443, options={
         "resource_id": RID, "region": "westeurope", "azure_credential": azure_credential})
-    result = await run_collector(azure_logs.SPEC, await connect(target), Context(instance="pg1", engine="postgres"))
+    result = await run_collector(azure_logs.SPEC, await connect(target), spec_context(azure_logs.SPEC, instance="pg1", engine="postgres"))
     assert result.findings == [] and azure_monitor.requests == []

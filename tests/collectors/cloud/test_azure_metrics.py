@@ -15,6 +15,7 @@ from collectors.cloud.clients import CloudApiError
 from collectors.engines.base import Target, connect
 from collectors.runner import run_collector
 from collectors.spec import Context, Severity
+from tests.collectors.spec_context import spec_context
 
 SUB = "0b1f6471-1bf0-4dda-aec3-111122223333"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -31,7 +32,7 @@ def rows(metric: str, values: list[float], end: datetime = NOW) -> list[dict]:
 
 
 def ctx(rid: str, **extra) -> Context:
-    c = Context(instance="az-pg", engine="postgres", now=NOW)
+    c = spec_context(azure_metrics.SPEC, instance="az-pg", engine="postgres", now=NOW)
     c.extra.update({"cloud": {"resource_id": rid}, **extra})
     return c
 
@@ -85,7 +86,7 @@ async def test_run_batches_resources_of_one_subscription(azure_monitor, azure_cr
 
     async def one(name: str):
         conn = await connect(azure_target(name, azure_monitor, azure_credential))
-        return await run_collector(azure_metrics.SPEC, conn, Context(instance=name, engine="postgres", now=now))
+        return await run_collector(azure_metrics.SPEC, conn, spec_context(azure_metrics.SPEC, instance=name, engine="postgres", now=now))
 
     r1, r2 = await asyncio.gather(one("az1"), one("az2"))
     batch = [r for r in azure_monitor.requests if "metrics:getBatch" in r["path"]]
@@ -106,14 +107,14 @@ async def test_refusals_are_clear_errors(azure_monitor, azure_credential, status
     azure_monitor.fail_status = status
     conn = await connect(azure_target("az3", azure_monitor, azure_credential))
     with pytest.raises(CloudApiError, match=message):
-        await run_collector(azure_metrics.SPEC, conn, Context(instance="az3", engine="postgres"))
+        await run_collector(azure_metrics.SPEC, conn, spec_context(azure_metrics.SPEC, instance="az3", engine="postgres"))
 
 
 async def test_https_is_required_except_on_loopback(azure_credential):
     conn = await connect(Target(name="x@azure", engine="azure", host="h", port=443, options={
         "resource_id": pg_rid("x"), "metrics_endpoint": "http://monitor.example.com", "azure_credential": azure_credential}))
     with pytest.raises(CloudApiError):
-        await run_collector(azure_metrics.SPEC, conn, Context(instance="x", engine="postgres"))
+        await run_collector(azure_metrics.SPEC, conn, spec_context(azure_metrics.SPEC, instance="x", engine="postgres"))
 
 
 async def test_missing_resource_id_is_refused_at_connect():

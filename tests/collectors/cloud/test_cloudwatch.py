@@ -15,6 +15,7 @@ from collectors.cloud.clients import CloudApiError, aws_client
 from collectors.engines.base import Target, connect
 from collectors.runner import run_collector
 from collectors.spec import Context, Severity
+from tests.collectors.spec_context import spec_context
 
 NOW = utc(2026, 11, 26, 12, 0)
 GB = 1024**3
@@ -28,7 +29,7 @@ def rows(metric: str, values: list[float], step_min: int = 5) -> list[dict]:
 
 
 def ctx(cloud: dict | None = None, engine: str = "postgres", **extra) -> Context:
-    c = Context(instance="pg-a", engine=engine, now=NOW)
+    c = spec_context(cloudwatch.SPEC, instance="pg-a", engine=engine, now=NOW)
     c.extra.update({"cloud": {"instance_id": "pg-a", "region": "eu-west-1", "allocated_storage_gb": 100,
                               **(cloud or {})}, **extra})
     return c
@@ -130,7 +131,7 @@ async def test_run_reads_moto_metrics_for_three_instances_in_one_call(moto_url):
 
     async def one(name: str):
         conn = await connect(aws_target(name, region, moto_url))
-        return await run_collector(cloudwatch.SPEC, conn, Context(instance=name, engine="postgres", now=now))
+        return await run_collector(cloudwatch.SPEC, conn, spec_context(cloudwatch.SPEC, instance=name, engine="postgres", now=now))
 
     a, b, c = await asyncio.gather(*(one(n) for n in ("cw-a", "cw-b", "cw-c")))
     assert len(calls) == 1  # 3 instances x 7 queries went out as one GetMetricData call
@@ -157,7 +158,7 @@ async def test_throttling_is_retried_with_backoff(moto_url, fault_proxy):
     put_points(moto_url, "eu-central-1", "cw-t", "CPUUtilization", [50, 51], now)
     fault_proxy.faults = [json_error("Throttling", "Rate exceeded")] * 2
     conn = await connect(aws_target("cw-t", "eu-central-1", fault_proxy.url))
-    result = await run_collector(cloudwatch.SPEC, conn, Context(instance="cw-t", engine="postgres", now=now))
+    result = await run_collector(cloudwatch.SPEC, conn, spec_context(cloudwatch.SPEC, instance="cw-t", engine="postgres", now=now))
     assert {s.metric: s.value for s in result.samples}["cpu_percent"] == 51
     assert fault_proxy.requests == 3
 
@@ -166,5 +167,5 @@ async def test_access_denied_is_a_clear_error(fault_proxy):
     fault_proxy.faults = [json_error("AccessDenied", "User: x is not authorized")]
     conn = await connect(aws_target("cw-d", "eu-central-1", fault_proxy.url))
     with pytest.raises(CloudApiError, match=r"denied \(AccessDenied\): grant cloudwatch:GetMetricData"):
-        await run_collector(cloudwatch.SPEC, conn, Context(instance="cw-d", engine="postgres"))
+        await run_collector(cloudwatch.SPEC, conn, spec_context(cloudwatch.SPEC, instance="cw-d", engine="postgres"))
     assert CLOUDWATCH._pending == {}

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from collectors.spec import Context
+from collectors.spec import CollectorSpec, Context
+from tests.collectors.spec_context import spec_context
 from .servers import MARIADBD, MariaDB, make_replica, start_mariadb, stop_mariadb
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "mysql"
@@ -23,9 +24,10 @@ def recorded(flavour: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"{flavour}.json").read_text())
 
 
-def ctx_for(data: dict[str, Any], now: datetime | None = None, **kw: Any) -> Context:
-    return Context(instance="db1", engine=kw.pop("engine", "mysql"), server_version=data["server_version"],
-                   now=now or datetime.now(timezone.utc), **kw)
+def ctx_for(spec: CollectorSpec, data: dict[str, Any], now: datetime | None = None, **kw: Any) -> Context:
+    """A context for `spec` on a recorded server, its default thresholds under the test's own."""
+    return spec_context(spec, instance="db1", engine=kw.pop("engine", "mysql"), server_version=data["server_version"],
+                        now=now or datetime.now(timezone.utc), **kw)
 
 
 @pytest.fixture(params=FLAVOURS)

@@ -15,7 +15,7 @@ NOW_OK = {"unused_index_min_uptime_days": 0}
 
 
 def _found(data, **kw):
-    result = index_advice.transform([data["index_advice"]], ctx_for(data, **kw))
+    result = index_advice.transform([data["index_advice"]], ctx_for(index_advice.SPEC, data, **kw))
     return {(f.check, f.object, f.severity.value) for f in result.findings}, result
 
 

@@ -119,7 +119,7 @@ def test_retention_keeps_one_partition_and_quotes_identifiers():
 def test_findings_mysql8_shapes():
     data = recorded("mysql_8_0")
     thresholds = {"partition_policies": [{"table": "shop.sales", "retention_days": 20}]}
-    result = partitions.transform([data["partitions"]], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
+    result = partitions.transform([data["partitions"]], ctx_for(partitions.SPEC, data, now=MYSQL8_NOW, thresholds=thresholds))
     assert {(f.check, f.object, f.severity.value) for f in result.findings} == {
         ("missing_future_partitions", "shop.sales", "warning"),
         ("partition_retention_due", "shop.sales", "info"),
@@ -134,7 +134,7 @@ def test_findings_mysql8_shapes():
 
 def test_findings_mariadb_recorded():
     data = recorded("mariadb_10_11")
-    result = partitions.transform([data["partitions"]], ctx_for(data, now=MARIADB_NOW))
+    result = partitions.transform([data["partitions"]], ctx_for(partitions.SPEC, data, now=MARIADB_NOW))
     found = {(f.check, f.object, f.severity.value) for f in result.findings}
     assert ("missing_future_partitions", "dbf_my_rec.metrics", "warning") in found
     assert ("catchall_partition_rows", "dbf_my_rec.metrics", "warning") in found
@@ -274,11 +274,11 @@ def test_keep_table_finding_says_the_rows_are_kept_and_why_a_partition_is_not():
     snap = {**data["partitions"], "keep": [
         {"table_schema": "shop", "table_name": "sales", "partition_name": "p202401", "partition_has_rows": True,
          "archive_exists": True, "archive_partitioned": False, "archive_has_rows": True}]}
-    result = partitions.transform([snap], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
+    result = partitions.transform([snap], ctx_for(partitions.SPEC, data, now=MYSQL8_NOW, thresholds=thresholds))
     due = next(f for f in result.findings if f.check == "partition_retention_due")
     assert "EXCHANGE" not in due.details["ddl"] and "deletes those rows" not in due.recommendation
     assert due.details["refused"]["p202401"].startswith("shop.sales_p202401 already exists and holds rows")
-    result = partitions.transform([data["partitions"]], ctx_for(data, now=MYSQL8_NOW, thresholds=thresholds))
+    result = partitions.transform([data["partitions"]], ctx_for(partitions.SPEC, data, now=MYSQL8_NOW, thresholds=thresholds))
     due = next(f for f in result.findings if f.check == "partition_retention_due")
     assert "EXCHANGE PARTITION `p202401` WITH TABLE `shop`.`sales_p202401`" in due.details["ddl"]
     assert "kept" in due.recommendation and "deletes those rows" not in due.recommendation

@@ -15,14 +15,14 @@ PS_PER_MS = 10**9
 
 
 def _two_runs(data, thresholds=None, gap_s=300):
-    first = query_stats.transform(data["digests_1"], ctx_for(data, now=T0, thresholds=thresholds or {}))
-    second = query_stats.transform(data["digests_2"], ctx_for(data, now=T0 + timedelta(seconds=gap_s),
+    first = query_stats.transform(data["digests_1"], ctx_for(query_stats.SPEC, data, now=T0, thresholds=thresholds or {}))
+    second = query_stats.transform(data["digests_2"], ctx_for(query_stats.SPEC, data, now=T0 + timedelta(seconds=gap_s),
                                                                 thresholds=thresholds or {}, previous=first.state))
     return first, second
 
 
 def test_first_run_is_a_baseline_only(flavour):
-    first = query_stats.transform(flavour["digests_1"], ctx_for(flavour, now=T0))
+    first = query_stats.transform(flavour["digests_1"], ctx_for(query_stats.SPEC, flavour, now=T0))
     assert first.query_stats == [] and first.findings == []
     assert len(first.state["digests"]) == len(flavour["digests_1"])
     json.dumps(first.state)  # the store keeps it as JSON
@@ -53,22 +53,22 @@ def test_mariadb_recorded_full_scan():
 
 
 def test_restart_starts_a_new_baseline(flavour):
-    first = query_stats.transform(flavour["digests_1"], ctx_for(flavour, now=T0))
+    first = query_stats.transform(flavour["digests_1"], ctx_for(query_stats.SPEC, flavour, now=T0))
     rows = copy.deepcopy(flavour["digests_2"])
     for r in rows:
         r["uptime_s"] = "5"
-    second = query_stats.transform(rows, ctx_for(flavour, now=T0 + timedelta(seconds=300), previous=first.state))
+    second = query_stats.transform(rows, ctx_for(query_stats.SPEC, flavour, now=T0 + timedelta(seconds=300), previous=first.state))
     assert second.query_stats == [] and second.findings == []
     assert second.state["uptime_s"] == 5
 
 
 def test_truncated_digest_counters_going_down_are_not_negative_deltas():
     data = recorded("mysql_8_0")
-    first = query_stats.transform(data["digests_2"], ctx_for(data, now=T0))
+    first = query_stats.transform(data["digests_2"], ctx_for(query_stats.SPEC, data, now=T0))
     later = copy.deepcopy(data["digests_2"])
     later[0].update(calls=7, timer_ps=7 * PS_PER_MS)          # TRUNCATE TABLE ... then 7 calls
     later[1].update(first_seen="2024-03-01 10:06:00.000000", calls=600)  # evicted and re-added
-    second = query_stats.transform(later, ctx_for(data, now=T0 + timedelta(seconds=300), previous=first.state))
+    second = query_stats.transform(later, ctx_for(query_stats.SPEC, data, now=T0 + timedelta(seconds=300), previous=first.state))
     assert all(q.calls >= 0 and q.total_ms >= 0 for q in second.query_stats)
     assert {q.query_id for q in second.query_stats} == set()
 
@@ -76,12 +76,12 @@ def test_truncated_digest_counters_going_down_are_not_negative_deltas():
 def test_performance_schema_off_and_consumer_off():
     off = [{"ps_enabled": 0, "digest_consumer": None, "uptime_s": "100", "server_now": "2024-03-01 10:00:00",
             "digest": None}]
-    result = query_stats.transform(off, ctx_for(recorded("mariadb_10_11")))
+    result = query_stats.transform(off, ctx_for(query_stats.SPEC, recorded("mariadb_10_11")))
     [f] = result.findings
     assert (f.check, f.object, f.severity.value) == ("performance_schema_disabled", "server", "info")
     assert "performance_schema=ON" in f.recommendation and result.state is None
     consumer = [{**off[0], "ps_enabled": 1, "digest_consumer": "NO"}]
-    [f] = query_stats.transform(consumer, ctx_for(recorded("mysql_8_0"))).findings
+    [f] = query_stats.transform(consumer, ctx_for(query_stats.SPEC, recorded("mysql_8_0"))).findings
     assert "statements_digest" in f.title
 
 
@@ -92,7 +92,7 @@ def _hourly(data, means_ms, calls=100):
     for hour, mean in enumerate(means_ms):
         row = dict(row, calls=row["calls"] + calls, timer_ps=row["timer_ps"] + int(calls * mean * PS_PER_MS),
                    server_now=(datetime(2024, 3, 1) + timedelta(hours=hour)).isoformat(sep=" "))
-        result = query_stats.transform([row], ctx_for(data, now=T0 + timedelta(hours=hour), previous=state))
+        result = query_stats.transform([row], ctx_for(query_stats.SPEC, data, now=T0 + timedelta(hours=hour), previous=state))
         state = result.state
     return result
 

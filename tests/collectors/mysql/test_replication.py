@@ -15,7 +15,7 @@ MARIADB = recorded("mariadb_10_11")
 
 
 def _run(data, rows, **kw):
-    result = replication.transform([{"replica": rows}], ctx_for(data, **kw))
+    result = replication.transform([{"replica": rows}], ctx_for(replication.SPEC, data, **kw))
     return {(f.check, f.object, f.severity.value) for f in result.findings}, result
 
 
@@ -71,7 +71,7 @@ def test_lag_thresholds_are_overridable():
 
 def test_aurora_reader_lag():
     snap = {"replica": [], "aurora": MYSQL8["aurora_replica_host_status"]}
-    result = replication.transform([snap], ctx_for(MYSQL8, engine="aurora-mysql"))
+    result = replication.transform([snap], ctx_for(replication.SPEC, MYSQL8, engine="aurora-mysql"))
     assert {(f.check, f.object, f.severity.value) for f in result.findings} == {
         ("replication_lag", "prod-aurora-reader-2", "warning")}
     assert {s.object: s.value for s in result.samples} == {"prod-aurora-reader-1": 0.0185, "prod-aurora-reader-2": 45.0}

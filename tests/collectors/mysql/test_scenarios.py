@@ -14,6 +14,7 @@ from collectors.mysql import partition_plan
 from collectors.registry import specs_for
 from collectors.runner import run_collector
 from collectors.spec import Context
+from tests.collectors.spec_context import merged
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +93,7 @@ async def _collect(server, name: str, *collectors: str, now: datetime | None = N
         out = {}
         for spec in specs_for("mariadb", conn.server_version):
             if spec.name in collectors:
-                ctx = Context(instance=name, engine="mariadb", thresholds={**spec.thresholds, **THRESHOLDS},
+                ctx = Context(instance=name, engine="mariadb", thresholds=merged(spec, THRESHOLDS),
                               now=now or datetime.now(timezone.utc), previous=(previous or {}).get(spec.name))
                 out[spec.name] = await run_collector(spec, conn, ctx)
         return out

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from collectors.oracle import health, partitions, replication
-from collectors.spec import Context
+from tests.collectors.spec_context import spec_context
 
 NOW = datetime(2025, 6, 15, 12, tzinfo=timezone.utc)
 
@@ -49,7 +49,7 @@ def _stats(transport, apply, computed_age=2, datum_age=3):
     (_stats("+00 00:00:01", "+00 00:00:01", datum_age=3600), {"replication_stopped"}),
 ])
 def test_standby_findings(rows, checks):
-    result = replication.transform(rows, Context("o", "oracle", now=NOW))
+    result = replication.transform(rows, spec_context(replication.SPEC, "o", "oracle", now=NOW))
     assert {f.check for f in result.findings} == checks
 
 
@@ -87,4 +87,4 @@ def test_retention_never_drops_the_last_partition():
 def test_unlimited_resource_limit_is_not_a_finding():
     rows = [{"resource_name": "sessions", "current_utilization": 5000, "max_utilization": 5000,
              "limit_value": "UNLIMITED", "uptime_s": 10}]
-    assert health.transform(rows, Context("o", "oracle")).findings == []
+    assert health.transform(rows, spec_context(health.SPEC, "o", "oracle")).findings == []

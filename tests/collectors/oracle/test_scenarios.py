@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from collectors.oracle import health, index_advice, partitions, query_stats, replication
-from collectors.spec import Context
+from tests.collectors.spec_context import spec_context
 
 from .conftest import context
 
@@ -40,7 +40,7 @@ def test_clean_instance_yields_no_findings(clean, collector):
 
 @pytest.mark.parametrize("collector", sorted(MODULES))
 def test_transform_accepts_no_rows(collector):
-    assert MODULES[collector].transform([], Context("i", "oracle")).findings == []
+    assert MODULES[collector].transform([], spec_context(MODULES[collector].SPEC, "i", "oracle")).findings == []
 
 
 def test_interval_partitioned_table_is_skipped_with_a_reason(planted):

@@ -11,6 +11,7 @@ from collectors.engines.base import Target
 from collectors.postgres import health
 from collectors.runner import run_collector
 from collectors.spec import Context, Severity
+from tests.collectors.spec_context import spec_context
 
 
 def row(**over: Any) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def row(**over: Any) -> dict[str, Any]:
 
 
 def ctx(**thresholds: Any) -> Context:
-    return Context(instance="pg1", engine="postgres", server_version=150020, thresholds=thresholds)
+    return spec_context(health.SPEC, instance="pg1", engine="postgres", server_version=150020, thresholds=thresholds)
 
 
 def by_check(result) -> dict[str, list]:
@@ -112,7 +113,7 @@ async def test_against_the_real_server(target_db):
     conn = await connect(Target(name="t", engine="postgres", host="127.0.0.1", port=5432, dbname=name,
                                 user="postgres"))
     try:
-        result = await run_collector(health.SPEC, conn, Context(instance="t", engine="postgres",
+        result = await run_collector(health.SPEC, conn, spec_context(health.SPEC, instance="t", engine="postgres",
                                                                  thresholds=health.THRESHOLDS))
     finally:
         await conn.close()
@@ -133,7 +134,7 @@ async def test_real_server_with_a_low_threshold_reports_connections(target_db):
     conn = await connect(Target(name="t", engine="postgres", host="127.0.0.1", port=5432, dbname=name,
                                 user="postgres"))
     try:
-        result = await run_collector(health.SPEC, conn, Context(
+        result = await run_collector(health.SPEC, conn, spec_context(health.SPEC, 
             instance="t", engine="postgres",
             thresholds={**health.THRESHOLDS, "connections_warning_pct": 0, "xid_age_warning": 0}))
     finally:

@@ -14,7 +14,7 @@ from collectors.engines.base import Target
 from collectors.postgres import capacity, hypothetical
 from collectors.postgres import index_advice as ia
 from collectors.runner import run_collector
-from collectors.spec import Context
+from tests.collectors.spec_context import spec_context
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "postgres"
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -31,7 +31,7 @@ PLANTED = {
 
 
 def advise(rows, thresholds=SMALL, **extra):
-    return ia.transform(rows, Context("i1", "postgres", thresholds=thresholds, now=NOW, extra=extra))
+    return ia.transform(rows, spec_context(ia.SPEC, "i1", "postgres", thresholds=thresholds, now=NOW, extra=extra))
 
 
 def found(result) -> set[tuple[str, str, str]]:
@@ -395,7 +395,7 @@ async def _plant(app: asyncpg.Connection, hypopg: bool = True) -> None:
 async def _advise(host: str, port: int, name: str, thresholds=SMALL):
     conn = await connect(Target("t", "postgres", host, port, name, "postgres"))
     try:
-        result = await run_collector(ia.SPEC, conn, Context("t", "postgres", thresholds=thresholds))
+        result = await run_collector(ia.SPEC, conn, spec_context(ia.SPEC, "t", "postgres", thresholds=thresholds))
         after = await conn.fetch("select current_setting('transaction_read_only') as ro, "
                                  "current_setting('plan_cache_mode') as pcm, "
                                  "(select count(*) from pg_prepared_statements where not from_sql) as hidden, "

@@ -33,7 +33,8 @@ from collectors.postgres.partitions import (
 )
 from collectors.registry import specs_for
 from collectors.runner import run_collector
-from collectors.spec import Context, Severity
+from collectors.spec import Severity
+from tests.collectors.spec_context import spec_context
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "postgres"
 NOW = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
@@ -192,7 +193,7 @@ async def _collect(db: str, policies=POLICIES, limits: SessionLimits = SessionLi
             await conn.fetch(DISCOVER_SQL)
             await conn.fetch(f"select set_config('statement_timeout', '{int(warm_timeout_ms)}', false)")
         [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
-        ctx = Context(instance="pgp", engine="postgres", thresholds={"partition_policies": policies, **thresholds}, now=NOW)
+        ctx = spec_context(spec, instance="pgp", engine="postgres", thresholds={"partition_policies": policies, **thresholds}, now=NOW)
         return await run_collector(spec, conn, ctx)
     finally:
         await conn.close()
@@ -285,7 +286,7 @@ async def test_partitions_collector_on_postgresql_18(pg18_cluster):
         try:
             assert conn.server_version >= 180000
             [spec] = [s for s in specs_for("postgres", conn.server_version) if s.name == "partitions"]
-            ctx = Context(instance="pg18", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
+            ctx = spec_context(spec, instance="pg18", engine="postgres", thresholds={"partition_policies": POLICIES}, now=NOW)
             result = await run_collector(spec, conn, ctx)
             assert {(f.check, f.object) for f in result.findings} == {
                 ("missing_future_partitions", "public.events"), ("default_partition_rows", "public.events_default"),

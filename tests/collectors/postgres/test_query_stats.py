@@ -14,7 +14,7 @@ from collectors.engines import connect
 from collectors.engines.base import Target
 from collectors.postgres import query_stats as qs
 from collectors.runner import run_collector
-from collectors.spec import Context
+from tests.collectors.spec_context import spec_context
 from tests.collectors.postgres.conftest import PG15_BIN, start_cluster
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "postgres"
@@ -32,7 +32,7 @@ def row(qid="1", user="app", calls=0, total_ms=0.0, rows=0, hit=0, read=0, temp=
 
 
 def run(rows, previous=None, at=T0, **thresholds):
-    return qs.transform(rows, Context("i1", "postgres", thresholds=thresholds, now=at, previous=previous))
+    return qs.transform(rows, spec_context(qs.SPEC, "i1", "postgres", thresholds=thresholds, now=at, previous=previous))
 
 
 def runs(*snapshots, step=timedelta(minutes=5), **thresholds):
@@ -281,12 +281,12 @@ async def _three_runs(host: str, port: int, name: str, app: asyncpg.Connection):
     try:
         limits = {"slow_query_mean_ms": 10, "slow_query_min_calls": 5}
         await app.fetch("select pg_sleep($1)", 0.02)
-        first = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits))
+        first = await run_collector(qs.SPEC, conn, spec_context(qs.SPEC, "t", "postgres", thresholds=limits))
         for _ in range(5):
             await app.fetch("select pg_sleep($1)", 0.02)
-        second = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits, previous=first.state))
+        second = await run_collector(qs.SPEC, conn, spec_context(qs.SPEC, "t", "postgres", thresholds=limits, previous=first.state))
         await app.fetch("select pg_sleep($1)", 0.02)
-        third = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits, previous=second.state))
+        third = await run_collector(qs.SPEC, conn, spec_context(qs.SPEC, "t", "postgres", thresholds=limits, previous=second.state))
         return conn.server_version, first, second, third
     finally:
         await conn.close()
@@ -332,7 +332,7 @@ async def test_unreadable_view_yields_nothing(extension):
         if "pg_stat_statements" in preload:
             pytest.skip("the shared server preloads pg_stat_statements")
         conn = await connect(Target("t", "postgres", "127.0.0.1", 5432, "dbf_pgq_nopgss", "postgres"))
-        result = await run_collector(qs.SPEC, conn, Context("t", "postgres"))
+        result = await run_collector(qs.SPEC, conn, spec_context(qs.SPEC, "t", "postgres"))
         await conn.close()
         assert (result.findings, result.query_stats, result.state) == ([], [], None)
     finally:
@@ -359,12 +359,12 @@ async def test_real_server_evictions_are_said_in_the_findings(pg15_small_pgss):
     try:
         for _ in range(20):  # used often enough that eviction, which takes the least used, leaves it
             await app.fetch("select pg_sleep($1)", 0.001)
-        first = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits))
+        first = await run_collector(qs.SPEC, conn, spec_context(qs.SPEC, "t", "postgres", thresholds=limits))
         for n in range(1, 251):  # 250 statements the normalizer cannot fold into one (constants it can)
             await app.execute("select " + " + ".join(["1"] * n))
         for _ in range(5):
             await app.fetch("select pg_sleep($1)", 0.02)
-        second = await run_collector(qs.SPEC, conn, Context("t", "postgres", thresholds=limits, previous=first.state))
+        second = await run_collector(qs.SPEC, conn, spec_context(qs.SPEC, "t", "postgres", thresholds=limits, previous=first.state))
         dealloc = await app.fetchval("select dealloc from pg_stat_statements_info")
     finally:
         await conn.close()

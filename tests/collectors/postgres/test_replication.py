@@ -19,7 +19,8 @@ from collectors.postgres.replication import (
     standby_transform,
 )
 from collectors.runner import run_collector
-from collectors.spec import Context, Result, Severity
+from collectors.spec import Result, Severity
+from tests.collectors.spec_context import spec_context
 
 
 def standby_row(name="s1", lag_s=0.0, lag_bytes=0, state="streaming", addr="10.0.0.2"):
@@ -36,7 +37,7 @@ def slot_row(name="s1_slot", active=True, retained=0, wal_status="reserved"):
 def ctx(**extra):
     thresholds = extra.pop("thresholds", {})
     tags = extra.pop("tags", {})
-    return Context(instance="pg-a", engine="postgres", thresholds=thresholds, tags=tags, extra=extra)
+    return spec_context(SPEC, instance="pg-a", engine="postgres", thresholds=thresholds, tags=tags, extra=extra)
 
 
 def linked(name, stream_name, streaming=True, reachable=True):
@@ -83,9 +84,9 @@ def test_a_linked_standby_is_reported_missing_on_the_second_run_in_a_row():
     extra = {"linked_standbys": [linked("pg-s1", "s1")]}
     first = primary_transform([], ctx(**extra))
     assert first.findings == [] and first.state == {"missing": ["pg-s1"]}
-    back = primary_transform([standby_row()], Context("pg-a", "postgres", extra=extra, previous=first.state))
+    back = primary_transform([standby_row()], spec_context(SPEC, "pg-a", "postgres", extra=extra, previous=first.state))
     assert back.findings == [] and back.state == {"missing": []}
-    gone = primary_transform([], Context("pg-a", "postgres", extra=extra, previous=first.state))
+    gone = primary_transform([], spec_context(SPEC, "pg-a", "postgres", extra=extra, previous=first.state))
     assert [(f.check, f.object) for f in gone.findings] == [("standby_disconnected", "pg-s1")]
 
 
@@ -188,7 +189,7 @@ class RecordedAurora:
 
 async def collect_recorded(node: RecordedAurora, engine: str = "aurora-postgres", **extra) -> Result:
     thresholds = extra.pop("thresholds", {})
-    return await run_collector(SPEC, node, Context(instance="node", engine=engine, thresholds=thresholds,
+    return await run_collector(SPEC, node, spec_context(SPEC, instance="node", engine=engine, thresholds=thresholds,
                                                    extra=extra))
 
 
@@ -287,7 +288,7 @@ async def test_aurora_sql_runs_on_a_real_server(pgp_db, instance, lag_ms, expect
     await _emulate_aurora(pgp_db, aurora_rows("writer_view", lag_ms), instance)
     conn = await connect(Target("node", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"))
     try:
-        result = await run_collector(SPEC, conn, Context(instance="node", engine="postgres"))
+        result = await run_collector(SPEC, conn, spec_context(SPEC, instance="node", engine="postgres"))
     finally:
         await conn.close()
     # The shared server may carry other tests' slots or standbys: look at this cluster's names only.
@@ -306,7 +307,7 @@ async def _collect(cluster, **extra):
     try:
         thresholds = extra.pop("thresholds", {"replication_lag_warning_s": 2})
         previous = extra.pop("previous", None)
-        return await run_collector(SPEC, conn, Context(instance="node", engine="postgres", thresholds=thresholds,
+        return await run_collector(SPEC, conn, spec_context(SPEC, instance="node", engine="postgres", thresholds=thresholds,
                                                        previous=previous, extra=extra))
     finally:
         await conn.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from collectors.spec import Context
+from tests.collectors.spec_context import merged, spec_named
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sqlserver"
 
@@ -20,7 +21,7 @@ def load(name: str) -> dict:
 def context(scenario: dict, collector: str, **extra) -> Context:
     part = scenario.get(collector, {})
     return Context(instance="mssql-prod-1", engine="sqlserver", server_version=16_004_135,
-                   thresholds={**part.get("thresholds", {}), **extra},
+                   thresholds=merged(spec_named("sqlserver", collector), {**part.get("thresholds", {}), **extra}),
                    now=datetime.fromisoformat(scenario["now"]), previous=part.get("previous"))
 
 

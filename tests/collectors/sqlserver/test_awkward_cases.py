@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from collectors.common.query_baseline import counter_deltas
-from collectors.spec import Context
 from collectors.sqlserver import index_advice, partitions, query_stats, replication
+from tests.collectors.spec_context import spec_context
 
 from .conftest import context
 
@@ -41,7 +41,7 @@ def _drive(series: list[tuple[int, float]], start: datetime, state=None):
     calls, elapsed, results = 0, 0, []
     for i, (n, mean_ms) in enumerate(series):
         calls, elapsed = calls + n, elapsed + int(n * mean_ms * 1000)
-        ctx = Context("i", "sqlserver", now=start + timedelta(minutes=5 * i), previous=state)
+        ctx = spec_context(query_stats.SPEC, "i", "sqlserver", now=start + timedelta(minutes=5 * i), previous=state)
         result = query_stats.transform([_row(calls, elapsed)], ctx)
         state, results = result.state, results + [result]
     return results
@@ -161,7 +161,7 @@ async def test_run_hook_prefers_query_store_when_on(planted, version, state, sou
         "query_store_runtime_stats": [{**row, "source": "query_store"}],
         "dm_exec_query_stats": [{**row, "source": "plan_cache"}],
     })
-    ctx = Context("i", "sqlserver", now=NOW)
+    ctx = spec_context(query_stats.SPEC, "i", "sqlserver", now=NOW)
     result = await query_stats.run(server, ctx)
     assert next(iter(result.state["counters"])).startswith(source + ":")
     if source == "query_store":

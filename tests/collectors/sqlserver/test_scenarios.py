@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from collectors.sqlserver import health, index_advice, partitions, query_stats, replication
+from tests.collectors.spec_context import spec_context
 
 from .conftest import context
 
@@ -52,8 +53,7 @@ def test_clean_instance_yields_no_findings(clean, collector):
 
 @pytest.mark.parametrize("collector", sorted(MODULES))
 def test_transform_accepts_no_rows(collector):
-    from collectors.spec import Context
-    assert MODULES[collector].transform([], Context("i", "sqlserver")).findings == []
+    assert MODULES[collector].transform([], spec_context(MODULES[collector].SPEC, "i", "sqlserver")).findings == []
 
 
 def test_severities(planted):
