@@ -17,7 +17,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def mount(app: FastAPI) -> None:
     """Add the console's pages and its static files to the API application."""
-    from app.web.pages import router
+    from app.web import alerts, pages
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(router)
+    app.include_router(pages.router)
+    app.include_router(alerts.router)

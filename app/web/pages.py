@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.api.deps import SessionDep, SettingsDep, StoreDep
+from app.api.deps import SettingsDep, StoreDep
 from app.api.findings import SORTS, SilenceChange, _change_state, find_findings
 from app.api.instances import _get
 from app.api.partitions import PARTITION_ERRORS, planned_statements
@@ -30,7 +30,7 @@ from app.partitions import apply_for, outcome_json
 from app.topology import Topology, members_json
 from app.web.fleet import FleetFilter, fleet_page, shortest_interval_s
 from app.web.history import query_history
-from app.web.session import (COOKIE, CsrfField, UserDep, WebUser, checked, optional_user, set_cookie, sign_in,
+from app.web.session import (COOKIE, CsrfField, SessionDep, UserDep, WebUser, checked, optional_user, set_cookie, sign_in,
                              sign_out)
 
 router = APIRouter(include_in_schema=False)

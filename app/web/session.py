@@ -16,9 +16,15 @@ from typing import Annotated
 from fastapi import Cookie, Depends, Form, HTTPException, Request, Response, status
 from sqlalchemy import delete, select
 
-from app.api.deps import SessionDep
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.deps import get_session
 from app.auth import Role, principal_for
 from app.models import ApiKey, WebSession
+
+# Committed before the response leaves (scope "function"), not after it as the API's SessionDep:
+# a browser follows a form's 303 at once, and the next page must see what the form changed.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 COOKIE = "dbfleet_session"
 SESSION_TTL = timedelta(hours=8)  # a working day; signing in again costs one paste of the key

@@ -31,6 +31,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 XSS_QUERY = "<script>window.__dbfleet_xss = 1</script> select * from orders where id = $1"
 XSS_OBJECT = 'public."<img src=x onerror=window.__dbfleet_xss=2>"'
 MONTH = date.today().replace(day=1)
+HOOK_SECRET = "hook-secret-" + uuid.uuid4().hex
 
 
 def _month(offset: int) -> date:
@@ -98,9 +99,15 @@ async def console():
             keys[role.name] = await create_key(session, f"web-{role.name}", role)
     config = ARTIFACTS.parent / f".config-{tag}.yaml"
     config.write_text(json.dumps({"partitions": {"policies": [
-        {"instances": ["web-pg"], "table": "public.events", "interval": "1 month", "premake": 2}]}}))
+        {"instances": ["web-pg"], "table": "public.events", "interval": "1 month", "premake": 2}]},
+        "alerting": {"route": {"receiver": "ops", "group_by": ["alertname", "instance"], "routes": [
+            {"matchers": ['severity="critical"'], "receiver": "pager", "continue": True}]},
+            "receivers": [{"type": "webhook", "name": "ops", "url": "http://127.0.0.1:9/ops",
+                           "hmac_secret_ref": "env:DBFLEET_CRED_WEB_HOOK"},
+                          {"type": "webhook", "name": "pager", "url": "http://127.0.0.1:9/pager"}]}}))
     port = _free_port()
-    env = {**os.environ, "DBFLEET_DATABASE_URL": url, "DBFLEET_CONFIG": str(config)}
+    env = {**os.environ, "DBFLEET_DATABASE_URL": url, "DBFLEET_CONFIG": str(config),
+           "DBFLEET_CRED_WEB_HOOK": HOOK_SECRET}
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / "serve.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
     server = subprocess.Popen([str(Path(sys.executable).parent / "dbfleet"), "serve", "--host", "127.0.0.1",
@@ -210,11 +217,13 @@ async def test_every_page_opens_and_is_screenshotted(browser, console):
     for path, name in [("/findings", "findings"), (f"/findings/{(await _finding_ids(console, 'unused_index'))[0]}",
                                                      "finding"),
                        ("/instances/web-xss", "instance"), ("/instances/web-pg/partitions", "partitions"),
-                       ("/audit", "audit")]:
+                       ("/alerts", "alerts"), ("/audit", "audit")]:
         response = await page.goto(console["base"] + path)
         assert response.status == 200, path
         await page.locator("h1").wait_for()
         await _shot(page, name)
+        html = await page.content()
+        assert not [s for s in [HOOK_SECRET, *console["keys"].values()] if s in html], f"a secret on {path}"
     await context.close()
     phone, page = await _signed_in(browser, console, "viewer", width=390, height=844)
     await page.goto(console["base"] + "/findings")
@@ -239,9 +248,12 @@ async def test_query_texts_and_object_names_render_as_text(browser, console):
 async def test_operator_filters_acknowledges_and_silences(browser, console):
     context, page = await _signed_in(browser, console, "operator")
     await page.goto(console["base"] + "/findings")
+    await page.evaluate("window.__same_page = true")
     await page.get_by_label("Check").select_option("connections_near_limit")
     await page.get_by_role("button", name="Filter").click()
     await page.wait_for_url("**check=connections_near_limit**")
+    await page.locator("#results td.check").first.filter(has_text="connections_near_limit").wait_for()
+    assert await page.evaluate("window.__same_page") is True, "htmx swapped the results in, no full reload"
     rows = page.locator("#results table.grid tbody tr")
     assert await rows.count() == 3
     assert set(await page.locator("#results td.check").all_inner_texts()) == {"connections_near_limit"}
@@ -324,4 +336,33 @@ async def test_admin_applies_the_partition_plan_after_reading_the_ddl(browser, c
             "select details->>'sql' from audit_log where action = 'partitions.apply' and actor = 'web-admin' "
             "order by id")]
     assert audited == ddl
+    await context.close()
+
+
+async def test_operator_tests_a_route_and_creates_then_expires_a_silence(browser, console):
+    context, page = await _signed_in(browser, console, "operator")
+    await page.goto(console["base"] + "/alerts")
+    await page.get_by_label("Labels").fill("alertname=xid_wraparound severity=critical instance=web-xss")
+    await page.get_by_role("button", name="Test route").click()
+    reached = page.get_by_label("Receivers reached")
+    await reached.wait_for()
+    assert [t.split()[0] for t in await reached.locator("li").all_inner_texts()] == ["pager"]
+    await page.get_by_label("Labels").fill("alertname=connections_near_limit severity=warning instance=web-my-0")
+    await page.get_by_role("button", name="Test route").click()
+    await page.wait_for_url("**severity%3Dwarning**")
+    assert [t.split()[0] for t in await reached.locator("li").all_inner_texts()] == ["ops"], "the root catches it"
+
+    await page.get_by_label("Matchers, one a line").fill("instance=web-xss")
+    await page.get_by_label("For", exact=True).fill("2h")
+    await page.get_by_label("Comment").fill("maintenance window")
+    await page.get_by_role("button", name="Create silence").click()
+    await page.get_by_role("status").filter(has_text="created").wait_for()
+    async with console["store"].raw() as conn:
+        made = await conn.fetchrow("select id, created_by, ends_at from silences where comment = 'maintenance window'")
+    assert made["created_by"] == "web-operator"
+    assert timedelta(hours=1, minutes=59) < made["ends_at"] - datetime.now(timezone.utc) <= timedelta(hours=2)
+    await page.get_by_role("button", name=f"Expire silence {made['id']}").click()
+    await page.get_by_role("status").filter(has_text="expired").wait_for()
+    async with console["store"].raw() as conn:
+        assert await conn.fetchval("select ends_at <= now() from silences where id = $1", made["id"])
     await context.close()
