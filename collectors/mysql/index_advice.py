@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from collectors.common.indexes import IndexShape
+from collectors.common.indexes import redundant_indexes as common_redundant_indexes
 from collectors.mysql._common import (
     MARIADB_MIN,
     MYSQL_57,
@@ -109,37 +111,17 @@ def _indexes_by_table(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str]
 
 
 def redundant_indexes(tables: Mapping[tuple[str, str], Mapping[str, Mapping[str, Any]]]) -> list[tuple]:
-    """(schema, table, redundant index, index that covers it) as sys.schema_redundant_indexes finds.
-
-    An index is redundant when its columns equal, or are a leading prefix of, another index's of
-    the same type, unless it is unique and the other is not (then it enforces something).
-    For exact duplicates the PRIMARY/unique one, else the first by name, is kept.
-    """
+    """(schema, table, redundant index, index that covers it) as sys.schema_redundant_indexes finds:
+    the neutral rule (collectors.common.indexes) with PRIMARY as the index that enforces something.
+    FULLTEXT and SPATIAL indexes serve other lookups than their columns' order: never compared."""
     out = []
     for (schema, table), indexes in sorted(tables.items()):
-        for a in sorted(indexes.values(), key=lambda i: i["name"]):
-            if a["name"] == "PRIMARY" or a["type"] in ("FULLTEXT", "SPATIAL"):
-                continue
-            cover = _covering(a, indexes.values())
-            if cover is not None:
-                out.append((schema, table, a, cover))
+        shapes = [IndexShape(table=table, name=ix["name"], keys=tuple(ix["cols"]), unique=ix["unique"],
+                             constraint=ix["name"] == "PRIMARY", kind=ix["type"])
+                  for ix in sorted(indexes.values(), key=lambda i: i["name"])
+                  if ix["type"] not in ("FULLTEXT", "SPATIAL")]
+        out += [(schema, table, indexes[a.name], indexes[b.name]) for a, b in common_redundant_indexes(shapes)]
     return out
-
-
-def _covering(a: Mapping[str, Any], others: Any) -> Mapping[str, Any] | None:
-    best = None
-    for b in others:
-        if b is a or b["type"] != a["type"] or b["cols"][:len(a["cols"])] != a["cols"]:
-            continue
-        if len(b["cols"]) == len(a["cols"]):
-            keep_b = (b["name"] == "PRIMARY" or (b["unique"], a["name"]) > (a["unique"], b["name"]))
-            if not keep_b:
-                continue
-        elif a["unique"]:
-            continue
-        if best is None or len(b["cols"]) < len(best["cols"]):
-            best = b
-    return best
 
 
 def _duplicate_finding(schema: str, table: str, a: Mapping[str, Any], b: Mapping[str, Any], ctx: Context) -> Finding:

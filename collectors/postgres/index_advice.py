@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from collectors.common.indexes import IndexShape, redundant_indexes
 from collectors.postgres import capacity, hypothetical
 from collectors.registry import register
 from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Severity
@@ -302,47 +303,25 @@ def _cols(ix: Mapping[str, Any], field: str = "indkey") -> list[str]:
     return ix[field].split()
 
 
-def _covers(longer: Mapping[str, Any], shorter: Mapping[str, Any]) -> bool:
-    """`longer` serves every lookup `shorter` does: same shape, shorter's keys lead longer's."""
-    n, m = shorter["nkey"], longer["nkey"]
-    if n > m or (n < m and longer["am"] != "btree"):
-        return False
-    if any(_cols(longer, f)[:n] != _cols(shorter, f)[:n] for f in ("indkey", "opclasses", "collations")):
-        return False
-    included = set(_cols(shorter)[n:])  # INCLUDE columns must be there too, in any position
-    return included <= set(_cols(longer))
-
-
-def _same_shape(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return (a["table_oid"] == b["table_oid"] and a["am"] == b["am"] and a["pred"] == b["pred"]
-            and a["exprs"] == b["exprs"] and a["is_valid"] and b["is_valid"]
-            and not a["partitioned"] and not b["partitioned"])
-
-
-def _redundant(a: Mapping[str, Any], b: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """Which of a pair to drop, or None; for identical indexes keep the one enforcing something."""
-    if _covers(b, a) and _covers(a, b):
-        keep_a = (a["is_unique"], a["backs_constraint"], b["index"]) > (b["is_unique"], b["backs_constraint"], a["index"])
-        drop = b if keep_a else a
-        return drop if _droppable(drop) else None
-    if _covers(b, a) and not a["is_unique"] and _droppable(a):
-        return a
-    if _covers(a, b) and not b["is_unique"] and _droppable(b):
-        return b
-    return None
+def _shape(ix: Mapping[str, Any]) -> IndexShape:
+    """An index in the neutral terms of the redundancy rule: a key is its column with its
+    operator class and collation (they change what lookups it serves), expressions go with the
+    predicate, and anything _droppable refuses (unique, primary, constraint, replica identity,
+    attached to a partitioned index) counts as enforcing something."""
+    n, columns = ix["nkey"], _cols(ix)
+    keys = tuple(" ".join(k) for k in zip(columns[:n], _cols(ix, "opclasses")[:n], _cols(ix, "collations")[:n]))
+    return IndexShape(table=str(ix["table_oid"]), name=ix["index"], keys=keys, includes=frozenset(columns[n:]),
+                      unique=bool(ix["is_unique"]), constraint=not _droppable(ix), kind=ix["am"],
+                      predicate=f"{ix['pred']}|{ix['exprs']}", key_columns=tuple(columns[:n]),
+                      ordered=ix["am"] == "btree")
 
 
 def duplicate_indexes(indexes: Sequence[Mapping[str, Any]]) -> list[Finding]:
-    by_table: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for ix in indexes:
-        by_table[ix["table_oid"]].append(ix)
-    found: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
-    for group in by_table.values():
-        for i, a in enumerate(group):
-            for b in group[i + 1:]:
-                if _same_shape(a, b) and (drop := _redundant(a, b)) is not None:
-                    found.setdefault(drop["qualified"], (drop, b if drop is a else a))
-    return [_duplicate_finding(drop, keep) for drop, keep in found.values()]
+    # A partitioned (parent) index and an invalid one are not what lookups use today.
+    usable = [ix for ix in indexes if ix["is_valid"] and not ix["partitioned"]]
+    by_shape = {(str(ix["table_oid"]), ix["index"]): ix for ix in usable}
+    return [_duplicate_finding(by_shape[(drop.table, drop.name)], by_shape[(keep.table, keep.name)])
+            for drop, keep in redundant_indexes([_shape(ix) for ix in usable])]
 
 
 def _duplicate_finding(drop: Mapping[str, Any], keep: Mapping[str, Any]) -> Finding:
