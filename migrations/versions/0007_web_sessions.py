@@ -16,14 +16,14 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # No foreign key to api_keys: every lookup joins the key (a deleted or revoked key signs nobody
+    # in), and api_keys stays truncatable on its own.
     op.create_table('web_sessions',
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('key_id', sa.Integer(), nullable=False),
     sa.Column('csrf_token', sa.String(length=64), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['key_id'], ['api_keys.id'], name=op.f('fk_web_sessions_key_id_api_keys'),
-                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('token_hash', name=op.f('pk_web_sessions'))
     )
     op.create_index('ix_web_sessions_expires_at', 'web_sessions', ['expires_at'])

@@ -196,6 +196,17 @@ async def test_sign_in_gives_a_strict_http_only_session_and_sign_out_ends_it(bro
     await context.close()
 
 
+async def test_revoking_the_key_ends_its_console_sessions(browser, console):
+    async with console["store"].sessions() as session, session.begin():
+        key = await create_key(session, "web-short-lived", Role.operator)
+    console["keys"]["short-lived"] = key
+    context, page = await _signed_in(browser, console, "short-lived")
+    async with console["store"].raw() as conn:
+        await conn.execute("update api_keys set revoked_at = now() where name = 'web-short-lived'")
+    await page.goto(console["base"] + "/findings")
+    assert page.url.endswith("/signin")
+    await context.close()
+
 async def test_every_page_opens_and_is_screenshotted(browser, console):
     context, page = await _signed_in(browser, console, "admin")
     counts = page.get_by_label("Fleet counts")
