@@ -1,19 +1,64 @@
-"""Partition interval arithmetic and policy reading: steps between bounds, premake, retention windows."""
+"""Partition interval arithmetic and policy reading: steps between bounds, premake, retention windows.
+
+add_step is the one calendar arithmetic every engine's planner uses (PostgreSQL's DST-aware one:
+months and days on the calendar the bounds were cut in, seconds as elapsed time).
+"""
 
 from __future__ import annotations
 
+import calendar
 import fnmatch
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from collectors.common.rows import DAY_S
 
 # --- partition interval arithmetic ----------------------------------------------------------------
 
-def add_months(d: datetime, months: int) -> datetime:
-    y, m = divmod(d.month - 1 + months, 12)
-    return d.replace(year=d.year + y, month=m + 1, day=1)
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A partition width: calendar months + wall-clock days + seconds, or an integer width."""
+
+    months: int = 0
+    days: int = 0
+    seconds: int = 0
+    width: int = 0
+
+    def describe(self) -> str:
+        if self.width:
+            return str(self.width)
+        parts = [f"{n} {u}" for n, u in ((self.months, "months"), (self.days, "days"), (self.seconds, "seconds")) if n]
+        return " ".join(parts) or "0"
+
+
+def add_step(value: datetime | int, step: Step, times: int = 1, zone: tzinfo | None = None) -> datetime | int:
+    """value + step*times: months and days on the calendar of `zone` (the zone the bounds were cut
+    in; the value's own when None), seconds as elapsed time. The result keeps the value's tzinfo."""
+    if isinstance(value, int):
+        return value + step.width * times
+    shown = value.tzinfo
+    wall = (value.astimezone(zone) if zone is not None and shown is not None else value).replace(tzinfo=None)
+    months = wall.month - 1 + step.months * times
+    year, month = wall.year + months // 12, months % 12 + 1
+    day = min(wall.day, calendar.monthrange(year, month)[1])
+    wall = wall.replace(year=year, month=month, day=day) + timedelta(days=step.days * times)
+    seconds = timedelta(seconds=step.seconds * times)
+    if shown is None:
+        return wall + seconds
+    # zoneinfo gives the local midnight its own offset: +02 before the October change, +01 after.
+    instant = _as_postgres_reads(wall, zone or shown).astimezone(timezone.utc)
+    return (instant + seconds).astimezone(shown)
+
+
+def _as_postgres_reads(wall: datetime, zone: tzinfo) -> datetime:
+    """A wall-clock time in zone as PostgreSQL reads the literal: one skipped or repeated by a DST
+    change (midnight in Cuba or Chile) takes the smaller of its two UTC offsets (docs, appendix B.1).
+    Only PostgreSQL's timestamptz bounds carry a zone; the other engines' bounds are naive."""
+    first, second = wall.replace(tzinfo=zone), wall.replace(tzinfo=zone, fold=1)
+    return first if first.utcoffset() <= second.utcoffset() else second
+
 
 
 def infer_step(bounds: Sequence[datetime]) -> tuple[str, int] | None:
@@ -30,8 +75,9 @@ def infer_step(bounds: Sequence[datetime]) -> tuple[str, int] | None:
 
 
 def next_bound(bound: datetime, step: tuple[str, int]) -> datetime:
+    """The bound one step after `bound`; month steps are only inferred between bounds on the 1st."""
     unit, n = step
-    return add_months(bound, n) if unit == "month" else bound + timedelta(days=n)
+    return add_step(bound, Step(months=n) if unit == "month" else Step(days=n))
 
 
 def future_bounds(bounds: Sequence[datetime], step: tuple[str, int], now: datetime, premake: int) -> list[datetime]:

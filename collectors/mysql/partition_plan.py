@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from collectors.common.maintenance import NotRangePartitioned
+from collectors.common.partition_maths import Step, add_step
 from collectors.mysql._common import as_int, qualified, quote_ident
 
 # TO_DAYS('0000-01-01') is 1 in MySQL while date(1, 1, 1).toordinal() is 1: 365 days apart.
@@ -168,10 +169,9 @@ def parse_table(rows: Sequence[Mapping[str, Any]], column_types: Mapping[str, st
 
 
 def add_interval(at: datetime, interval: Interval, times: int = 1) -> datetime:
-    if interval.unit == "days":
-        return at + timedelta(days=interval.n * times)
-    months = at.month - 1 + interval.n * times
-    return at.replace(year=at.year + months // 12, month=months % 12 + 1)
+    """Month steps are only inferred between bounds on a day every month has (<= 28): no clamping."""
+    step = Step(days=interval.n) if interval.unit == "days" else Step(months=interval.n)
+    return add_step(at, step, times)
 
 
 def infer_interval(bounds: Sequence[datetime]) -> Interval | None:

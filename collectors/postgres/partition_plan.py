@@ -7,16 +7,17 @@ re-checks every name against the live catalog before it runs anything.
 
 from __future__ import annotations
 
-import calendar
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta, timezone, tzinfo
+from datetime import datetime, time, timezone, tzinfo
 from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, field_validator
+
+from collectors.common.partition_maths import Step, add_step
 
 TIME_KEYS = {"timestamptz", "timestamp", "date"}
 INT_KEYS = {"int2", "int4", "int8"}
@@ -46,22 +47,6 @@ class PartitionPolicy(BaseModel):
 
     def matches(self, qualified: str) -> bool:
         return fnmatch.fnmatchcase(qualified, self.table)
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """A partition width: calendar months + wall-clock days + seconds, or an integer width."""
-
-    months: int = 0
-    days: int = 0
-    seconds: int = 0
-    width: int = 0
-
-    def describe(self) -> str:
-        if self.width:
-            return str(self.width)
-        parts = [f"{n} {u}" for n, u in ((self.months, "months"), (self.days, "days"), (self.seconds, "seconds")) if n]
-        return " ".join(parts) or "0"
 
 
 _UNITS = {"minute": (0, 0, 60), "hour": (0, 0, 3600), "day": (0, 1, 0), "week": (0, 7, 0),
@@ -243,32 +228,6 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def add_step(value: datetime | int, step: Step, times: int = 1, zone: tzinfo | None = None) -> datetime | int:
-    """value + step*times: months and days on the calendar of `zone` (the zone the bounds were cut
-    in; the value's own when None), seconds as elapsed time. The result keeps the value's tzinfo."""
-    if isinstance(value, int):
-        return value + step.width * times
-    shown = value.tzinfo
-    wall = (value.astimezone(zone) if zone is not None and shown is not None else value).replace(tzinfo=None)
-    months = wall.month - 1 + step.months * times
-    year, month = wall.year + months // 12, months % 12 + 1
-    day = min(wall.day, calendar.monthrange(year, month)[1])
-    wall = wall.replace(year=year, month=month, day=day) + timedelta(days=step.days * times)
-    seconds = timedelta(seconds=step.seconds * times)
-    if shown is None:
-        return wall + seconds
-    # zoneinfo gives the local midnight its own offset: +02 before the October change, +01 after.
-    instant = _as_postgres_reads(wall, zone or shown).astimezone(timezone.utc)
-    return (instant + seconds).astimezone(shown)
-
-
-def _as_postgres_reads(wall: datetime, zone: tzinfo) -> datetime:
-    """A wall-clock time in zone as PostgreSQL reads the literal: one skipped or repeated by a DST
-    change (midnight in Cuba or Chile) takes the smaller of its two UTC offsets (docs, appendix B.1)."""
-    first, second = wall.replace(tzinfo=zone), wall.replace(tzinfo=zone, fold=1)
-    return first if first.utcoffset() <= second.utcoffset() else second
 
 
 def cut_zone(table: PartitionedTable) -> tzinfo | None:
