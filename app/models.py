@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    FetchedValue,
     Float,
     ForeignKey,
     Index,
@@ -63,6 +64,13 @@ class Instance(Base):
     gone_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    # The server this entry is on. The store's trigger (migration 0008) links every row that is
+    # written without it, or whose endpoint moved off its server, so it is read back, not set.
+    server_id: Mapped[int] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True,
+                                           server_default=FetchedValue(), server_onupdate=FetchedValue())
+    # MySQL/MariaDB: the schemas this entry covers (dbname is the first); [] = dbname alone, or,
+    # with no dbname either, every schema no other entry on the server names.
+    schemas: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
 
     __table_args__ = (Index("ix_instances_tags", "tags", postgresql_using="gin"),)
 
@@ -413,3 +421,30 @@ class WebSession(Base):
     expires_at: Mapped[datetime]
 
     __table_args__ = (Index("ix_web_sessions_expires_at", "expires_at"),)
+
+
+# --- Servers: what the database entries (instances) are on (migration 0008) ---------------------
+
+
+class Server(Base):
+    """One server, reached by host and port or known by its cloud id; its databases are the
+    instance rows that point at it."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int]
+    # Cloud identity (arn, resource_id, region, role...), as discovery last reported it.
+    cloud: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    # Discovery patterns {"include": ["*"], "exclude": [...]}; null: only the listed databases.
+    databases: Mapped[dict[str, Any] | None]
+    user: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    credential: Mapped[str | None] = mapped_column(String(500))  # a reference, never the secret
+    tls_mode: Mapped[str] = mapped_column(String(16), default="prefer", server_default="prefer")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())

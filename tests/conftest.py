@@ -86,7 +86,7 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 async def clean_store(store: Store) -> Store:
     """The shared store with inventory, findings, runs, keys, audit and outbox emptied."""
     async with store.raw() as conn:
-        await conn.execute("truncate instances, api_keys, audit_log, outbox, samples, query_stats, query_texts "
+        await conn.execute("truncate servers, instances, api_keys, audit_log, outbox, samples, query_stats, query_texts "
                            "restart identity cascade")
     return store
 
