@@ -294,6 +294,14 @@ async def test_operator_filters_acknowledges_and_silences(browser, console):
     await history.filter(has_text="web-operator").wait_for()
     assert "open → acknowledged" in await history.inner_text()
     await _shot(page, "finding-history")
+
+    third = (await _finding_ids(console, "connections_near_limit"))[2]
+    await page.goto(console["base"] + f"/findings/{third}")
+    await page.get_by_label("Action").select_option("resolve")
+    await page.get_by_label("Note").fill("pool resized")
+    await page.get_by_role("button", name="Change").click()
+    await page.get_by_role("status").filter(has_text="resolve: 1 done").wait_for()
+    assert "open → resolved" in await page.locator("table.grid").last.inner_text()
     await context.close()
 
 
