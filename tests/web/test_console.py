@@ -97,7 +97,8 @@ async def console():
     async with store.sessions() as session, session.begin():
         for role in Role:
             keys[role.name] = await create_key(session, f"web-{role.name}", role)
-    config = ARTIFACTS.parent / f".config-{tag}.yaml"
+    ARTIFACTS.mkdir(exist_ok=True)
+    config = ARTIFACTS / f"config-{tag}.yaml"  # git-ignored with the screenshots
     config.write_text(json.dumps({"partitions": {"policies": [
         {"instances": ["web-pg"], "table": "public.events", "interval": "1 month", "premake": 2}]},
         "alerting": {"route": {"receiver": "ops", "group_by": ["alertname", "instance"], "routes": [
