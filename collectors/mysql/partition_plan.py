@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from collectors.common.maintenance import NotRangePartitioned
+from collectors.common.maintenance import NotRangePartitioned, Outcome, PlannedStatement
 from collectors.common.partition_maths import Step, add_step
 from collectors.mysql._common import as_int, qualified, quote_ident
 
@@ -123,13 +123,6 @@ class Plan:
     def statements(self) -> list[str]:
         """Creates first, then retention: it never leaves a table without a partition ahead."""
         return [*self.create_sql, *self.retention_sql]
-
-
-@dataclass(frozen=True, slots=True)
-class StatementOutcome:
-    sql: str
-    ok: bool
-    error: str | None = None
 
 
 def parse_bound(raw: str, func: str) -> datetime | None:
@@ -423,7 +416,7 @@ def steps(plan: Plan) -> list[tuple[str, str, str]]:
 
 
 async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetime | None = None,
-                lock_wait_timeout_s: int = 5) -> list[StatementOutcome]:
+                lock_wait_timeout_s: int = 5) -> list[Outcome]:
     """Plan from the live table and run it on a writable aiomysql connection, one statement at a time.
 
     Stops at the first failure (later statements assume earlier ones). Every outcome is returned
@@ -437,11 +430,12 @@ async def apply(conn: Any, schema: str, table: str, policy: Policy, now: datetim
     await fetch(f"SET SESSION lock_wait_timeout = {int(lock_wait_timeout_s)}")
     outcomes = []
     for action, partition, sql in planned:
+        stmt = PlannedStatement(action, schema, table, partition, sql, "", policy)
         try:
             await run_step(fetch, live, action, partition, sql)
-            outcomes.append(StatementOutcome(sql, True))
+            outcomes.append(Outcome(stmt, "ok"))
         except Exception as e:  # noqa: BLE001 - any server error ends the run and is audited
-            outcomes.append(StatementOutcome(sql, False, str(e)))
+            outcomes.append(Outcome(stmt, "failed", str(e)))
             break
     return outcomes
 

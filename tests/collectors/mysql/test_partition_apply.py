@@ -163,7 +163,7 @@ async def test_the_single_table_apply_keeps_the_rows_too(keep_db):
     try:
         policy = partition_plan.Policy(premake=2, retention_days=RETENTION_DAYS, keep_table=True)
         outcomes = await partition_plan.apply(writer, db, "events", policy)
-        assert outcomes and all(o.ok for o in outcomes)
+        assert outcomes and all(o.status == "ok" for o in outcomes)
         assert await partition_plan.apply(writer, db, "events", policy) == []
     finally:
         writer.close()

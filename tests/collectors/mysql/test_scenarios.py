@@ -190,7 +190,7 @@ async def test_partition_apply_fixes_the_table_and_is_idempotent(planted):
     try:
         policy = partition_plan.Policy(premake=2, retention_days=365)
         outcomes = await partition_plan.apply(writer, "dbf_my_planted", "sales", policy)
-        assert outcomes and all(o.ok for o in outcomes)
+        assert outcomes and all(o.status == "ok" for o in outcomes)
         assert [o.sql.split(" PARTITION")[0] for o in outcomes][0].endswith("REORGANIZE")
         assert await partition_plan.apply(writer, "dbf_my_planted", "sales", policy) == []
         for bad in ("orders", "no_such_table", "sales`; DROP TABLE orders; --"):
