@@ -54,6 +54,15 @@ class CredentialSettings(BaseModel):
                                  description="file:/path is allowed only when its real path is inside one of these")
 
 
+class LiveSettings(BaseModel):
+    """Live troubleshooting (app/api/live.py): what it may do to a monitored database."""
+
+    # EXPLAIN ANALYZE runs the query: a heavy one costs what it costs in production (PgHero #438).
+    allow_analyze: bool = False
+    allow_terminate: bool = Field(False, description="operators may cancel queries and terminate sessions")
+    min_interval_s: float = Field(1.0, ge=0, description="live requests per instance at most one per this long")
+
+
 class CollectorSettings(BaseModel):
     """Per-collector overrides; per-tag thresholds are keyed 'key=value'."""
 
@@ -82,6 +91,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     credentials: CredentialSettings = Field(default_factory=CredentialSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
     alerting: dict[str, Any] = Field(default_factory=dict)
     partitions: dict[str, Any] = Field(default_factory=dict)

@@ -20,7 +20,7 @@ from collectors.spec import CollectorSpec, Connection, Context, Finding, Result,
 SESSIONS_SELECT = """
 select p.ID as id, coalesce(p.DB, '') as db, p.USER as user, coalesce(p.HOST, '') as host,
        p.COMMAND as command, p.TIME as time_s, coalesce(p.STATE, '') as state, left(p.INFO, 2000) as query,
-       t.trx_id, t.trx_state, t.trx_started,
+       now() - interval p.TIME second as query_start, t.trx_id, t.trx_state, t.trx_started,
        timestampdiff(second, t.trx_started, now()) as trx_age_s,
        timestampdiff(second, t.trx_wait_started, now()) as wait_s
 from information_schema.PROCESSLIST p
@@ -55,9 +55,13 @@ def session(r: Mapping[str, Any], blocked_by: Sequence[Any] = ()) -> dict[str, A
             "command": r["command"], "state": r["state"], "query": cap_query(r["query"]),
             "query_age_s": float(r["time_s"] or 0), "xact_age_s": _float(r["trx_age_s"]),
             "trx_id": None if r["trx_id"] is None else str(r["trx_id"]), "wait_s": _float(r["wait_s"]),
-            "started_at": r["trx_started"].isoformat() if r.get("trx_started") else None,
+            "started_at": _iso(r.get("trx_started")), "query_start": _iso(r.get("query_start")),
             "wait_class": r["command"], "wait_event": r["state"] or None, "blocked_by": list(blocked_by),
             "active": r["command"] in _RUNNING and r["user"] not in _SYSTEM_USERS}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _float(value: Any) -> float | None:
