@@ -147,7 +147,8 @@ async def run_demo(settings: Settings, port: int, data_dir: Path) -> None:
     print_findings([finding_json(f, name) for f, name in rows])
     console.print(f"sweep: {summary.instances} instances, {summary.ok} collector runs ok, {summary.failed} failed, "
                   f"{summary.wall_s:.2f}s")
-    console.print(f"\nAPI: http://127.0.0.1:{port}  (OpenAPI at /docs)\nadmin API key: [bold]{key}[/bold]\n"
+    console.print(f"\nconsole: http://127.0.0.1:{port}/  (sign in with the key below)\n"
+                  f"API: http://127.0.0.1:{port}/api/v1  (OpenAPI at /docs)\nadmin API key: [bold]{key}[/bold]\n"
                   f"try: curl -H 'Authorization: Bearer {key}' http://127.0.0.1:{port}/api/v1/findings\n"
                   "Ctrl-C to stop.")
     server = _DemoServer(uvicorn.Config(create_app(settings, store.url), host="127.0.0.1", port=port,
