@@ -11,6 +11,7 @@ import pytest
 
 from app.api import live
 from app.settings import Settings
+from collectors.common.blocking import tree_members
 
 BASE = "/api/v1/instances"
 
@@ -192,7 +193,7 @@ async def test_mariadb_locks_explain_and_stale_kill(client, auth, my):
         await holder.rollback()
         await task
     [tree] = [t for t in r.json()["trees"] if t["session_id"] == holder.thread_id()]
-    assert [n["session_id"] for n in tree["blocked"]] == [waiter.thread_id()]
+    assert [n["session_id"] for n in tree_members(tree)] == [waiter.thread_id()]
     assert stale.status_code == 409
     plan = await client.post(f"{BASE}/live-my/explain", json={"query": "select * from t where id = 1"},
                              headers=auth["viewer"])
