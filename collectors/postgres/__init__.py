@@ -7,3 +7,4 @@ from collectors.postgres import partitions  # noqa: F401
 from collectors.postgres import partition_apply  # noqa: F401  (registers its MaintenanceSpec)
 from collectors.postgres import replication  # noqa: F401
 from collectors.postgres import activity  # noqa: F401
+from collectors.postgres import vacuum  # noqa: F401
