@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from collectors.common.blocking import lock_trees
+from collectors.common.blocking import lock_trees, tree_members
 from collectors.engines.base import Target, connect
 from collectors.postgres.activity import SPEC, horizon_transform, transform
 from collectors.runner import run_collector
@@ -71,20 +71,21 @@ def test_horizon_names_the_oldest_holder():
     assert horizon_transform([row(1, xmin_age=10)], [], ctx()).findings == []
 
 
-async def _session(dbname):
-    return await asyncpg.connect(host="127.0.0.1", port=5432, user="postgres", database=dbname)
+async def _session(dbname, host="127.0.0.1", port=5432):
+    return await asyncpg.connect(host=host, port=port, user="postgres", database=dbname)
 
 
-async def test_row_lock_with_two_waiters_gives_the_tree_and_blocking_chain(pgp_db):
-    setup = await _session(pgp_db)
-    await setup.execute("create table t (id int primary key, v int); insert into t values (1, 0)")
-    holder, w1, w2 = await _session(pgp_db), await _session(pgp_db), await _session(pgp_db)
+async def _lock_queue(dbname, host="127.0.0.1", port=5432):
+    """A session holding a row lock and two queued behind it; the collector's blocking_chain for them."""
+    setup = await _session(dbname, host, port)
+    await setup.execute("drop table if exists t; create table t (id int primary key, v int); insert into t values (1, 0)")
+    holder, w1, w2 = [await _session(dbname, host, port) for _ in range(3)]
     tx = holder.transaction()
     await tx.start()
     await holder.execute("update t set v = 1 where id = 1")
     waits = [asyncio.create_task(w.execute("update t set v = 2 where id = 1")) for w in (w1, w2)]
     await asyncio.sleep(1.5)
-    conn = await connect(Target("node", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"))
+    conn = await connect(Target("node", "postgres", host, port, dbname, "postgres"))
     try:
         result = await run_collector(SPEC, conn, ctx(blocking_chain_s=1))
     finally:
@@ -93,11 +94,20 @@ async def test_row_lock_with_two_waiters_gives_the_tree_and_blocking_chain(pgp_d
         await asyncio.gather(*waits)
         for c in (holder, w1, w2, setup):
             await c.close()
-    [f] = [f for f in result.findings if f.check == "blocking_chain" and f.details["tree"]["database"] == pgp_db]
+    [f] = [f for f in result.findings if f.check == "blocking_chain" and f.details["tree"]["database"] == dbname]
     tree = f.details["tree"]
     assert tree["session_id"] == holder.get_server_pid()
-    queued = {n["session_id"] for n in tree["blocked"]} | {n["session_id"] for c in tree["blocked"] for n in c["blocked"]}
-    assert queued == {w1.get_server_pid(), w2.get_server_pid()} and f.details["blocked_sessions"] == 2
+    assert {n["session_id"] for n in tree_members(tree)} == {w1.get_server_pid(), w2.get_server_pid()}
+    assert f.details["blocked_sessions"] == 2
+
+
+async def test_row_lock_with_two_waiters_gives_the_tree_and_blocking_chain(pgp_db):
+    await _lock_queue(pgp_db)
+
+
+async def test_row_lock_queue_on_postgres_18(pg18_cluster):
+    """18 has pg_locks.waitstart (the 14+ SQL) like 15; this checks the same SQL on the newest server."""
+    await _lock_queue("postgres", pg18_cluster.host, pg18_cluster.port)
 
 
 async def test_idle_in_transaction_session_gives_its_finding(pgp_db):
