@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 from collectors.common.maintenance import MaintenanceSpec, Outcome, PlannedStatement, table_glob
 from collectors.engines.base import ConnectFailed, SessionLimits, Target
-from collectors.engines.mysql import open_raw
 from collectors.mysql.partition_plan import (
     Fetch,
     NotRangePartitioned,
@@ -71,6 +70,11 @@ async def apply(target: Target, statements: Sequence[PlannedStatement], lock_tim
                 now: datetime | None = None) -> list[Outcome]:
     """Run the statements one at a time on a writable session; stop a table at its first failure."""
     now = now or datetime.now(timezone.utc)
+    try:
+        from collectors.engines.mysql import open_raw  # aiomysql is the mysql extra
+    except ImportError as e:
+        return [Outcome(s, "failed", f"the mysql driver is not installed ({e.name or e}): "
+                                     "pip install 'dbfleet[mysql]'") for s in statements]
     try:
         conn = await open_raw(target, SessionLimits(lock_timeout_ms=lock_timeout_ms))
     except ConnectFailed as e:
