@@ -23,7 +23,8 @@ from app.settings import Settings, get_settings
 
 cli = typer.Typer(help="Fleet database operations and monitoring for DBAs.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-inventory_cli = typer.Typer(help="Import and export the instance inventory.", no_args_is_help=True)
+inventory_cli = typer.Typer(help="Import, export and discover the inventory (servers and their databases).",
+                            no_args_is_help=True)
 keys_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 config_cli = typer.Typer(help="Configuration.", no_args_is_help=True)
 cli.add_typer(inventory_cli, name="inventory")
@@ -257,15 +258,15 @@ def print_findings(rows: list[dict]) -> None:
 
 @inventory_cli.command("import")
 def inventory_import(path: Path, format: Annotated[Optional[str], typer.Option(help="yaml or csv")] = None) -> None:
-    """Validate and upsert instances from YAML or CSV; any error writes nothing."""
+    """Validate and upsert servers and instances from YAML or CSV; any error writes nothing."""
     from app.inventory import io
-    from app.inventory.store import upsert_instances
+    from app.inventory.store import InventoryConflict, upsert_inventory
 
     settings = _settings()
     try:
-        items = io.parse(path.read_text(), format or io.format_for(path.name))
+        inventory = io.parse_inventory(path.read_text(), format or io.format_for(path.name))
     except io.InventoryFileError as e:
-        err.print(f"[red]{e}[/red]\nnothing was imported")
+        err.print(f"[red]{escape(str(e))}[/red]\nnothing was imported")
         raise typer.Exit(1) from None
     except OSError as e:
         err.print(f"[red]cannot read {path}: {e.strerror}[/red]")
@@ -275,21 +276,29 @@ def inventory_import(path: Path, format: Annotated[Optional[str], typer.Option(h
         store = await _store(settings)
         try:
             async with store.sessions() as session, session.begin():
-                return await upsert_instances(session, items, actor="cli")
+                return await upsert_inventory(session, inventory, actor="cli")
         finally:
             await store.dispose()
 
-    report = _run(go())
+    try:
+        report = _run(go())
+    except InventoryConflict as e:
+        err.print("[red]" + escape("\n".join(e.errors)) + "[/red]\nnothing was imported")
+        raise typer.Exit(1) from None
+    if report.servers is not None:
+        s = report.servers
+        console.print(f"servers: created {len(s.created)}, updated {len(s.updated)}, unchanged {len(s.unchanged)}")
     console.print(f"created {len(report.created)}, updated {len(report.updated)}, unchanged {len(report.unchanged)}")
 
 
 @inventory_cli.command("export")
 def inventory_export(format: Annotated[str, typer.Option(help="yaml or csv")] = "yaml") -> None:
-    """Print the inventory as YAML or CSV (credential references only, never secrets)."""
+    """Print the inventory: YAML servers with their databases, or the instance CSV (credential
+    references only, never secrets)."""
     from sqlalchemy import select
 
     from app.inventory import io
-    from app.models import Instance
+    from app.models import Instance, Server
 
     if format not in ("yaml", "csv"):
         err.print("[red]--format must be yaml or csv[/red]")
@@ -301,11 +310,39 @@ def inventory_export(format: Annotated[str, typer.Option(help="yaml or csv")] = 
         try:
             async with store.sessions() as session:
                 insts = list((await session.execute(select(Instance).order_by(Instance.name))).scalars())
+                servers = list((await session.execute(select(Server).order_by(Server.name))).scalars())
         finally:
             await store.dispose()
-        return io.dump_csv(insts) if format == "csv" else io.dump_yaml(insts)
+        return io.dump_csv(insts) if format == "csv" else io.dump_yaml(insts, servers)
 
     sys.stdout.write(_run(go()))
+
+
+@inventory_cli.command("discover")
+def inventory_discover(server: Annotated[Optional[str], typer.Option(help="only this server")] = None) -> None:
+    """List the databases of servers with include/exclude patterns and add or retire their entries."""
+    from app.inventory.databases import discover_all
+
+    settings = _settings()
+
+    async def go():
+        store = await _store(settings)
+        try:
+            return await discover_all(store, settings, only=server)
+        finally:
+            await store.dispose()
+
+    results = _run(go())
+    if server and not results:
+        err.print(f"[red]no server named {escape(server)!r} with discovery patterns[/red]")
+        raise typer.Exit(1)
+    table = Table("server", "added", "returned", "gone", "error")
+    for r in results:
+        table.add_row(escape(r.server), ", ".join(r.added), ", ".join(r.returned), ", ".join(r.gone),
+                      escape(r.error or ""))
+    console.print(table)
+    if any(r.error for r in results):
+        raise typer.Exit(1)
 
 
 @keys_cli.command("create")

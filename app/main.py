@@ -9,13 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.api import (alerts, findings, health, instances, keys, live, partitions, queries, receivers, replication, runs,
-                     silences)
+                     servers, silences)
 from app import web
 from app.db import Store
 from app.settings import Settings
 
 # Routers in app/api, in the order the OpenAPI page lists them.
-ROUTERS = (health, instances, findings, runs, keys, queries, replication, partitions, alerts, silences, receivers, live)
+ROUTERS = (health, servers, instances, findings, runs, keys, queries, replication, partitions, alerts, silences, receivers, live)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -441,7 +441,7 @@ class Server(Base):
     cloud: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
     # Discovery patterns {"include": ["*"], "exclude": [...]}; null: only the listed databases.
-    databases: Mapped[dict[str, Any] | None]
+    databases: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     user: Mapped[str] = mapped_column(String(200), default="", server_default="")
     credential: Mapped[str | None] = mapped_column(String(500))  # a reference, never the secret
     tls_mode: Mapped[str] = mapped_column(String(16), default="prefer", server_default="prefer")

@@ -114,6 +114,8 @@ async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serv
                       id="collector-intervals", max_instances=1)
     scheduler.add_job(upkeep, "interval", hours=1, args=[store, settings], id="store-upkeep", max_instances=1)
     scheduler.add_job(**sweep_requests_job(store, settings, sweeper, shard))
+    scheduler.add_job(discover_databases_job, "interval", minutes=10, args=[store, settings, shard],
+                      id="discover:databases", max_instances=1, coalesce=True, next_run_time=_now())
     for job in _extra_jobs(store, settings):
         scheduler.add_job(**job)
     scheduler.start()
@@ -135,6 +137,16 @@ def sweep_requests_job(store: Store, settings: Settings, sweeper: Sweeper, shard
     return dict(func=run_sweep_requests, trigger="interval", seconds=2, args=[store, sweeper, shard],
                 kwargs={"concurrency": settings.worker.concurrency, "retention_days": settings.store.retention_days},
                 id="sweep-requests", max_instances=1, coalesce=True, next_run_time=_now())
+
+
+async def discover_databases_job(store: Store, settings: Settings, shard: Shard) -> None:
+    """Database discovery on this shard's servers with patterns (app/inventory/databases.py)."""
+    from app.inventory.databases import discover_all
+
+    for r in await discover_all(store, settings, shard=shard):
+        if r.added or r.returned or r.gone:
+            log.info("databases on server %s: %d added, %d returned, %d gone", r.server, len(r.added),
+                     len(r.returned), len(r.gone))
 
 
 def _now():

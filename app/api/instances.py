@@ -14,8 +14,8 @@ from app.findings import retire_findings
 from app.inventory import io
 from app.inventory.credentials import refusal
 from app.inventory.schemas import InstanceIn, InstanceOut, InstancePatch
-from app.inventory.store import filtered, parse_tag_selectors, upsert_instances
-from app.models import AuditLog, Instance
+from app.inventory.store import InventoryConflict, filtered, parse_tag_selectors, upsert_instances, upsert_inventory
+from app.models import AuditLog, Instance, Server
 
 router = APIRouter(prefix="/api/v1", tags=["instances"])
 
@@ -27,6 +27,13 @@ async def _get(session: SessionDep, name: str) -> Instance:
     return inst
 
 
+async def instance_out(session: SessionDep, inst: Instance, server: str | None = None) -> InstanceOut:
+    """An instance with the name of the server it is on."""
+    if server is None:
+        server = (await session.execute(select(Server.name).where(Server.id == inst.server_id))).scalar_one_or_none()
+    return InstanceOut.model_validate(inst).model_copy(update={"server": server})
+
+
 def _check_credential(reference: str | None, settings: SettingsDep) -> None:
     """A reference outside the credentials allow-list is a 422 on the `credential` field."""
     if reason := refusal(reference, settings.credentials):
@@ -36,32 +43,38 @@ def _check_credential(reference: str | None, settings: SettingsDep) -> None:
 @router.get("/instances", response_model=list[InstanceOut])
 async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None = None,
                          tag: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
-                         enabled: bool | None = None) -> list[Instance]:
+                         enabled: bool | None = None,
+                         server: Annotated[str | None, Query(description="only the entries of this server")] = None,
+                         ) -> list[InstanceOut]:
     try:
         tags = parse_tag_selectors(tag)
     except ValueError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from None
-    stmt = filtered(select(Instance), engine=engine, tags=tags, enabled=enabled).order_by(Instance.name)
-    return list((await session.execute(stmt)).scalars())
+    stmt = filtered(select(Instance, Server.name).join(Server, Server.id == Instance.server_id), engine=engine,
+                    tags=tags, enabled=enabled).order_by(Instance.name)
+    if server is not None:
+        stmt = stmt.where(Server.name == server)
+    return [await instance_out(session, inst, name) for inst, name in await session.execute(stmt)]
 
 
 @router.post("/instances", response_model=InstanceOut, status_code=201)
-async def create_instance(body: InstanceIn, session: SessionDep, settings: SettingsDep, who: AdminDep) -> Instance:
+async def create_instance(body: InstanceIn, session: SessionDep, settings: SettingsDep,
+                          who: AdminDep) -> InstanceOut:
     _check_credential(body.credential, settings)
     if (await session.execute(select(Instance.id).where(Instance.name == body.name))).first():
         raise HTTPException(status.HTTP_409_CONFLICT, f"an instance named {body.name!r} exists; PATCH it instead")
     await upsert_instances(session, [body], who.name, action="instance.create")
-    return await _get(session, body.name)
+    return await instance_out(session, await _get(session, body.name))
 
 
 @router.get("/instances/{name}", response_model=InstanceOut)
-async def get_instance(name: str, session: SessionDep, _: ViewerDep) -> Instance:
-    return await _get(session, name)
+async def get_instance(name: str, session: SessionDep, _: ViewerDep) -> InstanceOut:
+    return await instance_out(session, await _get(session, name))
 
 
 @router.patch("/instances/{name}", response_model=InstanceOut)
 async def update_instance(name: str, body: InstancePatch, session: SessionDep, settings: SettingsDep,
-                          who: AdminDep) -> Instance:
+                          who: AdminDep) -> InstanceOut:
     # Only a reference this request sends is checked: a stored one outside the allow-list is
     # refused when it is resolved, and must not block fixing the instance's other fields.
     _check_credential(body.credential, settings)
@@ -69,11 +82,11 @@ async def update_instance(name: str, body: InstancePatch, session: SessionDep, s
     merged = InstanceIn.model_validate({
         "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
         "user": inst.user, "credential": inst.credential, "tls_mode": inst.tls_mode, "tags": inst.tags,
-        "enabled": inst.enabled, "overrides": inst.overrides,
+        "enabled": inst.enabled, "overrides": inst.overrides, "schemas": inst.schemas,
         **body.model_dump(exclude_unset=True)})
     await upsert_instances(session, [merged], who.name, action="instance.update")
     await session.refresh(inst)
-    return inst
+    return await instance_out(session, inst)
 
 
 @router.delete("/instances/{name}", status_code=204)
@@ -91,14 +104,17 @@ async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Resp
 @router.post("/instances:import")
 async def import_instances(request: Request, session: SessionDep, settings: SettingsDep, who: AdminDep,
                            format: Annotated[str | None, Query(pattern="^(yaml|csv)$")] = None) -> dict:
-    """Body: the YAML or CSV file. All or nothing; re-importing the same file changes nothing."""
+    """Body: the YAML (servers and/or instances) or CSV file. All or nothing; re-importing the same
+    file changes nothing."""
     text = (await request.body()).decode("utf-8", errors="replace")
     fmt = format or io.format_for("", request.headers.get("content-type", ""))
     try:
-        items = io.parse(text, fmt, settings.credentials)
-        report = await upsert_instances(session, items, who.name)
+        inventory = io.parse_inventory(text, fmt, settings.credentials)
+        report = await upsert_inventory(session, inventory, who.name)
     except io.InventoryFileError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"errors": e.errors}) from None
+    except InventoryConflict as e:
+        raise HTTPException(status.HTTP_409_CONFLICT, {"errors": e.errors}) from None
     except IntegrityError:
         raise HTTPException(status.HTTP_409_CONFLICT, "a concurrent change conflicted; nothing was imported") from None
     return report.as_dict()
@@ -107,7 +123,10 @@ async def import_instances(request: Request, session: SessionDep, settings: Sett
 @router.get("/instances:export")
 async def export_instances(session: SessionDep, _: ViewerDep,
                            format: Annotated[str, Query(pattern="^(yaml|csv)$")] = "yaml") -> Response:
-    insts = (await session.execute(select(Instance).order_by(Instance.name))).scalars()
+    """YAML: servers with their databases (entries that connect differently under `instances:`);
+    CSV: one row per instance."""
+    insts = list((await session.execute(select(Instance).order_by(Instance.name))).scalars())
     if format == "csv":
         return Response(io.dump_csv(insts), media_type="text/csv")
-    return Response(io.dump_yaml(insts), media_type="application/yaml")
+    servers = (await session.execute(select(Server).order_by(Server.name))).scalars()
+    return Response(io.dump_yaml(insts, servers), media_type="application/yaml")

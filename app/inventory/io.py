@@ -10,17 +10,18 @@ import csv
 import io
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from app.inventory.credentials import configured_allow_list, refusal
-from app.inventory.schemas import InstanceIn
+from app.inventory.schemas import DATABASES_FORMS, DatabaseIn, InstanceIn, ServerIn, entry_name
 from app.settings import CredentialSettings
 
 CSV_COLUMNS = ["name", "engine", "host", "port", "dbname", "user", "credential", "tls_mode", "tags", "enabled",
-               "overrides"]
+               "overrides", "schemas"]
 
 
 class InventoryFileError(ValueError):
@@ -31,20 +32,34 @@ class InventoryFileError(ValueError):
         super().__init__(f"{len(errors)} problem(s) in inventory file:\n" + "\n".join(f"  {e}" for e in errors))
 
 
+@dataclass
+class Inventory:
+    """A parsed file: servers with their database entries, and instances in the one-level form."""
+
+    servers: list[ServerIn] = field(default_factory=list)
+    instances: list[InstanceIn] = field(default_factory=list)
+    where: dict[str, str] = field(default_factory=dict)  # server name -> "line N", for the store's errors
+
+
 def _field_errors(where: str, exc: ValidationError) -> list[str]:
-    return [f"{where}: {'.'.join(str(p) for p in err['loc']) or 'item'}: {err['msg']}" for err in exc.errors()]
+    def path(loc: tuple) -> str:
+        return ".".join(str(p) for p in loc if p not in DATABASES_FORMS) or "item"
+
+    return [f"{where}: {path(err['loc'])}: {err['msg']}" for err in exc.errors()]
 
 
-def _validate(items: Iterable[tuple[str, Any]], allowed: CredentialSettings | None) -> list[InstanceIn]:
+def _validate(items: Iterable[tuple[str, Any]], allowed: CredentialSettings | None, model: type = InstanceIn,
+              names: dict[str, str] | None = None) -> list[Any]:
     """Every item checked, credentials against the allow-list (`allowed`, else the process's settings)."""
     allowed = allowed or configured_allow_list()
-    out, errors, names = [], [], {}
+    kind = "instance" if model is InstanceIn else "server"
+    out, errors, names = [], [], {} if names is None else names
     for where, raw in items:
         if not isinstance(raw, dict):
-            errors.append(f"{where}: expected a mapping of instance fields, got {type(raw).__name__}")
+            errors.append(f"{where}: expected a mapping of {kind} fields, got {type(raw).__name__}")
             continue
         try:
-            inst = InstanceIn.model_validate(raw)
+            inst = model.model_validate(raw)
         except ValidationError as e:
             errors.extend(_field_errors(where, e))
             continue
@@ -54,14 +69,27 @@ def _validate(items: Iterable[tuple[str, Any]], allowed: CredentialSettings | No
             errors.append(f"{where}: name: duplicate name {inst.name!r} (also at {names[inst.name]})")
             continue
         names[inst.name] = where
-        out.append(inst)
+        out.append((where, inst))
     if errors:
         raise InventoryFileError(errors)
-    return out
+    return [inst for _, inst in out] if model is InstanceIn else out
 
 
-def parse_yaml(text: str, allowed: CredentialSettings | None = None) -> list[InstanceIn]:
-    """A YAML list of instances, or a mapping with an `instances:` list."""
+def _entry_names(servers: list[tuple[str, ServerIn]], instances: dict[str, str]) -> list[str]:
+    """Each server entry's instance name must be free: not another entry's, not a listed instance's."""
+    errors, taken = [], dict(instances)
+    for where, server in servers:
+        for n, entry in enumerate(server.entries()):
+            name = entry.name or entry_name(server.name, entry.dbname)
+            if name in taken:
+                errors.append(f"{where}: databases.{n}: entry name {name!r} is also at {taken[name]}; "
+                              "give the entry its own name")
+            taken[name] = where
+    return errors
+
+
+def _yaml_lists(text: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(instance items, server items), each with its line."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -71,13 +99,47 @@ def parse_yaml(text: str, allowed: CredentialSettings | None = None) -> list[Ins
         where = f"line {mark.line + 1}" if mark is not None else "line 1"
         raise InventoryFileError([f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from None
     if root is None:
-        return []
-    if isinstance(root, yaml.MappingNode) and isinstance(data, dict) and set(data) == {"instances"}:
-        root = next(v for k, v in root.value if k.value == "instances")
-        data = data["instances"]
-    if not isinstance(data, list) or not isinstance(root, yaml.SequenceNode):
-        raise InventoryFileError(["line 1: expected a list of instances (or 'instances:' holding one)"])
-    return _validate(((f"line {node.start_mark.line + 1}", item) for node, item in zip(root.value, data)), allowed)
+        return [], []
+    lists = {"instances": (None, []), "servers": (None, [])}
+    if isinstance(root, yaml.MappingNode) and isinstance(data, dict) and data and set(data) <= set(lists):
+        lists.update({k.value: (v, data[k.value]) for k, v in root.value})
+    elif isinstance(data, list) and isinstance(root, yaml.SequenceNode):
+        lists["instances"] = (root, data)
+    else:
+        raise InventoryFileError(["line 1: expected a list of instances (or 'instances:' and 'servers:' lists)"])
+    out = []
+    for key, (node, items) in lists.items():
+        if node is not None and (not isinstance(items, list) or not isinstance(node, yaml.SequenceNode)):
+            raise InventoryFileError([f"line {node.start_mark.line + 1}: {key}: expected a list of {key}"])
+        out.append([(f"line {n.start_mark.line + 1}", item) for n, item in zip(node.value, items)] if node else [])
+    return out[0], out[1]
+
+
+def parse_inventory_yaml(text: str, allowed: CredentialSettings | None = None) -> Inventory:
+    """`servers:` (each with its databases) and `instances:` lists, or a bare list of instances."""
+    instance_items, server_items = _yaml_lists(text)
+    errors, names = [], {}
+    try:
+        instances = _validate(instance_items, allowed, InstanceIn, names)
+    except InventoryFileError as e:
+        errors, instances = e.errors, []
+    try:
+        servers = _validate(server_items, allowed, ServerIn)
+    except InventoryFileError as e:
+        errors, servers = errors + e.errors, []
+    errors += _entry_names(servers, names)
+    if errors:
+        raise InventoryFileError(errors)
+    return Inventory([s for _, s in servers], instances, {s.name: where for where, s in servers})
+
+
+def parse_yaml(text: str, allowed: CredentialSettings | None = None) -> list[InstanceIn]:
+    """A YAML list of instances, or a mapping with an `instances:` list (servers: parse_inventory)."""
+    inventory = parse_inventory_yaml(text, allowed)
+    if inventory.servers:
+        raise InventoryFileError([f"{inventory.where[inventory.servers[0].name]}: servers: read this file "
+                                  "with parse_inventory"])
+    return inventory.instances
 
 
 def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
@@ -98,6 +160,8 @@ def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
             out["overrides"] = json.loads(out["overrides"])
         except json.JSONDecodeError:
             raise ValueError("overrides: not valid JSON") from None
+    if "schemas" in out:
+        out["schemas"] = [p.strip() for p in out["schemas"].split(";") if p.strip()]
     return out
 
 
@@ -136,6 +200,13 @@ def parse(text: str, fmt: str, allowed: CredentialSettings | None = None) -> lis
     raise InventoryFileError([f"unknown format {fmt!r}: use yaml or csv"])
 
 
+def parse_inventory(text: str, fmt: str, allowed: CredentialSettings | None = None) -> Inventory:
+    """Either file form: YAML with servers and/or instances, or the instance CSV."""
+    if fmt == "yaml":
+        return parse_inventory_yaml(text, allowed)
+    return Inventory(instances=parse(text, fmt, allowed))
+
+
 def format_for(filename: str, content_type: str = "") -> str:
     if filename.endswith(".csv") or "csv" in content_type:
         return "csv"
@@ -146,14 +217,68 @@ def _exported(inst: Any) -> dict[str, Any]:
     data = InstanceIn(
         name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname, user=inst.user,
         credential=inst.credential, tls_mode=inst.tls_mode, tags=inst.tags, enabled=inst.enabled,
-        overrides=inst.overrides,
+        overrides=inst.overrides, schemas=list(inst.schemas or []),
     ).model_dump(exclude_defaults=True)
     data.setdefault("port", inst.port)
     return data
 
 
-def dump_yaml(instances: Iterable[Any]) -> str:
-    return yaml.safe_dump({"instances": [_exported(i) for i in instances]}, sort_keys=False)
+def _as_entry(server: Any, inst: Any) -> dict[str, Any] | str | None:
+    """The `databases:` item that re-imports as this instance, or None if it has a connection or
+    tags of its own (it is exported under `instances:`, and re-joins its server by endpoint)."""
+    if any(getattr(inst, k) != getattr(server, k) for k in ("engine", "host", "port", "user", "credential", "tls_mode")):
+        return None
+    if any(inst.tags.get(k) != v for k, v in server.tags.items()) or (inst.enabled and not server.enabled):
+        return None
+    entry = DatabaseIn(dbname=inst.dbname, name=inst.name, schemas=list(inst.schemas or []), enabled=inst.enabled,
+                       tags={k: v for k, v in inst.tags.items() if server.tags.get(k) != v},
+                       overrides=inst.overrides).model_dump(exclude_defaults=True)
+    if entry.get("name") == entry_name(server.name, inst.dbname) and inst.dbname:
+        del entry["name"]
+    if entry.get("schemas") and entry.get("dbname") == entry["schemas"][0]:
+        del entry["dbname"]
+    return entry["dbname"] if set(entry) == {"dbname"} else entry
+
+
+def _exported_server(server: Any, entries: list[Any]) -> dict[str, Any]:
+    data = ServerIn(name=server.name, engine=server.engine, host=server.host, port=server.port, user=server.user,
+                    credential=server.credential, tls_mode=server.tls_mode, tags=server.tags,
+                    enabled=server.enabled).model_dump(exclude_defaults=True, exclude={"databases"})
+    data["port"] = server.port
+    if server.databases is not None:
+        data["databases"] = {**server.databases, "listed": entries} if entries else dict(server.databases)
+    elif entries != [_default_entry(server)]:
+        data["databases"] = entries
+    return data
+
+
+def _default_entry(server: Any) -> dict[str, Any] | str:
+    """What a server item without `databases:` makes, as exported."""
+    default = ServerIn(name=server.name, engine=server.engine, host=server.host).entries()[0]
+    return {"dbname": default.dbname, "name": server.name} if default.dbname else {"name": server.name}
+
+
+def dump_yaml(instances: Iterable[Any], servers: Iterable[Any] | None = None) -> str:
+    """The instances form, or with `servers` the servers form: each server with its entries, and
+    under `instances:` the entries that connect differently from their server."""
+    if servers is None:
+        return yaml.safe_dump({"instances": [_exported(i) for i in instances]}, sort_keys=False)
+    by_server: dict[int, list[Any]] = {}
+    for inst in instances:
+        by_server.setdefault(inst.server_id, []).append(inst)
+    out, loose = [], []
+    for server in servers:
+        entries = []
+        for inst in by_server.get(server.id, []):
+            if inst.source == "discovered" and server.databases is not None:
+                continue  # discovery finds it again
+            entry = _as_entry(server, inst)
+            (loose.append(inst) if entry is None else entries.append(entry))
+        out.append(_exported_server(server, entries))
+    data: dict[str, Any] = {"servers": out}
+    if loose:
+        data["instances"] = [_exported(i) for i in loose]
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def dump_csv(instances: Iterable[Any]) -> str:
@@ -165,5 +290,6 @@ def dump_csv(instances: Iterable[Any]) -> str:
         data["tags"] = ";".join(f"{k}={v}" for k, v in data.get("tags", {}).items())
         data["overrides"] = json.dumps(data["overrides"]) if data.get("overrides") else ""
         data["enabled"] = str(data.get("enabled", True)).lower()
+        data["schemas"] = ";".join(data.get("schemas", []))
         writer.writerow({c: data.get(c, "") for c in CSV_COLUMNS})
     return buf.getvalue()

@@ -4,16 +4,42 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator,
+                      model_validator)
 
 Engine = Literal["postgres", "aurora-postgres", "mysql", "mariadb", "aurora-mysql", "sqlserver", "oracle"]
 TlsMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 DEFAULT_PORTS = {"postgres": 5432, "aurora-postgres": 5432, "mysql": 3306, "mariadb": 3306,
                  "aurora-mysql": 3306, "sqlserver": 1433, "oracle": 1521}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
 _CREDENTIAL = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/.+|aws-sm:[^#\s]+(#[^\s]+)?|aws-iam|azure-ad)$")
+
+
+def is_mysql(engine: str | None) -> bool:
+    return engine in ("mysql", "mariadb", "aurora-mysql")
+
+
+def schema_list(schemas: list[str], engine: str | None, dbname: str | None) -> list[str]:
+    """A MySQL entry's schemas: dbname first, no repeats; other engines have databases, not schema sets."""
+    if not schemas:
+        return []
+    if engine and not is_mysql(engine):
+        raise ValueError("only MySQL/MariaDB entries group schemas; list each database as its own entry")
+    if dbname and dbname not in schemas:
+        raise ValueError(f"must include dbname {dbname!r} (an entry's dbname is its first schema)")
+    if len(set(schemas)) != len(schemas) or not all(schemas):
+        raise ValueError("each schema once, none empty")
+    return [dbname, *(x for x in schemas if x != dbname)] if dbname else list(schemas)
+
+
+def entry_name(server: str, dbname: str) -> str:
+    """`<server>.<database>`: a valid instance name (API paths stay one segment), at most 200."""
+    if not dbname:
+        return server
+    return _NAME_CHARS.sub("_", f"{server}.{dbname}")[:200]
 
 
 class CollectorOverride(BaseModel):
@@ -41,6 +67,8 @@ class InstanceIn(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True
     overrides: dict[str, CollectorOverride] = Field(default_factory=dict)
+    schemas: list[str] = Field(default_factory=list, description="MySQL/MariaDB: the schemas this entry covers "
+                                                                 "(dbname is the first); [] = dbname alone")
 
     @field_validator("name")
     @classmethod
@@ -70,6 +98,17 @@ class InstanceIn(BaseModel):
                 raise ValueError(f"tag {key}: value {value!r} must not contain ';'")
         return v
 
+    @field_validator("schemas")
+    @classmethod
+    def _schemas(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return schema_list(v, info.data.get("engine"), info.data.get("dbname"))
+
+    @model_validator(mode="after")
+    def _first_schema_is_dbname(self) -> "InstanceIn":
+        if self.schemas and not self.dbname:
+            self.dbname = self.schemas[0]
+        return self
+
     def resolved_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.engine]
 
@@ -89,6 +128,7 @@ class InstancePatch(BaseModel):
     tags: dict[str, str] | None = None
     enabled: bool | None = None
     overrides: dict[str, CollectorOverride] | None = None
+    schemas: list[str] | None = None
 
     _credential = field_validator("credential")(InstanceIn._credential.__func__)
     _tags = field_validator("tags")(InstanceIn._tags.__func__)
@@ -111,8 +151,174 @@ class InstanceOut(BaseModel):
     tags: dict[str, str]
     enabled: bool
     overrides: dict[str, Any]
+    schemas: list[str] = Field(default_factory=list)
+    server: str | None = Field(None, description="the server this database entry is on")
     source: str
     cloud: dict[str, Any]
     gone_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+# --- Servers: a server and the database entries dbfleet monitors on it --------------------------
+
+
+class DatabaseIn(BaseModel):
+    """One entry on a server: a PostgreSQL database, or a MySQL schema or group of schemas."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    dbname: str = Field("", description="the database (MySQL: the schema; with schemas, the first of them)")
+    name: str | None = Field(None, description="the entry's instance name; default <server>.<dbname>")
+    schemas: list[str] = Field(default_factory=list, description="MySQL/MariaDB: several schemas as one entry")
+    tags: dict[str, str] = Field(default_factory=dict, description="added to the server's tags")
+    enabled: bool = True
+    overrides: dict[str, CollectorOverride] = Field(default_factory=dict)
+
+    _name = field_validator("name")(lambda v: v if v is None else InstanceIn._name.__func__(InstanceIn, v))
+    _tags = field_validator("tags")(InstanceIn._tags.__func__)
+
+    @model_validator(mode="after")
+    def _named(self) -> "DatabaseIn":
+        self.schemas = schema_list(self.schemas, None, self.dbname or None)
+        self.dbname = self.dbname or (self.schemas[0] if self.schemas else "")
+        # {name: x} alone: an entry without a database of its own (MySQL: every schema no other
+        # entry on the server names).
+        if not self.dbname and not self.name:
+            raise ValueError("dbname (or schemas, or the entry's name) is required")
+        return self
+
+
+def _entries(v: Any) -> Any:
+    """A plain string is a database by name: `databases: [shop, clean]`."""
+    return [{"dbname": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+
+class DatabasePatterns(BaseModel):
+    """Databases found on the server by name patterns (shell globs), as pgwatch does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    listed: list[DatabaseIn] = Field(default_factory=list, description="entries kept whatever discovery finds")
+
+    _listed = field_validator("listed", mode="before")(_entries)
+
+
+# A list of entries or a mapping of patterns; the tags keep error paths short (io drops them).
+DATABASES_FORMS = ("entries", "patterns")
+Databases = Annotated[Union[Annotated[list[DatabaseIn], Tag("entries")], Annotated[DatabasePatterns, Tag("patterns")]],
+                      Discriminator(lambda v: "entries" if isinstance(v, list) else "patterns")]
+
+
+def _unique_entries(entries: list[DatabaseIn]) -> list[DatabaseIn]:
+    seen: dict[str, int] = {}
+    for n, e in enumerate(entries):
+        if e.dbname and e.dbname in seen:
+            raise ValueError(f"dbname {e.dbname!r} is listed twice (databases.{seen[e.dbname]} and databases.{n})")
+        seen[e.dbname] = n
+    return entries
+
+
+class ServerIn(BaseModel):
+    """A server as a DBA declares it (REST body, one YAML `servers:` item)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    name: str
+    engine: Engine
+    host: str = Field(min_length=1, max_length=255)
+    port: int | None = Field(None, ge=1, le=65535)
+    user: str = ""
+    credential: str | None = Field(None, description="a reference, as for an instance; never the secret")
+    tls_mode: TlsMode = "prefer"
+    tags: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    databases: Databases | None = Field(
+        None, description="the entries ([shop, clean], MySQL: schemas), or {include, exclude} patterns to "
+                          "discover them; omitted: one entry, the server's default database")
+
+    _name = field_validator("name")(InstanceIn._name.__func__)
+    _credential = field_validator("credential")(InstanceIn._credential.__func__)
+    _tags = field_validator("tags")(InstanceIn._tags.__func__)
+    _databases_before = field_validator("databases", mode="before")(_entries)
+
+    @field_validator("databases")
+    @classmethod
+    def _databases(cls, v: Any, info: ValidationInfo) -> Any:
+        entries = v.listed if isinstance(v, DatabasePatterns) else v or []
+        if not is_mysql(info.data.get("engine")) and any(e.schemas for e in entries):
+            raise ValueError("schemas: only MySQL/MariaDB entries group schemas; list each database as its own entry")
+        _unique_entries(entries)
+        return v
+
+    def resolved_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.engine]
+
+    def entries(self) -> list[DatabaseIn]:
+        """The entries this item declares; none said: the server's default database."""
+        if self.databases is None:
+            return [DatabaseIn(dbname=DEFAULT_DATABASE.get(self.engine, ""), name=self.name)]
+        return self.databases.listed if isinstance(self.databases, DatabasePatterns) else self.databases
+
+    def patterns(self) -> dict[str, Any] | None:
+        if isinstance(self.databases, DatabasePatterns):
+            return {"include": self.databases.include, "exclude": self.databases.exclude}
+        return None
+
+
+# A server declared without databases is monitored through this one (MySQL: '' = every schema).
+DEFAULT_DATABASE = {"postgres": "postgres", "aurora-postgres": "postgres", "sqlserver": "master"}
+
+
+class ServerPatch(BaseModel):
+    """A partial update of a server; connection fields follow to the entries that shared them."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    engine: Engine | None = None
+    host: str | None = Field(None, min_length=1, max_length=255)
+    port: int | None = Field(None, ge=1, le=65535)
+    user: str | None = None
+    credential: str | None = None
+    tls_mode: TlsMode | None = None
+    tags: dict[str, str] | None = None
+    enabled: bool | None = None
+    databases: Databases | None = None
+
+    _credential = field_validator("credential")(InstanceIn._credential.__func__)
+    _tags = field_validator("tags")(InstanceIn._tags.__func__)
+    _databases_before = field_validator("databases", mode="before")(_entries)
+
+
+class DatabaseEntryOut(BaseModel):
+    """One entry of a server with its health: open findings by severity."""
+
+    name: str
+    dbname: str
+    schemas: list[str]
+    enabled: bool
+    source: str
+    gone_at: datetime | None
+    open_findings: dict[str, int] = Field(description="open findings by severity (critical, warning, info)")
+
+
+class ServerOut(BaseModel):
+    """A server as the API returns it: credential reference only, never a secret."""
+
+    id: int
+    name: str
+    engine: str
+    host: str
+    port: int
+    user: str
+    credential: str | None
+    tls_mode: str
+    tags: dict[str, str]
+    enabled: bool
+    cloud: dict[str, Any]
+    patterns: dict[str, Any] | None = Field(description="discovery patterns {include, exclude}; null: listed only")
+    databases: list[DatabaseEntryOut]
     created_at: datetime
     updated_at: datetime

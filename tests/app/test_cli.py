@@ -103,9 +103,14 @@ async def test_inventory_export_yaml_and_csv(env, clean_store, tmp_path):
     assert (await invoke("inventory", "import", str(tmp_path / "fleet.yaml"))).exit_code == 0
     r = await invoke("inventory", "export")
     assert r.exit_code == 0
-    exported = yaml.safe_load(r.stdout)["instances"]
-    assert [(i["name"], i["port"], i.get("credential")) for i in exported] == [("a", 5432, "env:DBFLEET_CRED_A_PW"),
-                                                                               ("b", 3307, None)]
+    # The servers form: each instance is an entry of the server the store made for its endpoint.
+    exported = yaml.safe_load(r.stdout)["servers"]
+    assert [(s["name"], s["port"], s.get("credential"), s["databases"]) for s in exported] == [
+        ("h1:5432", 5432, "env:DBFLEET_CRED_A_PW", [{"name": "a"}]),
+        ("h2:3307", 3307, None, [{"name": "b", "enabled": False}])]
+    (tmp_path / "again.yaml").write_text(r.stdout)
+    r = await invoke("inventory", "import", str(tmp_path / "again.yaml"))
+    assert "servers: created 0, updated 0, unchanged 2" in r.stdout and "created 0, updated 0, unchanged 2" in r.stdout
     r = await invoke("inventory", "export", "--format", "csv")
     assert r.stdout.splitlines()[0].startswith("name,engine,host,port")
     assert r.stdout.splitlines()[1].startswith("a,postgres,h1,5432,")

@@ -228,3 +228,154 @@ async def test_reimport_with_a_change_updates_pins_and_audits(clean_store):
 def test_csv_saved_by_a_spreadsheet_with_bom_and_crlf():
     items = io.parse_csv("\ufeffname,engine,host,tags\r\na,postgres,h,env=prod\r\n")
     assert [(i.name, i.tags) for i in items] == [("a", {"env": "prod"})]
+
+
+# --- The servers form: a server and the databases (MySQL: schemas) monitored on it -------------
+
+SERVERS_YAML = """\
+servers:
+  - name: pg-main
+    engine: postgres
+    host: db1.internal
+    user: dbfleet
+    credential: env:DBFLEET_CRED_PG
+    tags: {env: prod}
+    databases:
+      - shop
+      - {dbname: clean, tags: {team: data}, overrides: {index_advice: {enabled: false}}}
+  - name: maria
+    engine: mariadb
+    host: db2.internal
+    databases:
+      - shop
+      - {name: maria-reports, schemas: [reports, reports_archive]}
+  - name: pg-analytics
+    engine: postgres
+    host: db3.internal
+    databases: {include: ["dbf_*", "app_*"], exclude: ["*_tmp"]}
+  - name: pg-plain
+    engine: postgres
+    host: db4.internal
+instances:
+  - {name: legacy, engine: oracle, host: ora.internal}
+"""
+
+
+def test_servers_yaml_expands_each_server_into_its_entries():
+    inv = io.parse_inventory(SERVERS_YAML, "yaml")
+    servers = {s.name: s for s in inv.servers}
+    assert [i.name for i in inv.instances] == ["legacy"]
+    pg = servers["pg-main"]
+    assert [(e.dbname, e.name, e.tags) for e in pg.entries()] == [("shop", None, {}), ("clean", None, {"team": "data"})]
+    assert (pg.resolved_port(), pg.credential, pg.patterns()) == (5432, "env:DBFLEET_CRED_PG", None)
+    # MySQL: a database is a schema, and one entry may group several.
+    maria = servers["maria"].entries()
+    assert [(e.name, e.dbname, e.schemas) for e in maria] == [(None, "shop", []),
+                                                              ("maria-reports", "reports", ["reports", "reports_archive"])]
+    assert servers["pg-analytics"].patterns() == {"include": ["dbf_*", "app_*"], "exclude": ["*_tmp"]}
+    assert servers["pg-analytics"].entries() == []
+    # No databases said: one entry, the server's default database, named as the server.
+    assert [(e.name, e.dbname) for e in servers["pg-plain"].entries()] == [("pg-plain", "postgres")]
+    assert inv.where == {"pg-main": "line 2", "maria": "line 11", "pg-analytics": "line 17", "pg-plain": "line 21"}
+
+
+def server(name: str = "s", **fields) -> str:
+    body = {"engine": "postgres", "host": "h", **fields}
+    return f"  - name: {name}\n" + "".join(f"    {k}: {v}\n" for k, v in body.items())
+
+
+SERVER_ERRORS = [
+    ("unknown field", server(colour="red"), ["line 2: colour: Extra inputs are not permitted"]),
+    ("schemas on PostgreSQL", server(databases="[{dbname: a, schemas: [a, b]}]"),
+     ["line 2: databases: Value error, schemas: only MySQL/MariaDB entries group schemas"]),
+    ("entry without a database", server(engine="mysql", databases="[a, {tags: {x: y}}]"),
+     ["line 2: databases.1: Value error, dbname (or schemas, or the entry's name) is required"]),
+    ("a database twice", server(databases="[a, b, a]"),
+     ["line 2: databases: Value error, dbname 'a' is listed twice (databases.0 and databases.2)"]),
+    ("dbname not among its schemas", server(engine="mariadb", databases="[{dbname: a, schemas: [b, c]}]"),
+     ["line 2: databases.0: Value error, must include dbname 'a'"]),
+    ("empty include", server(databases="{include: []}"), ["line 2: databases.include: List should have at least 1"]),
+    ("unknown pattern key", server(databases="{inclde: ['*']}"), ["line 2: databases.inclde: Extra inputs"]),
+    ("bad entry name", server(databases="[{dbname: a, name: 'has space'}]"), ["line 2: databases.0.name: Value error"]),
+    ("credential outside the allow-list", server(credential="env:HOME"),
+     ["line 2: credential: env: references must name a variable starting with DBFLEET_CRED_"]),
+    ("duplicate server", server("s") + server("s"), ["line 5: name: duplicate name 's' (also at line 2)"]),
+    ("entry name taken by an instance", server("s", databases="[shop]") + "instances:\n  - {name: s.shop, engine: postgres, host: x}\n",
+     ["line 2: databases.0: entry name 's.shop' is also at line 7"]),
+    ("two servers' entries", server("a", databases="[{dbname: x, name: same}]") + server("b", databases="[{dbname: y, name: same}]"),
+     ["line 6: databases.0: entry name 'same' is also at line 2"]),
+    ("servers not a list", None, ["line 1: servers: expected a list of servers"]),
+]
+
+
+@pytest.mark.parametrize("text, expected", [c[1:] for c in SERVER_ERRORS], ids=[c[0] for c in SERVER_ERRORS])
+def test_server_errors_name_the_line_and_field(text: str | None, expected: list[str]):
+    text = "servers:\n" + text if text is not None else "servers: {name: s}\n"
+    with pytest.raises(io.InventoryFileError) as caught:
+        io.parse_inventory(text, "yaml")
+    errors = caught.value.errors
+    assert len(errors) == len(expected), errors
+    for error, prefix in zip(errors, expected):
+        assert error.startswith(prefix), error
+
+
+def test_a_servers_file_is_not_read_as_instances_alone():
+    with pytest.raises(io.InventoryFileError, match="line 2: servers: read this file with parse_inventory"):
+        io.parse_yaml(SERVERS_YAML)
+
+
+async def _import_inventory(store, text: str, fmt: str = "yaml"):
+    from app.inventory.store import upsert_inventory
+
+    async with store.sessions() as session, session.begin():
+        return await upsert_inventory(session, io.parse_inventory(text, fmt), actor="test")
+
+
+async def _servers(store) -> dict[str, dict]:
+    async with store.raw() as conn:
+        rows = await conn.fetch("select s.*, coalesce(array_agg(i.name order by i.name) filter (where i.id is not null), "
+                                "'{}') as entries from servers s left join instances i on i.server_id = s.id group by s.id")
+    return {r["name"]: dict(r) for r in rows}
+
+
+async def test_servers_import_makes_one_server_with_its_entries_and_round_trips(clean_store):
+    first = await _import_inventory(clean_store, SERVERS_YAML)
+    assert sorted(first.servers.created) == ["maria", "pg-analytics", "pg-main", "pg-plain"]
+    assert sorted(first.created) == ["legacy", "maria-reports", "maria.shop", "pg-main.clean", "pg-main.shop", "pg-plain"]
+    servers = await _servers(clean_store)
+    assert servers["pg-main"]["entries"] == ["pg-main.clean", "pg-main.shop"]
+    assert servers["maria"]["entries"] == ["maria-reports", "maria.shop"]
+    assert servers["pg-analytics"]["entries"] == [] and servers["pg-analytics"]["databases"] == \
+        {"include": ["dbf_*", "app_*"], "exclude": ["*_tmp"]}
+    # The instance listed on its own got the server at its endpoint, made by the store.
+    assert servers["ora.internal:1521"]["entries"] == ["legacy"]
+    insts = {i.name: i for i in await _instances(clean_store)}
+    clean = insts["pg-main.clean"]
+    assert (clean.host, clean.port, clean.user, clean.credential, clean.dbname) == \
+        ("db1.internal", 5432, "dbfleet", "env:DBFLEET_CRED_PG", "clean")
+    assert clean.tags == {"env": "prod", "team": "data"} and clean.overrides == {"index_advice": {"enabled": False}}
+    assert (insts["maria-reports"].dbname, insts["maria-reports"].schemas) == ("reports", ["reports", "reports_archive"])
+
+    again = await _import_inventory(clean_store, SERVERS_YAML)
+    assert (again.created, again.updated, again.servers.created, again.servers.updated) == ([], [], [], [])
+    async with clean_store.sessions() as session:
+        from app.models import Server
+        exported = io.dump_yaml(await _instances(clean_store),
+                                (await session.execute(select(Server).order_by(Server.name))).scalars())
+    back = await _import_inventory(clean_store, exported)
+    assert (back.created, back.updated, back.servers.created, back.servers.updated) == ([], [], [], []), exported
+    assert sorted(back.unchanged) == sorted(first.created)
+    assert "- shop\n" in exported and "credential: env:DBFLEET_CRED_PG" in exported
+
+
+async def test_a_declared_server_takes_over_the_one_made_for_its_endpoint_and_keeps_its_entries(clean_store):
+    """An inventory from before servers: the declared server is the same row, its databases the
+    same instances (their findings history stays)."""
+    await _import(clean_store, "- {name: shop-db, engine: mariadb, host: DB2.internal, dbname: shop}\n", "yaml")
+    before = {i.name: i.id for i in await _instances(clean_store)}
+    report = await _import_inventory(clean_store, SERVERS_YAML)
+    servers = await _servers(clean_store)
+    assert "maria" in report.servers.updated and "DB2.internal:3306" not in servers
+    assert servers["maria"]["entries"] == ["maria-reports", "shop-db"]
+    assert {i.name: i.id for i in await _instances(clean_store)}["shop-db"] == before["shop-db"]
+    assert "maria.shop" not in report.created
