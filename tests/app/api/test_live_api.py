@@ -203,3 +203,14 @@ async def test_mariadb_locks_explain_and_stale_kill(client, auth, my):
     assert refused.status_code == 422
     holder.close()
     waiter.close()
+
+
+async def test_explain_by_queryid_plans_the_stored_text_generically(client, auth, pg, clean_store):
+    async with clean_store.raw() as conn:
+        await conn.execute("insert into query_texts (instance_id, query_id, text) select id, 'q42', "
+                           "'select v from t where id = $1' from instances where name = 'live-pg'")
+    r = await client.post(f"{BASE}/live-pg/explain", json={"queryid": "q42"}, headers=auth["viewer"])
+    assert r.status_code == 200, r.text
+    assert r.json()["plan"][0]["Plan"]["Relation Name"] == "t"
+    missing = await client.post(f"{BASE}/live-pg/explain", json={"queryid": "nope"}, headers=auth["viewer"])
+    assert missing.status_code == 404

@@ -89,3 +89,28 @@ async def test_row_lock_with_two_waiters_gives_the_tree_on_mariadb():
 async def _update(conn):
     async with conn.cursor() as c:
         await c.execute("update t set v = 2 where id = 1")
+
+
+async def test_idle_in_transaction_session_gives_its_finding_on_mariadb():
+    db = f"dbf_live_{uuid.uuid4().hex[:8]}"
+    admin = await _session()
+    async with admin.cursor() as c:
+        await c.execute(f"create database {db}")
+        await c.execute(f"create table {db}.t (id int primary key) engine=innodb")
+    idle = await _session(db)
+    try:
+        async with idle.cursor() as c:
+            await c.execute("begin")
+            await c.execute("insert into t values (1)")  # an InnoDB transaction exists once it writes
+        await asyncio.sleep(2.1)
+        conn = await connect(Target("db1", "mariadb", "127.0.0.1", 3306, user="root"))
+        try:
+            result = await run_collector(SPEC, conn, ctx(idle_in_transaction_s=2))
+        finally:
+            await conn.close()
+    finally:
+        idle.close()
+        async with admin.cursor() as c:
+            await c.execute(f"drop database {db}")
+        admin.close()
+    assert ("idle_in_transaction", f"{db}:{idle.thread_id()}") in {(f.check, f.object) for f in result.findings}
