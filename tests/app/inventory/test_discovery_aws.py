@@ -133,6 +133,10 @@ async def test_discovers_instances_clusters_tags_and_roles(store, moto_url, regi
     assert writer.engine == "aurora-postgres" and writer.dbname == "billing" and writer.tags == {"env": "prod"}
     assert (writer.cloud["cluster"], writer.cloud["role"], reader.cloud["role"]) == ("billing", "writer", "reader")
     assert got["shop-maria"].engine == "mariadb" and got["shop-maria"].port == 3306
+    # Each RDS instance is a server (its ARN on the server row) with its default database entry.
+    async with store.raw() as conn:
+        srv = await conn.fetchrow("select id, name, cloud->>'arn' as arn from servers where name = 'orders-pg'")
+    assert (srv["arn"], srv["id"]) == (pg.cloud["arn"], pg.server_id)
     log = await audit(store)
     assert len(log) == 5 and {a.actor for a in log} == {"discovery:aws"}
     assert {a.action for a in log} == {"instance.discovered"}
@@ -197,6 +201,11 @@ async def test_manual_row_for_the_same_endpoint_is_adopted_and_its_fields_pinned
     assert diff.pinned_kept["maria-main"] == ["dbname", "tags"]
     main = (await rows(store))["maria-main"]
     assert main.source == "aws" and main.cloud["instance_id"] == "shop-maria" and main.tags == {"owner": "dba"}
+    # The server the manual row was on is the RDS instance now: one server, with the ARN.
+    async with store.raw() as conn:
+        servers = await conn.fetch("select id, cloud->>'instance_id' as rds from servers where lower(host) = lower($1)",
+                                   host)
+    assert [(r["id"], r["rds"]) for r in servers] == [(main.server_id, "shop-maria")]
 
 
 async def test_unknown_region_access_denied_and_throttling(store, moto_url, region):

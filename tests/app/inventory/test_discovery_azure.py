@@ -288,6 +288,10 @@ async def test_discovers_flexible_servers_and_sql_databases_across_pages(store, 
         "sqlserver", "billing-sql.database.windows.net", 1433, "billing")
     assert billing.tags == {"env": "prod", "team": "fin"} and billing.cloud["storage_gb"] == 32
     assert got["billing-sql.billing-ro"].cloud["role"] == "reader"
+    # Each flexible server is a server (its resource id on the server row) with its default database entry.
+    async with store.raw() as conn:
+        srv = await conn.fetchrow("select id, cloud->>'resource_id' as rid from servers where name = 'orders-pg'")
+    assert (srv["rid"], srv["id"]) == (pg.cloud["resource_id"], pg.server_id)
     # Every call carried the bearer token for ARM's audience; the PostgreSQL list took two pages.
     assert {r["authorization"] for r in arm.requests} == {f"Bearer {TOKEN}"}
     assert set(credential.scopes) == {"https://management.azure.com/.default"}
