@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -79,11 +80,14 @@ async def update_instance(name: str, body: InstancePatch, session: SessionDep, s
     # refused when it is resolved, and must not block fixing the instance's other fields.
     _check_credential(body.credential, settings)
     inst = await _get(session, name)
-    merged = InstanceIn.model_validate({
-        "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
-        "user": inst.user, "credential": inst.credential, "tls_mode": inst.tls_mode, "tags": inst.tags,
-        "enabled": inst.enabled, "overrides": inst.overrides, "schemas": inst.schemas,
-        **body.model_dump(exclude_unset=True)})
+    try:
+        merged = InstanceIn.model_validate({
+            "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
+            "user": inst.user, "credential": inst.credential, "tls_mode": inst.tls_mode, "tags": inst.tags,
+            "enabled": inst.enabled, "overrides": inst.overrides, "schemas": inst.schemas,
+            **body.model_dump(exclude_unset=True)})
+    except ValidationError as e:  # valid alone, not with the stored fields (schemas on a PostgreSQL entry)
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
     await upsert_instances(session, [merged], who.name, action="instance.update")
     await session.refresh(inst)
     return await instance_out(session, inst)

@@ -120,6 +120,21 @@ async def test_inventory_export_yaml_and_csv(env, clean_store, tmp_path):
     assert (await invoke("inventory", "export", "--format", "xml")).exit_code == 2
 
 
+async def test_inventory_discover_adds_the_matching_databases_of_a_server(env, clean_store, tmp_path, target_db):
+    db = await target_db(prefix="dbf_srv_cli")
+    (tmp_path / "servers.yaml").write_text(
+        "servers:\n  - {name: pg-local, engine: postgres, host: 127.0.0.1, user: postgres, "
+        "databases: {include: ['dbf_srv_cli_*']}}\n"
+        "  - {name: pg-listed, engine: postgres, host: 127.0.0.2, databases: [x]}\n")
+    r = await invoke("inventory", "import", str(tmp_path / "servers.yaml"))
+    assert "servers: created 2" in r.stdout, r.output + r.stderr
+    r = await invoke("inventory", "discover", "--server", "pg-local")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert f"pg-local.{db}" in r.stdout and f"pg-local.{db}" in await names(clean_store)
+    r = await invoke("inventory", "discover", "--server", "pg-listed")
+    assert r.exit_code == 1 and "no server named 'pg-listed' with discovery patterns" in r.stderr
+
+
 async def test_keys_create_prints_a_key_that_authenticates(env, app, client):
     r = await invoke("keys", "create", "--role", "admin", "--name", "ops")
     assert r.exit_code == 0

@@ -265,3 +265,23 @@ async def test_disabling_an_instance_resolves_its_findings_and_alerts(client, au
         outbox = await conn.fetch("select status from outbox order by id")
     assert tuple(finding) == ("resolved", "instance disabled")
     assert [r["status"] for r in outbox] == ["firing", "resolved"]
+
+
+async def test_each_instance_names_its_server_and_mysql_entries_carry_their_schemas(client, auth, clean_store):
+    r = await client.post(BASE, json=body("shop", engine="mariadb", host="DB2.internal", schemas=["shop", "shop_old"]),
+                          headers=auth["admin"])
+    assert r.status_code == 201, r.text
+    assert (r.json()["server"], r.json()["dbname"], r.json()["schemas"]) == ("DB2.internal:3306", "shop",
+                                                                            ["shop", "shop_old"])
+    # Another schema entry on the same server (host case aside; MySQL and MariaDB alike) shares it.
+    r = await client.post(BASE, json=body("clean", engine="mysql", host="db2.internal", dbname="clean"),
+                          headers=auth["admin"])
+    assert r.json()["server"] == "DB2.internal:3306"
+    assert [i["name"] for i in (await client.get(BASE, params={"server": "DB2.internal:3306"},
+                                                 headers=auth["viewer"])).json()] == ["clean", "shop"]
+    # Moving an instance to another endpoint moves it to that server.
+    r = await client.patch(f"{BASE}/clean", json={"host": "db3.internal"}, headers=auth["admin"])
+    assert r.json()["server"] == "db3.internal:3306"
+    await client.post(BASE, json=body("pg"), headers=auth["admin"])
+    r = await client.patch(f"{BASE}/pg", json={"schemas": ["a", "b"]}, headers=auth["admin"])
+    assert r.status_code == 422 and ["body", "schemas"] in [e["loc"] for e in r.json()["detail"]]
