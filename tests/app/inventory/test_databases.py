@@ -141,3 +141,25 @@ async def test_an_unreachable_server_changes_nothing_and_discover_all_reports_it
     assert [r.server for r in results] == ["nowhere"] and results[0].error
     assert await _entries(clean_store, "nowhere") == {}
     assert await discover_all(clean_store, settings, only="listed-only") == []
+
+
+async def test_the_worker_job_discovers_only_its_shards_servers(clean_store, settings, pg_databases, caplog):
+    from app.scheduler import discover_databases_job
+    from app.shard import Shard
+
+    tag, (shop, clean, tmp) = pg_databases
+    # Two names for the machine's PostgreSQL: two servers as far as the inventory knows.
+    servers = [await _server(clean_store, ServerIn(name=f"pg-{n}", engine="postgres", host=host, port=5432,
+                                                   user="postgres", databases={"include": [shop]}))
+               for n, host in enumerate(("127.0.0.1", "localhost"))]
+    owner = next(i for i in (0, 1) if Shard(i, 2).owns(servers[0].id))
+    shard = Shard(owner, 2)
+    mine = {s.name for s in servers if shard.owns(s.id)}
+    if len(mine) != 1:
+        pytest.skip("both server ids hash to one shard")
+    caplog.set_level("INFO", logger="app.scheduler")
+    await discover_databases_job(clean_store, settings, shard)
+    for s in servers:
+        assert list(await _entries(clean_store, s.name)) == ([f"{s.name}.{shop}"] if s.name in mine else [])
+    assert sorted(r.getMessage().split()[3].rstrip(":") for r in caplog.records if "databases on server" in r.getMessage()) == \
+        sorted(mine)
