@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -35,7 +35,16 @@ async def instance_out(session: SessionDep, inst: Instance, server: str | None =
     return InstanceOut.model_validate(inst).model_copy(update={"server": server})
 
 
-def _check_credential(reference: str | None, settings: SettingsDep) -> None:
+def merged_body(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """A PATCH over the stored fields; a field valid alone but not with them (schemas on a
+    PostgreSQL entry) is a 422 on that field of the body."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
+def check_credential(reference: str | None, settings: SettingsDep) -> None:
     """A reference outside the credentials allow-list is a 422 on the `credential` field."""
     if reason := refusal(reference, settings.credentials):
         raise RequestValidationError([{"type": "value_error", "loc": ("body", "credential"), "msg": reason}])
@@ -61,7 +70,7 @@ async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None =
 @router.post("/instances", response_model=InstanceOut, status_code=201)
 async def create_instance(body: InstanceIn, session: SessionDep, settings: SettingsDep,
                           who: AdminDep) -> InstanceOut:
-    _check_credential(body.credential, settings)
+    check_credential(body.credential, settings)
     if (await session.execute(select(Instance.id).where(Instance.name == body.name))).first():
         raise HTTPException(status.HTTP_409_CONFLICT, f"an instance named {body.name!r} exists; PATCH it instead")
     await upsert_instances(session, [body], who.name, action="instance.create")
@@ -78,16 +87,13 @@ async def update_instance(name: str, body: InstancePatch, session: SessionDep, s
                           who: AdminDep) -> InstanceOut:
     # Only a reference this request sends is checked: a stored one outside the allow-list is
     # refused when it is resolved, and must not block fixing the instance's other fields.
-    _check_credential(body.credential, settings)
+    check_credential(body.credential, settings)
     inst = await _get(session, name)
-    try:
-        merged = InstanceIn.model_validate({
-            "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
-            "user": inst.user, "credential": inst.credential, "tls_mode": inst.tls_mode, "tags": inst.tags,
-            "enabled": inst.enabled, "overrides": inst.overrides, "schemas": inst.schemas,
-            **body.model_dump(exclude_unset=True)})
-    except ValidationError as e:  # valid alone, not with the stored fields (schemas on a PostgreSQL entry)
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+    merged = merged_body(InstanceIn, {
+        "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "dbname": inst.dbname,
+        "user": inst.user, "credential": inst.credential, "tls_mode": inst.tls_mode, "tags": inst.tags,
+        "enabled": inst.enabled, "overrides": inst.overrides, "schemas": inst.schemas,
+        **body.model_dump(exclude_unset=True)})
     await upsert_instances(session, [merged], who.name, action="instance.update")
     await session.refresh(inst)
     return await instance_out(session, inst)

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Response, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
+from app.api.instances import check_credential, merged_body
 from app.findings import retire_findings
-from app.inventory.credentials import refusal
 from app.inventory.schemas import DatabaseEntryOut, ServerIn, ServerOut, ServerPatch
 from app.inventory.store import ImportReport, InventoryConflict, save_server, server_at, upsert_entries
 from app.models import AuditLog, Finding, Instance, Server
@@ -24,11 +22,6 @@ async def _get(session: SessionDep, name: str) -> Server:
     if server is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no server named {name!r}")
     return server
-
-
-def _check_credential(reference: str | None, settings: SettingsDep) -> None:
-    if reason := refusal(reference, settings.credentials):
-        raise RequestValidationError([{"type": "value_error", "loc": ("body", "credential"), "msg": reason}])
 
 
 async def _entries(session: SessionDep, server_ids: list[int]) -> dict[int, list[DatabaseEntryOut]]:
@@ -89,7 +82,7 @@ async def _save(session: SessionDep, item: ServerIn, who: str, action: str, with
 @router.post("/servers", response_model=ServerOut, status_code=201)
 async def create_server(body: ServerIn, session: SessionDep, settings: SettingsDep, who: AdminDep) -> ServerOut:
     """A server and its entries (`databases` omitted: one entry, the server's default database)."""
-    _check_credential(body.credential, settings)
+    check_credential(body.credential, settings)
     if (await session.execute(select(Server.id).where(Server.name == body.name))).first():
         raise HTTPException(status.HTTP_409_CONFLICT, f"a server named {body.name!r} exists; PATCH it instead")
     if (other := await server_at(session, body.engine, body.host, body.resolved_port())) is not None:
@@ -110,16 +103,13 @@ async def update_server(name: str, body: ServerPatch, session: SessionDep, setti
     """Only the fields sent change. Connection fields and tags follow to the entries that had the
     old values; `databases` adds or updates the entries it lists (an entry goes with DELETE
     /api/v1/instances/{name}) or sets the discovery patterns."""
-    _check_credential(body.credential, settings)
+    check_credential(body.credential, settings)
     server = await _get(session, name)
     sent = body.model_dump(exclude_unset=True)
     if body.databases is not None:
         sent["databases"] = body.databases.model_dump() if hasattr(body.databases, "include") else \
             [e.model_dump() for e in body.databases]
-    try:
-        merged = ServerIn.model_validate({**_current(server), **sent})
-    except ValidationError as e:  # valid alone, not with the stored fields (schemas on a PostgreSQL server)
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+    merged = merged_body(ServerIn, {**_current(server), **sent})
     return await _save(session, merged, who.name, "server.update", with_entries="databases" in sent)
 
 

@@ -24,13 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.cloud_settings import CloudSettings
 from app.inventory.reconcile import Cloud, DiscoveryError, ExistingRows, clean_tags, matches
+from app.inventory.schemas import DEFAULT_DATABASE
 from app.models import Instance
 from collectors.cloud.clients import CloudApiError, aws_client, check_region, explain
 
 log = logging.getLogger(__name__)
 ENGINES = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mariadb", "aurora-postgresql": "aurora-postgres",
            "aurora-mysql": "aurora-mysql", "aurora": "aurora-mysql"}
-DEFAULT_DB = {"postgres": "postgres", "aurora-postgres": "postgres", "sqlserver": "master"}
 
 
 @dataclass
@@ -102,7 +102,7 @@ def desired_row(db: dict, cluster: dict | None, region: str) -> dict[str, Any] |
         cloud["allocated_storage_gb"] = db.get("AllocatedStorage")
         if db.get("ReadReplicaSourceDBInstanceIdentifier"):
             cloud["replica_source"] = db["ReadReplicaSourceDBInstanceIdentifier"]
-    dbname = db.get("DBName") or (cluster or {}).get("DatabaseName") or DEFAULT_DB.get(engine, "")
+    dbname = db.get("DBName") or (cluster or {}).get("DatabaseName") or DEFAULT_DATABASE.get(engine, "")
     secret = (db.get("MasterUserSecret") or (cluster or {}).get("MasterUserSecret") or {}).get("SecretArn")
     return {"name": db["DBInstanceIdentifier"], "engine": engine, "host": endpoint["Address"],
             "port": int(endpoint.get("Port") or 0), "dbname": dbname,
