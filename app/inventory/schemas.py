@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator,
                       model_validator)
@@ -104,7 +104,7 @@ class InstanceIn(BaseModel):
         return schema_list(v, info.data.get("engine"), info.data.get("dbname"))
 
     @model_validator(mode="after")
-    def _first_schema_is_dbname(self) -> "InstanceIn":
+    def _first_schema_is_dbname(self) -> InstanceIn:
         if self.schemas and not self.dbname:
             self.dbname = self.schemas[0]
         return self
@@ -179,7 +179,7 @@ class DatabaseIn(BaseModel):
     _tags = field_validator("tags")(InstanceIn._tags.__func__)
 
     @model_validator(mode="after")
-    def _named(self) -> "DatabaseIn":
+    def _named(self) -> DatabaseIn:
         self.schemas = schema_list(self.schemas, None, self.dbname or None)
         self.dbname = self.dbname or (self.schemas[0] if self.schemas else "")
         # {name: x} alone: an entry without a database of its own (MySQL: every schema no other
@@ -208,7 +208,7 @@ class DatabasePatterns(BaseModel):
 
 # A list of entries or a mapping of patterns; the tags keep error paths short (io drops them).
 DATABASES_FORMS = ("entries", "patterns")
-Databases = Annotated[Union[Annotated[list[DatabaseIn], Tag("entries")], Annotated[DatabasePatterns, Tag("patterns")]],
+Databases = Annotated[Annotated[list[DatabaseIn], Tag("entries")] | Annotated[DatabasePatterns, Tag("patterns")],
                       Discriminator(lambda v: "entries" if isinstance(v, list) else "patterns")]
 
 

@@ -35,7 +35,7 @@ class ImportReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    servers: "ImportReport | None" = None  # the servers' own rows, when the file had servers
+    servers: ImportReport | None = None  # the servers' own rows, when the file had servers
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}
@@ -43,7 +43,7 @@ class ImportReport:
             out["servers"] = self.servers.as_dict()
         return out
 
-    def add(self, other: "ImportReport") -> None:
+    def add(self, other: ImportReport) -> None:
         self.created += other.created
         self.updated += other.updated
         self.unchanged += other.unchanged

@@ -57,7 +57,7 @@ async def pg_databases():
 
 
 async def test_postgres_databases_become_entries_and_vanished_ones_are_gone(clean_store, settings, pg_databases):
-    tag, (shop, clean, tmp) = pg_databases
+    tag, (shop, clean, _tmp) = pg_databases
     patterns = {"include": [f"dbf_srv_{tag}_*"], "exclude": ["*_tmp"], "listed": [shop]}
     server = await _server(clean_store, ServerIn(name="pg-local", engine="postgres", host="127.0.0.1", port=5432,
                                                  user="postgres", tags={"env": "test"}, databases=patterns))
@@ -147,7 +147,7 @@ async def test_the_worker_job_discovers_only_its_shards_servers(clean_store, set
     from app.scheduler import discover_databases_job
     from app.shard import Shard
 
-    tag, (shop, clean, tmp) = pg_databases
+    _, (shop, _clean, _tmp) = pg_databases
     # Two names for the machine's PostgreSQL: two servers as far as the inventory knows.
     servers = [await _server(clean_store, ServerIn(name=f"pg-{n}", engine="postgres", host=host, port=5432,
                                                    user="postgres", databases={"include": [shop]}))
