@@ -1,4 +1,6 @@
-"""The inventory: instance schemas and validation, import/export, credential references.
+"""The inventory: servers and their database entries (instances), schemas and validation,
+import/export, database and cloud discovery, credential references.
 
-May import app.models, app.db and collectors.engines (for Target); not the API.
+May import app.models, app.db, app.findings and collectors.engines (Target, and connect for
+database discovery's read-only listing); not the API.
 """
