@@ -67,8 +67,9 @@ async def _replication(run: RunInputs) -> dict[str, Any]:
 
 async def _schemas(run: RunInputs) -> dict[str, Any]:
     # An entry covers the schemas it names, or else every schema no other entry on its server names.
-    if run.inst.dbname:
-        return {"schemas": {"include": [run.inst.dbname]}}
+    named = [*([run.inst.dbname] if run.inst.dbname else []), *(getattr(run.inst, "schemas", None) or [])]
+    if named:
+        return {"schemas": {"include": sorted(set(named))}}
     return {"schemas": {"exclude": run.topology.dbnames_beside(run.inst.id)}}
 
 

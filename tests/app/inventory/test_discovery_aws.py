@@ -292,6 +292,7 @@ async def test_discovered_identity_feeds_the_cloudwatch_collector(store, moto_ur
     [target] = await targets_for_cloud(inst.name, inst.cloud, settings)
     assert (target.name, target.engine) == ("orders-pg@aws", "aws")
     result = await run_collector(cloudwatch.SPEC, await connect(target),
-                                 Context(instance=inst.name, engine=inst.engine, now=now))
+                                 Context(instance=inst.name, engine=inst.engine, now=now,
+                                         thresholds=dict(cloudwatch.SPEC.thresholds)))  # as the runner merges them
     [finding] = result.findings
     assert (finding.check, finding.details["free_pct"], finding.details["allocated_gb"]) == ("storage_low", 4.0, 100)
