@@ -23,7 +23,7 @@ from app.db import Store, migrate
 from app.findings import InstanceRef, record_run
 from app.store_partitions import maintain_store_partitions
 from collectors.spec import Finding, QueryStat, Result, Severity
-from conftest import create_database, drop_database
+from tests.conftest import create_database, drop_database
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
