@@ -16,7 +16,7 @@ from app.inventory.store import upsert_instances
 from app.settings import Settings
 from app.sweep import Selector, Sweeper
 from app.topology import Topology, members_json
-from tests.collectors.postgres.conftest import PG15_BIN, ReplicaPair, start_cluster, start_standby
+from tests.collectors.postgres.conftest import ReplicaPair, replica_pair
 
 pytestmark = pytest.mark.slow
 FRESH_INDEX = {"index_advice": {"thresholds": {"unused_index_min_window_days": 0, "unused_index_min_bytes": 0}}}
@@ -31,17 +31,8 @@ analyze accounts;
 
 @pytest.fixture
 def pair() -> Iterator[ReplicaPair]:
-    if not (PG15_BIN / "pg_basebackup").exists() or os.geteuid() != 0:
-        pytest.skip("needs root and the PostgreSQL 15 binaries")
-    primary = start_cluster(PG15_BIN, {"wal_level": "replica", "max_wal_senders": "5", "hot_standby_feedback": "on"})
-    try:
-        standby = start_standby(primary, "dbf_topo_standby", "dbf_topo_slot")
-    except BaseException:
-        primary.stop()
-        raise
-    yield ReplicaPair(primary, standby, "dbf_topo_standby", "dbf_topo_slot")
-    standby.stop()
-    primary.stop()
+    """A fresh pair per test: the tests stop and promote its servers."""
+    yield from replica_pair("dbf_topo_standby", "dbf_topo_slot", {"hot_standby_feedback": "on"})
 
 
 def entry(name: str, cluster, dbname: str = "postgres", **kw) -> InstanceIn:

@@ -132,17 +132,22 @@ def start_standby(primary: PgCluster, name: str, slot: str) -> PgCluster:
     return standby
 
 
-@pytest.fixture(scope="module")
-def pg15_replica_pair() -> Iterator[ReplicaPair]:
-    """A PostgreSQL 15 primary and one streaming standby (physical slot dbf_standby_slot)."""
+def replica_pair(name: str, slot: str, settings: Mapping[str, str] | None = None) -> Iterator[ReplicaPair]:
+    """A PostgreSQL 15 primary and one streaming standby, stopped and removed afterwards."""
     if not (PG15_BIN / "pg_basebackup").exists() or os.geteuid() != 0:
         pytest.skip("needs root and the PostgreSQL 15 binaries")
-    primary = start_cluster(PG15_BIN, {"wal_level": "replica", "max_wal_senders": "5"})
+    primary = start_cluster(PG15_BIN, {"wal_level": "replica", "max_wal_senders": "5", **(settings or {})})
     try:
-        standby = start_standby(primary, "dbf_standby", "dbf_standby_slot")
+        standby = start_standby(primary, name, slot)
     except BaseException:
         primary.stop()
         raise
-    yield ReplicaPair(primary, standby, "dbf_standby", "dbf_standby_slot")
+    yield ReplicaPair(primary, standby, name, slot)
     standby.stop()
     primary.stop()
+
+
+@pytest.fixture(scope="module")
+def pg15_replica_pair() -> Iterator[ReplicaPair]:
+    """A PostgreSQL 15 primary and one streaming standby (physical slot dbf_standby_slot)."""
+    yield from replica_pair("dbf_standby", "dbf_standby_slot")
