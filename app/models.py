@@ -448,3 +448,37 @@ class Server(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+# --- Data quality checks (issue 17, migration 0009; app/quality, collectors/quality) -------------
+
+
+class QualityCheck(Base):
+    """A declared check; `definition` is the whole validated model (collectors/quality/checks.py)."""
+
+    __tablename__ = "quality_checks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # freshness volume completeness assertion schema
+    origin: Mapped[str] = mapped_column(String(16), default="api", server_default="api")  # config dbt api
+    definition: Mapped[dict[str, Any]]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_by: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class QualityCheckResult(Base):
+    """The latest result of one check on one table of one instance (history is in samples)."""
+
+    __tablename__ = "quality_check_results"
+
+    check_id: Mapped[int] = mapped_column(ForeignKey("quality_checks.id", ondelete="CASCADE"), primary_key=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True,
+                                             index=True)
+    object: Mapped[str] = mapped_column(Text, primary_key=True)  # schema.table
+    ran_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16))  # pass warn error (error: the check failed)
+    value: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
