@@ -13,7 +13,8 @@ from rich.table import Table
 
 from app.inventory import discovery_azure
 from app.inventory.cloud_settings import CloudSettings
-from app.inventory.discovery_aws import DiscoveryDiff, DiscoveryError, discover_aws
+from app.inventory.discovery_aws import discover_aws
+from app.inventory.reconcile import DiscoveryDiff, DiscoveryError
 from app.inventory.store import parse_tag_selectors
 
 discover_app = typer.Typer(help="Discover instances from the clouds into the inventory.", no_args_is_help=True)
@@ -26,10 +27,9 @@ def _short(value: object, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_diff(diff: DiscoveryDiff | discovery_azure.DiscoveryDiff) -> None:
+def print_diff(diff: DiscoveryDiff) -> None:
     verb = "would change" if diff.dry_run else "changed"
-    azure = isinstance(diff, discovery_azure.DiscoveryDiff)
-    where = f"Azure subscription {diff.subscription}" if azure else f"AWS {diff.region}"
+    where = f"{diff.cloud.label} {diff.where}"
     table = Table(title=f"{where}: {len(diff.added)} new, {len(diff.changed)} {verb}, "
                         f"{len(diff.gone)} gone, {len(diff.unchanged)} unchanged")
     for column in ("", "instance", "field", "from", "to"):
@@ -98,7 +98,7 @@ def _report(diffs: list, errors: list[str], as_json: bool) -> None:
 
 
 async def _discover_azure(subscriptions: list[str], tags: dict[str, str],
-                          dry_run: bool) -> tuple[list[discovery_azure.DiscoveryDiff], list[str]]:
+                          dry_run: bool) -> tuple[list[DiscoveryDiff], list[str]]:
     from app.cli import _settings, _store
     from app.inventory.azure_arm import ArmError
 

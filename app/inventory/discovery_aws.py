@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.cloud_settings import CloudSettings
-from app.inventory.reconcile import Cloud, DiscoveryError, ExistingRows, clean_tags, matches
+from app.inventory.reconcile import Cloud, DiscoveryDiff, DiscoveryError, ExistingRows, clean_tags, matches
 from app.inventory.schemas import DEFAULT_DATABASE
 from app.models import Instance
 from collectors.cloud.clients import CloudApiError, aws_client, check_region, explain
@@ -33,28 +32,7 @@ ENGINES = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mariadb", "auro
            "aurora-mysql": "aurora-mysql", "aurora": "aurora-mysql"}
 
 
-@dataclass
-class Change:
-    name: str
-    arn: str
-    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> {"from": .., "to": ..}
-
-
-@dataclass
-class DiscoveryDiff:
-    region: str
-    dry_run: bool = False
-    added: list[Change] = field(default_factory=list)
-    changed: list[Change] = field(default_factory=list)
-    gone: list[Change] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    pinned_kept: dict[str, list[str]] = field(default_factory=dict)  # name -> pinned fields that differ
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-AWS = Cloud(source="aws", id_key="arn", change=Change)
+AWS = Cloud(source="aws", scope_key="region", id_key="arn", label="AWS")
 __all__ = ["DiscoveryError", "DiscoveryDiff", "discover_aws", "discovery_job", "map_engine"]
 
 
@@ -150,7 +128,7 @@ async def discover_aws(session: AsyncSession, region: str, tags_filter: dict[str
     by_cluster = {c["DBClusterIdentifier"]: c for c in clusters}
     listed = {db["DBInstanceArn"] for db in instances}
     existing = _Existing(await _rows_in_scope(session))
-    diff = DiscoveryDiff(region=region, dry_run=dry_run)
+    diff = DiscoveryDiff(AWS, region, dry_run=dry_run)
     now = datetime.now(timezone.utc)
     for db in sorted(instances, key=lambda d: d["DBInstanceIdentifier"]):
         row = desired_row(db, by_cluster.get(db.get("DBClusterIdentifier") or ""), region)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.azure_arm import ArmError, ArmReader, make_credential
 from app.inventory.cloud_settings import SUBSCRIPTION_ID, CloudSettings
-from app.inventory.reconcile import Cloud, DiscoveryError, ExistingRows, clean_tags, matches
+from app.inventory.reconcile import Cloud, DiscoveryDiff, DiscoveryError, ExistingRows, clean_tags, matches
 from app.models import Instance
 
 log = logging.getLogger(__name__)
@@ -48,28 +48,7 @@ FLEXIBLE = (FlexibleService("postgres", "Microsoft.DBforPostgreSQL/flexibleServe
             FlexibleService("mysql", "Microsoft.DBforMySQL/flexibleServers", "2023-06-30", 3306, ""))
 
 
-@dataclass
-class Change:
-    name: str
-    resource_id: str
-    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> {"from": .., "to": ..}
-
-
-@dataclass
-class DiscoveryDiff:
-    subscription: str
-    dry_run: bool = False
-    added: list[Change] = field(default_factory=list)
-    changed: list[Change] = field(default_factory=list)
-    gone: list[Change] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    pinned_kept: dict[str, list[str]] = field(default_factory=dict)  # name -> pinned fields that differ
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-AZURE = Cloud(source="azure", id_key="resource_id", change=Change)
+AZURE = Cloud(source="azure", scope_key="subscription", id_key="resource_id", label="Azure subscription")
 
 
 def _clean_tags(tags: dict[str, str] | None) -> dict[str, str]:
@@ -207,7 +186,7 @@ async def discover_azure(session: AsyncSession, subscription: str, tags_filter: 
     Without a credential, DefaultAzureCredential is used (and closed afterwards)."""
     listed, rows = await fetch_subscription(subscription, credential, management_endpoint)
     existing = _AzureRows(list((await session.execute(select(Instance))).scalars()))
-    diff = DiscoveryDiff(subscription=subscription.lower(), dry_run=dry_run)
+    diff = DiscoveryDiff(AZURE, subscription.lower(), dry_run=dry_run)
     now = datetime.now(timezone.utc)
     for row in rows:
         if not matches(row["tags"], tags_filter or {}):
@@ -219,7 +198,7 @@ async def discover_azure(session: AsyncSession, subscription: str, tags_filter: 
         else:
             AZURE.add(session, row, existing.free_name(row["name"], str(row["cloud"].get("region") or "azure")), diff)
     for rid, inst in existing.by_id.items():
-        if inst.cloud.get("subscription") == diff.subscription and rid not in listed and inst.gone_at is None:
+        if inst.cloud.get("subscription") == diff.where and rid not in listed and inst.gone_at is None:
             await AZURE.mark_gone(session, inst, now, diff, "Azure")
     if not dry_run:
         await session.flush()

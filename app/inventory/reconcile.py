@@ -10,8 +10,7 @@ a dry run writes nothing. The caller owns the transaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -80,13 +79,27 @@ class ExistingRows:
         return f"{name}.{where}.{n}"
 
 
+@dataclass
+class Change:
+    """One instance that discovery added, changed or marked gone; `ident` is its cloud identity."""
+
+    name: str
+    ident: str
+    fields: dict[str, dict[str, Any]] = field(default_factory=dict)  # field -> {"from": .., "to": ..}
+
+
 @dataclass(frozen=True)
 class Cloud:
-    """One cloud's way of writing its changes: its source name, identity key and Change type."""
+    """One cloud's words for what discovery reports: its source name, what a pass covers (a region,
+    a subscription) and the key in `cloud` that identifies an instance."""
 
     source: str                                   # "aws", "azure"
-    id_key: str                                   # the key in `cloud` that identifies an instance
-    change: Callable[[str, str, dict[str, dict[str, Any]]], Any]
+    scope_key: str                                # "region", "subscription"
+    id_key: str                                   # "arn", "resource_id"
+    label: str                                    # how the CLI names a pass: "AWS", "Azure subscription"
+
+    def change(self, name: str, ident: str, fields: dict[str, dict[str, Any]]) -> Change:
+        return Change(name, ident, fields)
 
     def _audit(self, session: AsyncSession, action: str, name: str, ident: str, fields: dict) -> None:
         session.add(AuditLog(actor=f"discovery:{self.source}", action=action, target=name,
@@ -136,3 +149,28 @@ class Cloud:
             inst.gone_at = now
             self._audit(session, "instance.gone", inst.name, inst.cloud[self.id_key], fields)
             await retire_findings(session, inst, f"instance gone from {where}", now)
+
+
+@dataclass
+class DiscoveryDiff:
+    """What one discovery pass over a region or subscription found, and did unless dry_run."""
+
+    cloud: Cloud
+    where: str                                    # the region or subscription listed
+    dry_run: bool = False
+    added: list[Change] = field(default_factory=list)
+    changed: list[Change] = field(default_factory=list)
+    gone: list[Change] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    pinned_kept: dict[str, list[str]] = field(default_factory=dict)  # name -> pinned fields that differ
+
+    def as_dict(self) -> dict[str, Any]:
+        """The diff in the cloud's own words: {"region": ..} and "arn" for AWS, "subscription" and
+        "resource_id" for Azure."""
+        def change(c: Change) -> dict[str, Any]:
+            return {"name": c.name, self.cloud.id_key: c.ident, "fields": c.fields}
+
+        return {self.cloud.scope_key: self.where, "dry_run": self.dry_run,
+                "added": [change(c) for c in self.added], "changed": [change(c) for c in self.changed],
+                "gone": [change(c) for c in self.gone], "unchanged": list(self.unchanged),
+                "pinned_kept": dict(self.pinned_kept)}

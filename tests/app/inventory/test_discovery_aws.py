@@ -233,7 +233,7 @@ async def test_discovery_job_runs_each_configured_region(store, moto_url, region
     settings = Settings(cloud={"aws": {"regions": [region, "us-east-1"], "tags": {"env": "dev"},
                                        "endpoint_url": moto_url}})
     diffs = await discovery_job(store, settings)
-    assert [(d.region, [c.name for c in d.added]) for d in diffs] == [(region, ["shop-maria"]), ("us-east-1", [])]
+    assert [(d.where, [c.name for c in d.added]) for d in diffs] == [(region, ["shop-maria"]), ("us-east-1", [])]
     assert list(await rows(store)) == ["shop-maria"]
 
 
@@ -251,7 +251,9 @@ def test_cli_dry_run_shows_the_diff_then_applies_it(store, moto_url, region, mon
         runner = CliRunner()
         dry = runner.invoke(cli, ["discover", "aws", "--region", region, "--tag", "env=dev", "--dry-run", "--json"])
         assert dry.exit_code == 0, dry.output
-        assert [c["name"] for c in json.loads(dry.stdout)[0]["added"]] == ["shop-maria"]
+        diff = json.loads(dry.stdout)[0]
+        assert [c["name"] for c in diff["added"]] == ["shop-maria"]
+        assert diff["region"] == region and diff["added"][0]["arn"].startswith("arn:aws:rds:")
         assert asyncio.run(_count(store.url)) == 0
         real = runner.invoke(cli, ["discover", "aws", "--region", region, "--tag", "env=dev"])
         assert real.exit_code == 0, real.output

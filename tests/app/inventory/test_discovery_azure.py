@@ -499,7 +499,7 @@ async def test_discovery_job_runs_each_configured_subscription(store, arm, monke
     settings = Settings(cloud={"azure": {"subscriptions": [OTHER_SUB, SUB], "tags": {"env": "dev"},
                                          "management_endpoint": arm.url}})
     diffs = await discovery_job_azure(store, settings)
-    assert [(d.subscription, [c.name for c in d.added]) for d in diffs] == [(SUB, ["shop-mysql"])]
+    assert [(d.where, [c.name for c in d.added]) for d in diffs] == [(SUB, ["shop-mysql"])]
     assert list(await rows(store)) == ["shop-mysql"] and credential.closed
 
 
@@ -533,7 +533,9 @@ def test_cli_dry_run_shows_the_diff_then_applies_it(store, arm, monkeypatch):
         dry = runner.invoke(cli, ["discover", "azure", "--subscription", SUB, "--tag", "env=dev", "--dry-run",
                                   "--json"])
         assert dry.exit_code == 0, dry.output
-        assert [c["name"] for c in json.loads(dry.stdout)[0]["added"]] == ["shop-mysql"]
+        diff = json.loads(dry.stdout)[0]
+        assert [c["name"] for c in diff["added"]] == ["shop-mysql"]
+        assert diff["subscription"] == SUB.lower() and "/providers/Microsoft.DBforMySQL/" in diff["added"][0]["resource_id"]
         assert asyncio.run(_count(store.url)) == 0
         real = runner.invoke(cli, ["discover", "azure", "--subscription", SUB, "--subscription", OTHER_SUB,
                                    "--tag", "env=dev"])
