@@ -99,6 +99,8 @@ async def connect(target: Target, limits: SessionLimits = SessionLimits()) -> Co
         try:
             importlib.import_module(f"collectors.engines.{_MODULES[family]}")
         except ImportError as e:
+            if (e.name or "").split(".")[0] in ("collectors", "app"):
+                raise  # our own code is broken: say so, never as "install the driver"
             raise DriverUnavailable(target, f"the {family} driver is not installed ({e.name or e}): "
                                             f"pip install 'dbfleet[{family}]'") from None
     return await _ADAPTERS[family](target, limits)

@@ -252,3 +252,16 @@ async def test_a_missing_optional_driver_says_which_extra_to_install(monkeypatch
     with pytest.raises(DriverUnavailable, match=r"the mysql driver is not installed \(aiomysql\): "
                                                 r"pip install 'dbfleet\[mysql\]'"):
         await connect(Target(name="x", engine="mariadb", host="127.0.0.1", port=3306))
+
+
+async def test_a_broken_module_of_our_own_is_not_reported_as_a_missing_driver(monkeypatch):
+    import sys
+
+    from collectors.engines import base
+
+    monkeypatch.delitem(base._ADAPTERS, "mysql", raising=False)
+    monkeypatch.delitem(sys.modules, "collectors.engines.mysql", raising=False)
+    monkeypatch.setitem(sys.modules, "collectors.spec", None)  # an import of our own fails
+    with pytest.raises(ImportError) as caught:
+        await connect(Target(name="x", engine="mariadb", host="127.0.0.1", port=3306))
+    assert not isinstance(caught.value, DriverUnavailable)
