@@ -1,0 +1,50 @@
+"""Definition-time refusal: a freshness check whose max(loaded_at_field) would read a large table
+in full on every run is not stored; the refusal names the index to add. `allow_scan: true`
+overrides it.
+
+The plan is read with EXPLAIN on the collectors' read-only session of every instance in the
+check's scope, for every table it matches; an instance that cannot be reached is reported as not
+verified (the check is still stored: the DBA may define checks before the fleet is up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.db import Store
+from app.quality.runner import list_tables, pool_for, scoped_instances
+from app.settings import Settings
+from app.sweep import _password_for, _sql_target
+from collectors.engines.base import ConnectFailed
+from collectors.quality.run import SCAN_ROWS_LIMIT, scan_refusal
+from collectors.quality.sql import family_of
+
+
+@dataclass
+class ScanReview:
+    refused: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+
+
+async def review_scans(store: Store, settings: Settings, check: Any,
+                       rows_limit: int = SCAN_ROWS_LIMIT) -> ScanReview:
+    """What the check's freshness query would cost on each instance and table in its scope."""
+    review = ScanReview()
+    if check.kind != "freshness" or check.allow_scan or not check.loaded_at_field:
+        return review
+    pool = pool_for(settings)
+    try:
+        for inst in await scoped_instances(store, check):
+            try:
+                async with pool.session(_sql_target(inst), _password_for(inst, settings)) as conn:
+                    for table in await list_tables(conn, inst):
+                        if check.matches_table(table.schema, table.name):
+                            why = await scan_refusal(conn, family_of(inst.engine), check, table, rows_limit)
+                            if why:
+                                review.refused.append(f"{inst.name}: {why}")
+            except ConnectFailed as e:
+                review.unverified.append(f"{inst.name}: {e}")
+    finally:
+        await pool.close()
+    return review

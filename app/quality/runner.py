@@ -1,0 +1,227 @@
+"""Running the stored checks over this worker's shard, on the collectors' read-only sessions.
+
+Each check is its own collector (`quality:<name>`): its findings go through the normal write
+path (upsert by fingerprint, auto-resolve, outbox, routing, silences) with the check's labels
+(source, pipeline...) added to the instance's tags, its measurements are samples, and its latest
+result per table is a quality_check_results row, all in one transaction per check and instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+from sqlalchemy import select
+
+from app.db import Store
+from app.findings import InstanceRef, RunRecord, record_failure, record_runs
+from app.models import Instance
+from app.quality.definitions import stored_checks
+from app.settings import Settings
+from app.shard import Shard
+from app.sweep import _password_for, _sql_target
+from collectors.engines.base import ConnectFailed, SessionLimits
+from collectors.engines.pool import ConnectionPool
+from collectors.quality import run as quality_run
+from collectors.quality.checks import collector_name
+from collectors.quality.run import RunInputs, Table
+from collectors.quality.sql import CheckRefused, family_of, tables_sql
+from collectors.quality.verdicts import Verdict
+from collectors.spec import Connection, Result
+
+log = logging.getLogger(__name__)
+FAILED, NO_TABLES = "failed", "no_tables"
+WHOLE_FLEET = Shard()
+
+
+@dataclass
+class CheckOutcome:
+    check: str
+    kind: str
+    instance: str
+    object: str
+    state: str  # pass warn error failed no_tables
+    value: float | None = None
+    title: str = ""
+
+
+@dataclass
+class ChecksSummary:
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def failures(self, warn_error: bool = False) -> list[CheckOutcome]:
+        """What makes `dbfleet checks run` exit non-zero: errors and checks that could not run."""
+        bad = {"error", FAILED} | ({"warn"} if warn_error else set())
+        return [o for o in self.outcomes if o.state in bad]
+
+
+def pool_for(settings: Settings) -> ConnectionPool:
+    w = settings.worker
+    return ConnectionPool(SessionLimits(connect_timeout_s=w.connect_timeout_s,
+                                        statement_timeout_ms=w.statement_timeout_ms,
+                                        lock_timeout_ms=w.lock_timeout_ms),
+                          backoff_base_s=w.backoff_base_s, backoff_max_s=w.backoff_max_s)
+
+
+async def scoped_instances(store: Store, check: Any | None = None, shard: Shard = WHOLE_FLEET,
+                           names: list[str] | None = None) -> list[Instance]:
+    """Enabled PostgreSQL / MySQL-family entries of this shard, in the check's scope if given."""
+    stmt = select(Instance).where(Instance.enabled.is_(True), Instance.gone_at.is_(None)).order_by(Instance.id)
+    if names:
+        stmt = stmt.where(Instance.name.in_(names))
+    async with store.sessions() as session:
+        rows = list((await session.execute(stmt)).scalars())
+    out = []
+    for inst in rows:
+        try:
+            family_of(inst.engine)
+        except CheckRefused:
+            continue
+        if shard.owns(inst.id) and (check is None or check.applies(inst.name, inst.tags or {})):
+            out.append(inst)
+    return out
+
+
+def entry_schemas(inst: Instance) -> list[str] | None:
+    """MySQL: the schemas the entry names (None: all); PostgreSQL: its database holds them all."""
+    if family_of(inst.engine) != "mysql":
+        return None
+    named = [*([inst.dbname] if inst.dbname else []), *(inst.schemas or [])]
+    return named or None
+
+
+async def list_tables(conn: Connection, inst: Instance) -> list[Table]:
+    family = family_of(inst.engine)
+    schemas = entry_schemas(inst)
+    return [Table(r["schema_name"], r["table_name"]) for r in await conn.fetch(tables_sql(family))
+            if not schemas or r["schema_name"] in schemas]
+
+
+class QualityRunner:
+    """Runs checks; holds one read-only session per instance across runs (like the Sweeper)."""
+
+    def __init__(self, store: Store, settings: Settings, shard: Shard = WHOLE_FLEET):
+        self.store = store
+        self.settings = settings
+        self.shard = shard
+        self.pool = pool_for(settings)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def run(self, select_: list[str] | None = None, due_only: bool = False, now: datetime | None = None,
+                  instances: list[str] | None = None) -> ChecksSummary:
+        """Run the selected checks (all by default) once on every instance in their scope."""
+        t0 = time.perf_counter()
+        summary = ChecksSummary()
+        async with self.store.raw() as conn:
+            checks = await stored_checks(conn, select_)
+        if not checks:
+            return summary
+        sem = asyncio.Semaphore(self.settings.worker.concurrency)
+
+        async def one(inst: Instance) -> None:
+            mine = [(cid, c) for cid, c in checks if c.applies(inst.name, inst.tags or {})]
+            if mine:
+                async with sem:
+                    summary.outcomes += await self._instance(inst, mine, due_only, now)
+
+        await asyncio.gather(*(one(i) for i in await scoped_instances(self.store, None, self.shard, instances)))
+        summary.wall_s = time.perf_counter() - t0
+        return summary
+
+    async def _instance(self, inst: Instance, checks: list[tuple[int, Any]], due_only: bool,
+                        now: datetime | None) -> list[CheckOutcome]:
+        at = now or datetime.now(timezone.utc)
+        ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
+        async with self.store.raw() as store:
+            previous = {(r["check_id"], r["object"]): r for r in await store.fetch(
+                "select check_id, object, ran_at, details from quality_check_results where instance_id = $1", inst.id)}
+            if due_only:
+                checks = [(cid, c) for cid, c in checks if _due(cid, c, previous, at)]
+            if not checks:
+                return []
+            outcomes: list[CheckOutcome] = []
+            try:
+                async with self.pool.session(_sql_target(inst), _password_for(inst, self.settings)) as conn:
+                    tables = await list_tables(conn, inst)
+                    for cid, check in checks:
+                        outcomes += await self._check(store, conn, ref, inst, cid, check, tables, previous, at)
+            except ConnectFailed as e:
+                for cid, check in checks:
+                    await record_failure(store, ref, collector_name(check.name), "error", str(e), at, 0.0)
+                    outcomes.append(CheckOutcome(check.name, check.kind, inst.name, "", FAILED, None, str(e)))
+            return outcomes
+
+    async def _check(self, store: asyncpg.Connection, conn: Connection, ref: InstanceRef, inst: Instance, cid: int,
+                     check: Any, tables: list[Table], previous: dict, at: datetime) -> list[CheckOutcome]:
+        family = family_of(inst.engine)
+        targets: list[Table | None] = [t for t in tables if check.matches_table(t.schema, t.name)]
+        if not check.tables:
+            targets = [None]
+        if not targets:
+            return [CheckOutcome(check.name, check.kind, inst.name, "", NO_TABLES, None,
+                                 f"no table on {inst.name} matches {', '.join(check.tables)}")]
+        t0 = time.perf_counter()
+        verdicts: list[tuple[str, Verdict]] = []
+        outcomes, errors = [], []
+        for table in targets:
+            label = table.label if table else check.name
+            prev = previous.get((cid, label))
+            inputs = RunInputs(now=at, previous=prev["details"] if prev else None,
+                               history=await _history(store, inst.id, check, label, at) if check.kind == "volume" else ())
+            try:
+                verdict = await quality_run.run_check(conn, family, check, table, inputs)
+            except (ConnectFailed, OSError, ConnectionError):
+                raise
+            except Exception as e:  # noqa: BLE001 - one broken check must not stop the others
+                errors.append(f"{label}: {type(e).__name__}: {e}")
+                outcomes.append(CheckOutcome(check.name, check.kind, inst.name, label, FAILED, None, errors[-1]))
+                continue
+            verdicts.append((label, verdict))
+            outcomes.append(CheckOutcome(check.name, check.kind, inst.name, label, verdict.state, verdict.value,
+                                         "; ".join(f.title for f in verdict.findings)))
+        ms = (time.perf_counter() - t0) * 1000
+        result = Result(findings=[f for _, v in verdicts for f in v.findings],
+                        samples=[s for _, v in verdicts for s in v.samples])
+        labelled = InstanceRef(ref.id, ref.name, ref.engine, {**ref.tags, **check.labels})
+        # A table that could not be measured is not "fine": nothing is resolved on that run.
+        run = RunRecord(collector_name(check.name), at, ms, result, resolves=not errors)
+        async with store.transaction():
+            await record_runs(store, labelled, [run])
+            await store.executemany(
+                "insert into quality_check_results (check_id, instance_id, object, ran_at, state, value, details) "
+                "values ($1, $2, $3, $4, $5, $6, $7) on conflict (check_id, instance_id, object) do update set "
+                "ran_at = excluded.ran_at, state = excluded.state, value = excluded.value, details = excluded.details",
+                [(cid, inst.id, label, at, v.state, v.value, json.dumps(v.details, default=str)) for label, v in verdicts]
+                + [(cid, inst.id, o.object, at, FAILED, None, json.dumps({"error": o.title}))
+                   for o in outcomes if o.state == FAILED])
+        if errors:
+            log.warning("check %s on %s: %s", check.name, inst.name, "; ".join(errors))
+        return outcomes
+
+
+def _due(cid: int, check: Any, previous: dict, at: datetime) -> bool:
+    """Due when any of its tables last ran `every` ago (a little slack: job ticks are not exact)."""
+    last = [r["ran_at"] for (c, _), r in previous.items() if c == cid]
+    return not last or (at - min(last)).total_seconds() >= 0.9 * check.every.seconds
+
+
+async def _history(store: asyncpg.Connection, instance_id: int, check: Any, label: str,
+                   at: datetime) -> list[tuple[datetime, float]]:
+    """The table's past rows-per-period samples for this check, over its baseline window."""
+    from collectors.quality.verdicts import object_of
+
+    rows = await store.fetch(
+        "select ts, value from samples where instance_id = $1 and metric = 'quality_rows_per_period' "
+        "and collector = $2 and object = $3 and ts >= $4 and ts < $5 order by ts",
+        instance_id, collector_name(check.name), object_of(check.name, label),
+        at - timedelta(days=check.baseline_days), at)
+    return [(r["ts"], r["value"]) for r in rows]

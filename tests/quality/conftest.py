@@ -1,0 +1,127 @@
+"""Fixtures of the data quality tests: an own store (dbf_q17_ prefix), monitored PostgreSQL and
+MariaDB databases loaded by each test, and inventory entries pointing at them."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+
+import aiomysql
+import asyncpg
+import pytest
+
+from app.db import Store
+from tests.conftest import create_database, drop_database, pg_url
+
+MARIA = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "autocommit": True}
+
+
+@pytest.fixture(scope="session")
+async def store_url() -> AsyncIterator[str]:
+    import asyncio
+
+    from app.db import migrate
+
+    name = f"dbf_q17_store_{os.getpid()}"
+    url = await create_database(name)
+    await asyncio.to_thread(migrate, url)
+    yield url
+    await drop_database(name)
+
+
+async def past_partitions(conn: asyncpg.Connection, days: int) -> None:
+    """Daily samples partitions back `days` days: the tests inject earlier times for history."""
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    for n in range(1, days + 1):
+        day = today - timedelta(days=n)
+        await conn.execute(f'create table if not exists "samples_p{day:%Y%m%d}" partition of samples '
+                           f"for values from ('{day.isoformat()}') to ('{(day + timedelta(days=1)).isoformat()}')")
+
+
+@pytest.fixture
+async def qstore(clean_store: Store) -> Store:
+    """The store with no checks, no inventory, and samples partitions for the past 15 days."""
+    async with clean_store.raw() as conn:
+        await conn.execute("truncate quality_checks, collector_runs, findings restart identity cascade")
+        await past_partitions(conn, 15)
+    return clean_store
+
+
+@pytest.fixture
+async def pg_db() -> AsyncIterator:
+    """Factory: a fresh PostgreSQL database (dbf_q17_...) loaded with SQL; dropped afterwards."""
+    made: list[str] = []
+
+    async def make(sql: str | None = None) -> str:
+        name = f"dbf_q17_{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        await create_database(name, sql)
+        return name
+
+    yield make
+    for name in made:
+        await drop_database(name)
+
+
+async def pg_exec(db: str, *statements: str) -> None:
+    conn = await asyncpg.connect(pg_url(db))
+    try:
+        for s in statements:
+            await conn.execute(s)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def maria_db() -> AsyncIterator:
+    """Factory: a fresh MariaDB schema (dbf_q17_...) loaded with statements; dropped afterwards."""
+    made: list[str] = []
+
+    async def make(*statements: str) -> str:
+        name = f"dbf_q17_{uuid.uuid4().hex[:10]}"
+        made.append(name)
+        await maria_exec(None, f"create database `{name}`")
+        await maria_exec(name, *statements)
+        return name
+
+    yield make
+    for name in made:
+        await maria_exec(None, f"drop database if exists `{name}`")
+
+
+async def maria_exec(db: str | None, *statements: str) -> list:
+    conn = await aiomysql.connect(db=db, **MARIA)
+    rows: list = []
+    try:
+        async with conn.cursor() as cur:
+            for s in statements:
+                await cur.execute(s)
+                rows = list(await cur.fetchall())
+    finally:
+        conn.close()
+    return rows
+
+
+async def register(store: Store, name: str, engine: str, dbname: str, tags: dict | None = None) -> int:
+    """An inventory entry for a test database on the machine's PostgreSQL or MariaDB."""
+    import json
+
+    port, user = (3306, "root") if engine == "mariadb" else (5432, "postgres")
+    async with store.raw() as conn:
+        return await conn.fetchval(
+            'insert into instances (name, engine, host, port, dbname, "user", tls_mode, tags) '
+            "values ($1, $2, '127.0.0.1', $3, $4, $5, 'disable', $6) returning id",
+            name, engine, port, dbname, user, json.dumps(tags or {}))
+
+
+async def define(store: Store, *raw: dict) -> None:
+    """Store checks as the API would (validated, origin api), without the scan review."""
+    from app.quality.definitions import parse_definitions, save_check
+
+    checks, problems = parse_definitions(list(raw))
+    assert problems == []
+    async with store.raw() as conn:
+        for check in checks:
+            await save_check(conn, check, "api", "test")
