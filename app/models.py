@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     DateTime,
     FetchedValue,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -101,6 +103,9 @@ class Finding(Base):
     check: Mapped[str] = mapped_column(String(64))
     object: Mapped[str] = mapped_column(Text)
     severity: Mapped[str] = mapped_column(String(16))
+    # Stored by the store (migration 0010) so the findings list sorts by it from an index.
+    severity_rank: Mapped[int | None] = mapped_column(SmallInteger, Computed(
+        "case severity when 'critical' then 3 when 'warning' then 2 when 'info' then 1 end", persisted=True))
     state: Mapped[str] = mapped_column(String(16), default="open")  # open acknowledged silenced resolved
     title: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)

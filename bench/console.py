@@ -37,10 +37,13 @@ CHECKS = ["unused_index", "duplicate_index", "fk_without_index", "missing_index"
           "connections_near_limit", "replication_lag", "missing_future_partitions", "sequence_exhaustion"]
 
 _PLANT = """
-insert into instances (name, engine, host, port, dbname, "user", tls_mode, tags)
+insert into instances (name, engine, host, port, dbname, "user", tls_mode, tags, cloud)
 select format('db-%s', lpad(i::text, 5, '0')), (array['postgres','mysql','sqlserver','oracle'])[1 + i % 4],
        format('10.0.%s.%s', i / 250, i % 250), 5432, 'app', 'monitor', 'prefer',
-       jsonb_build_object('env', (array['prod','staging','dev'])[1 + i % 3], 'team', format('team-%s', i % 40))
+       jsonb_build_object('env', (array['prod','staging','dev'])[1 + i % 3], 'team', format('team-%s', i % 40)),
+       case i % 3 when 0 then '{}'::jsonb
+            else jsonb_build_object('provider', (array['aws','azure'])[i % 3],
+                                    'region', (array['eu-west-1','us-east-1','westeurope'])[1 + i % 5 % 3]) end
 from generate_series(1, $1) i;
 
 insert into collector_runs (instance_id, collector, started_at, duration_ms, status, findings)
@@ -53,7 +56,9 @@ select md5(n::text), 1 + n % $1, 'index_advice', ($3::text[])[1 + n % 10], forma
        (array['info','warning','critical'])[1 + (n / 7) % 3],
        case when n % 20 = 0 then 'acknowledged' when n % 33 = 0 then 'resolved' else 'open' end,
        format('finding %s', n), '{}'::jsonb, 'DROP INDEX CONCURRENTLY x;',
-       now() - (n % 1000) * interval '1 minute', now() - (n % 100) * interval '1 second', now()
+       -- 97 s of last_seen, coprime with the state and severity cycles: the newest findings are not
+       -- all acknowledged (n % 100 made every finding of the newest second n % 20 = 0).
+       now() - (n % 1000) * interval '1 minute', now() - (n % 97) * interval '1 second', now()
 from generate_series(1, $2) n;
 analyze instances; analyze findings; analyze collector_runs;
 """
@@ -125,7 +130,8 @@ async def main(args: argparse.Namespace) -> None:
         async with httpx.AsyncClient(base_url=base) as c:
             cookie = (await c.post("/signin", data={"key": key})).cookies["dbfleet_session"]
         rows = []
-        for path in ("/", "/?engine=postgres&tag=env%3Dprod&q=db-0", "/findings",
+        for path in ("/", "/?engine=postgres&tag=env%3Dprod&q=db-0", "/?cloud=aws&region=eu-west-1&team=team-7",
+                     "/findings",
                      "/findings?severity=critical&state=open&sort=-last_seen"):
             await measure(base, cookie, path, 2, 3)  # warm the pool and the plans
             lat = await measure(base, cookie, path, args.clients, args.requests)

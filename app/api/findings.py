@@ -10,35 +10,39 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field, field_validator, model_validator
-from sqlalchemy import case, func, select, tuple_, update
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from sqlalchemy import func, select, tuple_, update
 
 from app.alerting.config import parse_duration
+from app.api import errors
 from app.api.deps import OperatorDep, SessionDep, ViewerDep
+from app.api.params import NO_NULL_BODY, FindingId, InstanceFilter, Note, TagSelectors, WordFilter
 from app.findings import STATES, finding_json, resolved_outbox
 from app.inventory.store import parse_tag_selectors
 from app.models import AlertGroup, AlertGroupMember, AuditLog, Finding, Instance
 
 router = APIRouter(prefix="/api/v1", tags=["findings"])
 
-SEVERITY_RANK = case({"info": 1, "warning": 2, "critical": 3}, value=Finding.severity)
+SEVERITY_RANK = Finding.severity_rank  # stored and indexed (migration 0010): 1 info, 2 warning, 3 critical
 SORTS = {"-last_seen": (Finding.last_seen, True), "last_seen": (Finding.last_seen, False),
          "-first_seen": (Finding.first_seen, True), "first_seen": (Finding.first_seen, False),
          "-severity": (SEVERITY_RANK, True), "severity": (SEVERITY_RANK, False)}
 
 
+DURATION_PATTERN = r"^(?:[0-9]{1,5}d)?(?:[0-9]{1,7}h)?(?:[0-9]{1,9}m)?(?:[0-9]{1,9}s)?(?:[0-9]{1,9}ms)?$"
 MAX_SILENCE = timedelta(days=90)  # longer is "until it resolves": leave until and duration out
 MUTING = ("acknowledged", "silenced")
 
 
 class StateChange(BaseModel):
-    note: str | None = Field(None, max_length=2000)
+    note: Note | None = None
 
 
 class SilenceChange(StateChange):
     until: datetime | None = Field(None, description="when the silence ends, with a time zone")
-    duration: str | int | None = Field(None, description="or how long it lasts: 30m, 4h, 7d (a number is seconds)",
-                                       examples=["4h"])
+    duration: Annotated[str, StringConstraints(min_length=2, max_length=40, pattern=DURATION_PATTERN)] | Annotated[int, Field(ge=1, le=7_776_000)] \
+        | None = Field(None, description="or how long it lasts: 30m, 4h, 7d (a number is seconds), at most 90d",
+                       examples=["4h"])
 
     @field_validator("until")
     @classmethod
@@ -67,6 +71,36 @@ class SilenceChange(StateChange):
         return now + parse_duration(self.duration) if self.duration is not None else self.until
 
 
+class FindingOut(BaseModel):
+    """A finding in the one JSON shape the API and every --json output use (app.findings.finding_json)."""
+
+    id: int
+    instance: str
+    check: str
+    object: str
+    severity: Literal["info", "warning", "critical"]
+    state: Literal["open", "acknowledged", "silenced", "resolved"]
+    title: str
+    details: dict[str, Any] = Field(description="the evidence: numbers, the SQL that shows it")
+    recommendation: str = Field(description="what to do, often the DDL to run")
+    first_seen: datetime
+    last_seen: datetime
+    opened_at: datetime
+    resolved_at: datetime | None
+    state_by: str | None
+    state_at: datetime | None
+    state_note: str | None
+    state_until: datetime | None
+
+
+class FindingPage(BaseModel):
+    items: list[FindingOut]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last one")
+
+
+STATE_CHANGE = errors.OPERATOR | errors.responses(404, 409)
+
+
 def _cursor(value: Any, ident: int) -> str:
     raw = value.isoformat() if isinstance(value, datetime) else value
     return base64.urlsafe_b64encode(json.dumps([raw, ident]).encode()).decode()
@@ -80,16 +114,17 @@ def _uncursor(cursor: str, is_time: bool) -> tuple[Any, int]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "cursor: not a cursor this API returned") from None
 
 
-@router.get("/findings")
+@router.get("/findings", response_model=FindingPage, responses=errors.VIEWER)
 async def list_findings(
     session: SessionDep, _: ViewerDep,
-    instance: str | None = None, check: str | None = None,
+    instance: InstanceFilter = None, check: WordFilter = None,
     severity: Annotated[list[Literal["info", "warning", "critical"]] | None, Query()] = None,
     state: Annotated[list[Literal["open", "acknowledged", "silenced", "resolved"]] | None, Query()] = None,
-    tag: Annotated[list[str] | None, Query(description="instance tag key=value")] = None,
+    tag: TagSelectors = None,
     sort: Literal["-last_seen", "last_seen", "-first_seen", "first_seen", "-severity", "severity"] = "-severity",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_=-]{1,500}$",
+                                        description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Live findings by default (everything but resolved); `state=resolved` for history."""
     return await find_findings(session, instance=instance, check=check, severity=severity, state=state, tag=tag,
@@ -166,22 +201,24 @@ async def _flush_alert_groups_now(session: SessionDep, fingerprint: str, now: da
                           .values(next_flush_at=func.least(AlertGroup.next_flush_at, now)))
 
 
-@router.get("/findings/{finding_id}")
-async def get_finding(finding_id: int, session: SessionDep, _: ViewerDep) -> dict:
+@router.get("/findings/{finding_id}", response_model=FindingOut, responses=errors.VIEWER | errors.responses(404))
+async def get_finding(finding_id: FindingId, session: SessionDep, _: ViewerDep) -> dict:
     row = (await session.execute(select(Finding, Instance.name).join(Instance).where(Finding.id == finding_id))).first()
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no finding {finding_id}")
     return finding_json(row.Finding, row.name)
 
 
-@router.post("/findings/{finding_id}:ack")
-async def acknowledge(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+@router.post("/findings/{finding_id}:ack", response_model=FindingOut, responses=STATE_CHANGE,
+             dependencies=[NO_NULL_BODY])
+async def acknowledge(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
     """Someone is on it: the alert is muted until the finding resolves or gets worse (a higher severity)."""
     return await _change_state(session, finding_id, "acknowledged", who.name, body.note if body else None)
 
 
-@router.post("/findings/{finding_id}:silence")
-async def silence(finding_id: int, session: SessionDep, who: OperatorDep, body: SilenceChange | None = None) -> dict:
+@router.post("/findings/{finding_id}:silence", response_model=FindingOut, responses=STATE_CHANGE,
+             dependencies=[NO_NULL_BODY])
+async def silence(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: SilenceChange | None = None) -> dict:
     """Hide a known, accepted finding and mute its alert, for `duration` or `until` a time, or until it
     resolves when neither is given; then it is open again (label-matching alert silences: /silences)."""
     now = datetime.now(timezone.utc)
@@ -189,14 +226,16 @@ async def silence(finding_id: int, session: SessionDep, who: OperatorDep, body: 
                                until=body.ends_at(now) if body else None, now=now)
 
 
-@router.post("/findings/{finding_id}:reopen")
-async def reopen(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+@router.post("/findings/{finding_id}:reopen", response_model=FindingOut, responses=STATE_CHANGE,
+             dependencies=[NO_NULL_BODY])
+async def reopen(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
     """End an acknowledgement or silence now: the finding is open and its alert fires again."""
     return await _change_state(session, finding_id, "open", who.name, body.note if body else None)
 
 
-@router.post("/findings/{finding_id}:resolve")
-async def resolve(finding_id: int, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+@router.post("/findings/{finding_id}:resolve", response_model=FindingOut, responses=STATE_CHANGE,
+             dependencies=[NO_NULL_BODY])
+async def resolve(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
     """Resolve by hand; if the problem is still there, the next run opens it again."""
     return await _change_state(session, finding_id, "resolved", who.name, body.note if body else None)
 

@@ -17,10 +17,11 @@ from app.api.deps import Principal, SettingsDep, StoreDep
 from app.api.receivers import list_notifications
 from app.api.silences import SilenceIn, create_silence, expire_silence, list_silences
 from app.auth import Role
+from app.web.errors import ConsoleRoute
 from app.web.pages import _back, _page
 from app.web.session import CsrfField, SessionDep, UserDep, WebUser, checked
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 
 
 def _principal(user: WebUser) -> Principal:

@@ -1,65 +1,75 @@
-"""The fleet overview's one query: each instance's worst open finding and last successful run,
-filtered, searched and paginated in SQL, with the fleet's counts over the same filter."""
+"""The fleet overview's queries: each instance's health from instance_health (kept by the store's
+triggers, migration 0010), its worst open finding by one index probe, filtered, searched and
+paginated in SQL, with the fleet's counts over the same filter."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from app.settings import Settings
-from app.topology import Topology, members_json
 from collectors.registry import all_specs
 
 PAGE_SIZE = 100
+NOT_IN_A_CLOUD = "none"  # the cloud filter's value for instances no cloud discovery made
 
 _INSTANCES = """
 with inst as (
-  select i.id, i.name, i.engine, i.host, i.port, i.dbname, i.tags, i.cloud
+  select i.id, i.name, i.engine, i.tags, i.cloud
   from instances i
   where i.gone_at is null
     and ($1::text is null or i.engine = $1)
     and ($2::jsonb is null or i.tags @> $2)
     and ($3::text is null or i.name ilike '%' || $3 || '%')
+    and ($4::text is null or coalesce(i.cloud->>'provider', 'none') = $4)
+    and ($5::text is null or i.cloud->>'region' = $5)
 )
 """
 
-# The page's rows first, then each one's worst finding and last good run: 100 lookups, not 5,000.
+# The page's rows first (by the name index), then each one's health row and worst open finding.
 _PAGE = _INSTANCES + """
-select p.*, w.severity as worst, w.check as worst_check, w.title as worst_title, o.open_findings,
-       o.unreachable, r.last_ok
-from (select * from inst order by name limit $4 offset $5) p
+select p.*, w.severity as worst, w.check as worst_check, w.title as worst_title,
+       coalesce(h.open_critical + h.open_warning + h.open_info, 0) as open_findings,
+       coalesce(h.open_unreachable > 0, false) as unreachable, h.last_ok,
+       t.role, t.upstream_host, t.upstream_port, t.upstream_streaming
+from (select * from inst order by name limit $6 offset $7) p
+left join instance_health h on h.instance_id = p.id
+left join instance_topology t on t.instance_id = p.id
 left join lateral (
   select f.severity, f.check, f.title from findings f
   where f.instance_id = p.id and f.state = 'open'
-  order by case f.severity when 'critical' then 3 when 'warning' then 2 else 1 end desc, f.id
+  order by f.severity_rank desc, f.id
   limit 1) w on true
-left join lateral (
-  select count(*) as open_findings,
-         bool_or(f.check in ('instance_unreachable', 'login_failed', 'credential_unavailable')) as unreachable
-  from findings f where f.instance_id = p.id and f.state = 'open') o on true
-left join lateral (
-  select max(c.started_at) as last_ok from collector_runs c
-  where c.instance_id = p.id and c.status = 'ok') r on true
 order by p.name
 """
 
-# The counts over the whole filtered fleet: one grouped pass over the open findings.
+# The counts over the whole filtered fleet: one row of instance_health per instance.
 _COUNTS = _INSTANCES + """
-, open_by_instance as (
-  select f.instance_id, max(case f.severity when 'critical' then 3 when 'warning' then 2 else 1 end) as worst,
-         bool_or(f.check in ('instance_unreachable', 'login_failed', 'credential_unavailable')) as unreachable
-  from findings f where f.state = 'open' group by f.instance_id
-)
 select count(*) as instances,
-       count(*) filter (where o.worst = 3) as critical,
-       count(*) filter (where o.worst = 2) as warning,
-       count(*) filter (where o.unreachable) as unreachable,
-       count(*) filter (where not exists (select 1 from collector_runs c where c.instance_id = inst.id
-                                          and c.status = 'ok' and c.started_at >= $4)) as stale
-from inst left join open_by_instance o on o.instance_id = inst.id
+       count(*) filter (where h.open_critical > 0) as critical,
+       count(*) filter (where h.open_critical = 0 and h.open_warning > 0) as warning,
+       count(*) filter (where h.open_unreachable > 0) as unreachable,
+       count(*) filter (where h.last_ok is null or h.last_ok < $6) as stale
+from inst left join instance_health h on h.instance_id = inst.id
 """
+
+# The filters' choices: one pass over the inventory, reused for a while (a new region shows
+# up in the list within FACETS_TTL_S; filtering by it works at once).
+_FACETS = """
+select array(select distinct engine from instances where gone_at is null order by 1) as engines,
+       array(select distinct coalesce(cloud->>'provider', 'none') from instances where gone_at is null
+             order by 1) as clouds,
+       array(select distinct cloud->>'region' from instances where gone_at is null and cloud ? 'region'
+             order by 1) as regions,
+       array(select distinct tags->>'env' from instances where gone_at is null and tags ? 'env' order by 1) as envs,
+       array(select distinct tags->>'team' from instances where gone_at is null and tags ? 'team'
+             order by 1) as teams
+"""
+FACETS_TTL_S = 30.0
+_facets: dict[str, Any] = {}
 
 
 def shortest_interval_s(settings: Settings) -> int:
@@ -75,21 +85,33 @@ class FleetFilter:
     tags: dict[str, str] | None = None
     search: str | None = None
     page: int = 1
+    cloud: str | None = None
+    region: str | None = None
 
     def args(self) -> tuple[Any, ...]:
         # The search is a substring, so LIKE's own wildcards in it are taken literally.
         search = self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") if self.search else None
-        return self.engine or None, json.dumps(self.tags) if self.tags else None, search
+        return (self.engine or None, json.dumps(self.tags) if self.tags else None, search, self.cloud or None,
+                self.region or None)
+
+
+async def fleet_facets(conn) -> dict[str, list[str]]:
+    """Engines, clouds, regions, envs and teams present in the inventory, for the filter lists."""
+    now = time.monotonic()
+    if not _facets or now - _facets["at"] > FACETS_TTL_S:
+        _facets.update(dict(await conn.fetchrow(_FACETS)), at=now)
+    return {k: list(v) for k, v in _facets.items() if k != "at"}
 
 
 async def fleet_page(conn, flt: FleetFilter, stale_after: timedelta) -> dict[str, Any]:
-    """One page of the overview, the counts over the whole filtered fleet, and each row's role."""
+    """One page of the overview and the counts over the whole filtered fleet."""
     offset = (max(flt.page, 1) - 1) * PAGE_SIZE
+    since = datetime.now(timezone.utc) - stale_after
     rows = [dict(r) for r in await conn.fetch(_PAGE, *flt.args(), PAGE_SIZE, offset)]
-    counts = dict(await conn.fetchrow(_COUNTS, *flt.args(), datetime.now(timezone.utc) - stale_after))
-    roles = {m["instance"]: m for m in members_json(await Topology.load(conn), ids={r["id"] for r in rows})}
+    counts = dict(await conn.fetchrow(_COUNTS, *flt.args(), since))
     for r in rows:
         r["tags"] = r["tags"] if isinstance(r["tags"], dict) else json.loads(r["tags"] or "{}")
-        r["topology"] = roles.get(r["name"], {})
-        r["stale"] = r["last_ok"] is None or r["last_ok"] < datetime.now(timezone.utc) - stale_after
+        cloud = r["cloud"] if isinstance(r["cloud"], dict) else json.loads(r["cloud"] or "{}")
+        r["cloud_name"], r["region"] = cloud.get("provider"), cloud.get("region")
+        r["stale"] = r["last_ok"] is None or r["last_ok"] < since
     return {"rows": rows, "counts": counts, "pages": max(1, -(-counts["instances"] // PAGE_SIZE))}

@@ -28,12 +28,22 @@ from app.inventory.store import parse_tag_selectors
 from app.models import AuditLog, Finding, Instance
 from app.partitions import apply_for, outcome_json
 from app.topology import Topology, members_json
-from app.web.fleet import FleetFilter, fleet_page, shortest_interval_s
+from app.web.errors import ConsoleRoute
+from app.web.fleet import FleetFilter, fleet_facets, fleet_page, shortest_interval_s
 from app.web.history import query_history
-from app.web.session import (COOKIE, CsrfField, SessionDep, UserDep, WebUser, checked, optional_user, set_cookie, sign_in,
-                             sign_out)
+from app.web.session import (
+    COOKIE,
+    CsrfField,
+    SessionDep,
+    UserDep,
+    WebUser,
+    checked,
+    set_cookie,
+    sign_in,
+    sign_out,
+)
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 # The distinct check names by a loose index scan of ix_findings_check: one index probe per name,
 # not a pass over every finding (a plain DISTINCT reads all of a million-row table).
@@ -87,17 +97,21 @@ async def signout(request: Request, session: SessionDep, user: UserDep, csrf: Cs
 @router.get("/")
 async def fleet(request: Request, store: StoreDep, settings: SettingsDep, user: UserDep,
                 engine: str | None = None, tag: str | None = None, q: str | None = None,
-                page: Annotated[int, Query(ge=1)] = 1) -> HTMLResponse:
+                cloud: str | None = None, region: str | None = None, env: str | None = None,
+                team: str | None = None, page: Annotated[int, Query(ge=1)] = 1) -> HTMLResponse:
     try:
-        tags = parse_tag_selectors([tag]) if tag else None
+        tags = parse_tag_selectors([tag]) if tag else {}
     except ValueError as e:
         raise HTTPException(422, str(e)) from None
+    tags |= {k: v for k, v in (("env", env), ("team", team)) if v}
     stale_after = timedelta(seconds=3 * shortest_interval_s(settings))
     async with store.raw() as conn:
-        data = await fleet_page(conn, FleetFilter(engine, tags, q, page), stale_after)
-        engines = [r[0] for r in await conn.fetch("select distinct engine from instances order by 1")]
-    return _page(request, "fleet.html", user, engines=engines, engine=engine, tag=tag, q=q, page=page,
-                 stale_after=stale_after, **data)
+        data = await fleet_page(conn, FleetFilter(engine, tags or None, q, page, cloud, region), stale_after)
+        facets = await fleet_facets(conn)
+    chosen = {"q": q or "", "engine": engine or "", "cloud": cloud or "", "region": region or "", "env": env or "",
+              "team": team or "", "tag": tag or ""}
+    return _page(request, "fleet.html", user, facets=facets, f=chosen, page=page, stale_after=stale_after,
+                 base="/?" + urlencode(chosen), **data)
 
 
 @router.get("/findings")
