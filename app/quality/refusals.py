@@ -48,3 +48,29 @@ async def review_scans(store: Store, settings: Settings, check: Any,
     finally:
         await pool.close()
     return review
+
+
+@dataclass
+class Defined:
+    saved: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+
+
+async def define_checks(store: Store, settings: Settings, checks: list[Any], origin: str, actor: str,
+                        rows_limit: int = SCAN_ROWS_LIMIT) -> Defined:
+    """Review every check's scans, then store all of them, or none if any is refused."""
+    from app.quality.definitions import save_check
+
+    out = Defined()
+    for check in checks:
+        review = await review_scans(store, settings, check, rows_limit)
+        out.refused += review.refused
+        out.unverified += review.unverified
+    if out.refused:
+        return out
+    async with store.raw() as conn, conn.transaction():
+        for check in checks:
+            await save_check(conn, check, origin, actor)
+            out.saved.append(check.name)
+    return out
