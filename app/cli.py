@@ -19,6 +19,7 @@ from rich.table import Table
 from app.alerting.cli import alerts_app
 from app.cloud_cli import discover_app
 from app.partitions_cli import partitions_app
+from app.quality_cli import checks_app
 from app.settings import Settings, get_settings
 
 cli = typer.Typer(help="Fleet database operations and monitoring for DBAs.", no_args_is_help=True,
@@ -33,6 +34,7 @@ cli.add_typer(config_cli, name="config")
 cli.add_typer(alerts_app, name="alerts")
 cli.add_typer(discover_app, name="discover")
 cli.add_typer(partitions_app, name="partitions")
+cli.add_typer(checks_app, name="checks")
 console = Console()
 err = Console(stderr=True)
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}

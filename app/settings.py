@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     alerting: dict[str, Any] = Field(default_factory=dict)
     partitions: dict[str, Any] = Field(default_factory=dict)
     cloud: dict[str, Any] = Field(default_factory=dict)
+    checks: list[dict[str, Any]] = Field(default_factory=list, description="data quality checks (app/quality)")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -140,6 +141,9 @@ def config_problems(settings: Settings) -> list[str]:
             PolicyScope.model_validate(raw)
         except ValidationError as e:
             problems += [f"partitions.policies[{i}].{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+    from app.quality.definitions import parse_definitions
+
+    problems += parse_definitions(settings.checks)[1]
     return problems + credential_problems(settings)
 
 
