@@ -8,6 +8,7 @@ are estimates: good to rank, not to quote to the byte (pgstattuple gives the exa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,11 +117,25 @@ THRESHOLDS = {
 _TYPE_MAX = {"smallint": 2**15 - 1, "integer": 2**31 - 1, "bigint": 2**63 - 1}
 
 
+# The three reads in one statement (one round trip, one row of JSON).
+CAPACITY_SQL = f"""
+select (select coalesce(json_agg(r), '[]') from ({TABLE_BLOAT_SQL}) r)::text as table_bloat,
+       (select coalesce(json_agg(r), '[]') from ({INDEX_BLOAT_SQL}) r)::text as index_bloat,
+       (select coalesce(json_agg(r), '[]') from ({SEQUENCE_SQL}) r)::text as sequences
+"""
+
+
 async def fetch(conn: Connection) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for sql in (TABLE_BLOAT_SQL, INDEX_BLOAT_SQL, SEQUENCE_SQL):
-        rows += await conn.fetch(sql)
-    return rows
+    [row] = await conn.fetch(CAPACITY_SQL)
+    return [*json.loads(row["table_bloat"]), *json.loads(row["index_bloat"]), *json.loads(row["sequences"])]
+
+
+def worth_keeping(rows: Sequence[Mapping[str, Any]], t: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows that give a finding under today's thresholds: what a run between two reads reuses."""
+    keep = [dict(r) for r in rows if r["kind"] in ("table_bloat", "index_bloat")
+            and r["size_bytes"] >= t["bloat_min_bytes"] and 100 * r["bloat_bytes"] >= t["bloat_min_pct"] * r["size_bytes"]]
+    keep += [dict(r) for r in rows if r["kind"] == "sequence" and _headroom(r)[0] >= t["sequence_warning_pct"]]
+    return keep
 
 
 def bloat_findings(tables: Sequence[Mapping[str, Any]], indexes: Sequence[Mapping[str, Any]],

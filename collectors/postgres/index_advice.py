@@ -1,9 +1,11 @@
 """Index advice: unused, duplicate, invalid and missing indexes, unindexed foreign keys, bloat,
 sequences running out (PgHero + Dexter + sp_BlitzIndex ideas).
 
-The run hook reads several catalog views and returns one flat list of rows, each tagged with a
-``kind``; the pure transform turns those rows into findings, so recorded rows replay the whole
-collector without a server.
+The run hook returns one flat list of rows, each tagged with a ``kind``; the pure transform turns
+those rows into findings, so recorded rows replay the whole collector without a server. A steady
+run sends one statement (LIVE_SQL: scans, sizes, builds, table counters and the catalogs'
+fingerprint); definitions, bloat estimates and hypopg's candidates come from the state until the
+fingerprint moves or their own interval (capacity_interval_s, hypothetical_interval_s) passes.
 
 Cluster awareness: when the caller puts ``ctx.extra["peer_index_scans"]`` (a mapping from the
 ``index_scans`` samples' object, the index's quoted ``schema.index``, to idx_scan summed over the
@@ -17,6 +19,7 @@ table or index is judged by its leaves' sums and reported once, on the parent.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,14 +28,27 @@ from typing import Any
 
 from collectors.common.indexes import IndexShape, redundant_indexes
 from collectors.postgres import capacity, hypothetical
+from collectors.postgres.catalog_cache import (
+    cached,
+    fingerprint_sql,
+    keep,
+    part_due,
+    part_kept,
+    part_rows,
+)
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    Result,
+    Sample,
+    Severity,
+)
 
-WINDOW_SQL = """
-select 'window' as kind, coalesce(d.stats_reset, pg_postmaster_start_time()) as stats_since, now() as now
-from pg_stat_database d where d.datname = current_database()
-"""
-
+# Definitions only: sizes and scan counts come from LIVE_SQL on every run. A partitioned index has
+# no storage and no statistics: its size and scans are its leaves' (listed here, summed per run).
 INDEX_SQL = """
 select 'index' as kind, n.nspname as schema, t.relname as "table", i.relname as index,
        quote_ident(n.nspname) || '.' || quote_ident(i.relname) as qualified,
@@ -48,29 +64,16 @@ select 'index' as kind, n.nspname as schema, t.relname as "table", i.relname as 
        (select quote_ident(pn.nspname) || '.' || quote_ident(pi.relname) from pg_inherits h
           join pg_class pi on pi.oid = h.inhparent join pg_namespace pn on pn.oid = pi.relnamespace
          where h.inhrelid = x.indexrelid) as attached_to,
-       -- A partitioned index has no storage and no statistics: its size and scans are its leaves'.
-       case when i.relkind = 'I' then leaves.bytes else pg_relation_size(x.indexrelid) end as size_bytes,
-       case when i.relkind = 'I' then leaves.scans else coalesce(s.idx_scan, 0) end as idx_scan,
-       leaves.n as leaf_indexes,
+       case when i.relkind = 'I' then (select array_agg(p.relid::bigint) from pg_partition_tree(x.indexrelid) p
+                                        where p.isleaf) end as leaves,
        pg_get_indexdef(x.indexrelid) as definition
 from pg_index x
 join pg_class i on i.oid = x.indexrelid
 join pg_class t on t.oid = x.indrelid
 join pg_namespace n on n.oid = t.relnamespace
 join pg_am am on am.oid = i.relam
-left join pg_stat_user_indexes s on s.indexrelid = x.indexrelid
-left join lateral (
-  select count(*) as n, coalesce(sum(pg_relation_size(p.relid)), 0)::bigint as bytes,
-         coalesce(sum(ls.idx_scan), 0)::bigint as scans
-  from pg_partition_tree(x.indexrelid) p left join pg_stat_user_indexes ls on ls.indexrelid = p.relid
-  where p.isleaf and i.relkind = 'I') leaves on i.relkind = 'I'
 where n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'
 order by 2, 3, 4
-"""
-
-BUILD_SQL = """
-select 'build' as kind, index_relid::bigint as index_oid, relid::bigint as table_oid, command, phase
-from pg_stat_progress_create_index
 """
 
 # conparentid = 0: a foreign key on a partitioned table is reported once, on the parent, sized by
@@ -81,8 +84,8 @@ select 'fk' as kind, n.nspname as schema, t.relname as "table", c.conname as con
        c.conrelid::bigint as table_oid, c.conkey::int[] as columns,
        quote_ident(n.nspname) || '.' || quote_ident(t.relname) as qualified_table,
        k.quoted as quoted_columns, c.confrelid::regclass::text as referenced,
-       coalesce((select sum(pg_total_relation_size(p.relid))::bigint from pg_partition_tree(c.conrelid) p where p.isleaf),
-                pg_total_relation_size(c.conrelid)) as table_bytes,
+       -- sized per run (LIVE_SQL) over these: the parent of a partitioned table has no storage
+       (select array_agg(p.relid::bigint) from pg_partition_tree(c.conrelid) p where p.isleaf) as leaves,
        t.relkind = 'p' as partitioned,
        -- The check's lookup runs on each partition: an index on every leaf (by column name, since a
        -- partition's attnums can differ) serves it even when the parent has none.
@@ -165,15 +168,35 @@ where not x.indisvalid and (a.name is null or not a.valid)
 order by 2, 3
 """
 
-TABLE_SQL = """
-select 'table' as kind, schemaname as schema, relname as "table", relid::bigint as table_oid,
-       quote_ident(schemaname) || '.' || quote_ident(relname) as qualified,
-       seq_scan, seq_tup_read, coalesce(idx_scan, 0) as idx_scan, n_live_tup,
-       pg_total_relation_size(relid) as size_bytes
-from pg_stat_user_tables
-where n_live_tup >= $1
-order by seq_tup_read desc
+# Whatever DDL writes: a new index, a validated one (pg_index), a constraint, an attached partition.
+FINGERPRINT = fingerprint_sql("pg_class", "pg_index", "pg_constraint", "pg_inherits")
+
+# The definitions, read only when FINGERPRINT moved, as one JSON text kept in the state.
+CATALOG_SQL = f"""
+select {FINGERPRINT} as fingerprint, json_build_object(
+  'index', (select coalesce(json_agg(r), '[]') from ({INDEX_SQL}) r),
+  'fk', (select coalesce(json_agg(r), '[]') from ({FK_SQL}) r),
+  'index_gap', (select coalesce(json_agg(r), '[]') from ({INDEX_GAP_SQL}) r))::text as catalog
 """
+
+# Every run: the statistics window, scans and sizes, builds in progress, table scan counters and
+# the fingerprint, in one statement. Arrays rather than objects: a tenth of the JSON to parse.
+LIVE_SQL = f"""
+select coalesce(d.stats_reset, pg_postmaster_start_time()) as stats_since, now() as now,
+       {FINGERPRINT} as fingerprint,
+       (select coalesce(json_agg(json_build_array(s.indexrelid::bigint, s.idx_scan, pg_relation_size(s.indexrelid))), '[]')
+          from pg_stat_user_indexes s) as index_stats,
+       (select coalesce(json_agg(json_build_array(b.index_relid::bigint, b.relid::bigint, b.command, b.phase)), '[]')
+          from pg_stat_progress_create_index b) as builds,
+       (select coalesce(json_agg(json_build_array(t.relid::bigint, t.schemaname, t.relname,
+                                                  quote_ident(t.schemaname) || '.' || quote_ident(t.relname),
+                                                  t.seq_scan, t.seq_tup_read, coalesce(t.idx_scan, 0), t.n_live_tup,
+                                                  pg_total_relation_size(t.relid))), '[]')
+          from pg_stat_user_tables t) as tables
+from pg_stat_database d where d.datname = current_database()
+"""
+_TABLE_KEYS = ("table_oid", "schema", "table", "qualified", "seq_scan", "seq_tup_read", "idx_scan", "n_live_tup",
+               "size_bytes")
 
 THRESHOLDS = {
     # An unused index costs a write on every insert/update and space in every backup; below
@@ -185,6 +208,10 @@ THRESHOLDS = {
     "fk_min_table_bytes": 1024 * 1024,
     **hypothetical.THRESHOLDS,
     **capacity.THRESHOLDS,
+    # The expensive parts run on their own, slower schedule; their last findings stand in between.
+    # Bloat estimates join pg_stats for every column; hypopg plans the top queries once per candidate.
+    "capacity_interval_s": 6 * 3600,
+    "hypothetical_interval_s": 6 * 3600,
 }
 
 
@@ -432,28 +459,71 @@ def _fk_index_ddl(fk: Mapping[str, Any]) -> str:
             "and attached; the parent's becomes valid when the last one is.")
 
 
-async def collect(conn: Connection, ctx: Context) -> list[dict[str, Any]]:
-    """Every row the transform needs: catalogs, scan statistics, hypopg-costed candidates."""
+async def collect(conn: Connection, ctx: Context) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every row the transform needs, and the state that lets the next run ask less.
+
+    Steady state: one statement (LIVE_SQL). The definitions are read again when the catalogs'
+    fingerprint moved, bloat and sequences every capacity_interval_s, hypopg's candidates every
+    hypothetical_interval_s; in between their previous rows stand.
+    """
     t = ctx.thresholds
-    rows: list[dict[str, Any]] = []
-    for sql in (WINDOW_SQL, INDEX_SQL, BUILD_SQL, FK_SQL, INDEX_GAP_SQL):
-        rows += await conn.fetch(sql)
-    tables = await conn.fetch(TABLE_SQL, int(t["missing_index_min_rows"]))
-    rows += tables
-    rows += await hypothetical.validate(conn, hypothetical.heavy_tables(tables, t), t)
-    rows += await capacity.fetch(conn)
-    return rows
+    [live] = await conn.fetch(LIVE_SQL)
+    fp = live["fingerprint"]
+    catalog = cached(ctx.previous, "catalog", fp)
+    kept = ctx.previous.get("catalog") if catalog is not None else None
+    if catalog is None:
+        [read] = await conn.fetch(CATALOG_SQL)
+        kept, catalog = keep(read["fingerprint"], read["catalog"]), json.loads(read["catalog"])
+    rows = _with_live_numbers(catalog, live)
+    tables = [r for r in rows if r["kind"] == "table" and r["n_live_tup"] >= int(t["missing_index_min_rows"])]
+    heavy = hypothetical.heavy_tables(tables, t)
+    hypo = None
+    if part_due(ctx, "hypothetical", "hypothetical_interval_s"):
+        hypo = await hypothetical.validate(conn, heavy, t)
+    capacity_rows = None
+    if part_due(ctx, "capacity", "capacity_interval_s"):
+        capacity_rows = capacity.worth_keeping(await capacity.fetch(conn), t)
+    state = {"v": 1, "catalog": kept, "hypothetical": part_kept(ctx, "hypothetical", hypo),
+             "capacity": part_kept(ctx, "capacity", capacity_rows)}
+    rows += hypo if hypo is not None else part_rows(ctx, "hypothetical")
+    rows += capacity_rows if capacity_rows is not None else part_rows(ctx, "capacity")
+    return rows, state
+
+
+def _with_live_numbers(catalog: Mapping[str, list], live: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The cached definitions with this run's scans, sizes, builds and table counters."""
+    stats = {oid: (scans or 0, size) for oid, scans, size in json.loads(live["index_stats"])}
+    tables = [dict(zip(_TABLE_KEYS, r), kind="table") for r in json.loads(live["tables"])]
+    size_of = {r["table_oid"]: r["size_bytes"] for r in tables}
+    rows: list[dict[str, Any]] = [{"kind": "window", "stats_since": live["stats_since"], "now": live["now"]}]
+    for ix in catalog["index"]:
+        if ix["is_partitioned_index"]:
+            leaves = [stats.get(leaf, (0, 0)) for leaf in ix["leaves"] or ()]
+            scans, size = sum(s for s, _ in leaves), sum(b for _, b in leaves)
+            rows.append({**ix, "idx_scan": scans, "size_bytes": size, "leaf_indexes": len(leaves)})
+        else:
+            scans, size = stats.get(ix["oid"], (0, 0))
+            rows.append({**ix, "idx_scan": scans, "size_bytes": size, "leaf_indexes": 0})
+    rows += [{**fk, "table_bytes": sum(size_of.get(leaf, 0) for leaf in fk["leaves"] or ())} for fk in catalog["fk"]]
+    rows += catalog["index_gap"]
+    rows += [{"kind": "build", "index_oid": i, "table_oid": r, "command": c, "phase": p}
+             for i, r, c, p in json.loads(live["builds"])]
+    tables.sort(key=lambda r: r["seq_tup_read"] or 0, reverse=True)
+    return rows + tables
 
 
 async def run(conn: Connection, ctx: Context) -> Result:
-    return transform(await collect(conn, ctx), ctx)
+    rows, state = await collect(conn, ctx)
+    result = transform(rows, ctx)
+    result.state = state
+    return result
 
 
 SPEC = register(CollectorSpec(
     name="index_advice",
     engine="postgres",
     description="Unused, duplicate, invalid and missing indexes (hypopg-validated), unindexed FKs, bloat, sequences",
-    sql={120000: INDEX_SQL},
+    sql={120000: LIVE_SQL},
     transform=transform,
     run=run,
     interval_s=3600,

@@ -32,9 +32,18 @@ from collectors.postgres.partition_plan import (
     zone_named,
 )
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, NodeRole, Result, Sample, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    NodeRole,
+    Result,
+    Sample,
+    Severity,
+)
 
-__all__ = ["PartitionPolicy", "PlannedStatement", "plan", "discover", "SPEC"]
+__all__ = ["SPEC", "PartitionPolicy", "PlannedStatement", "discover", "plan"]
 
 # pg_get_expr() prints bounds in the session's DateStyle/TimeZone; casting the literal back to
 # the key type and through to_char gives one ISO form whatever the session settings are.
@@ -61,7 +70,9 @@ select p.oid::bigint as table_oid, p.nspname as schema, p.relname as table_name,
        sn.nspname as part_schema, s.relname as part_name, s.oid = p.partdefid as is_default,
        {_NORMALIZE.format(v='m[1]')} as lower,
        {_NORMALIZE.format(v='m[2]')} as upper,
-       s.reltuples::float8 as reltuples, current_setting('TimeZone') as time_zone
+       s.reltuples::float8 as reltuples, current_setting('TimeZone') as time_zone,
+       (select e.extnamespace::regnamespace::text from pg_extension e where e.extname = 'pg_partman')
+         as partman_schema
 from p
 left join pg_inherits i on i.inhparent = p.oid
 left join pg_class s on s.oid = i.inhrelid
@@ -71,10 +82,6 @@ left join pg_namespace sn on sn.oid = s.relnamespace
 left join lateral regexp_match(pg_get_expr(s.relpartbound, 0),
                                '^FOR VALUES FROM \\((.*)\\) TO \\((.*)\\)$') m on true
 order by 2, 3, 9
-"""
-
-PARTMAN_SQL = """
-select e.extnamespace::regnamespace::text as schema from pg_extension e where e.extname = 'pg_partman'
 """
 
 # A default partition is counted exactly only below this many rows: reading 10,000 rows takes a
@@ -166,20 +173,22 @@ async def _current_key(conn: Connection, table: PartitionedTable) -> int | None:
     return None
 
 
-async def _partman_premake(conn: Connection) -> dict[str, int]:
-    """schema.table -> premake for tables pg_partman maintains (its part_config is the truth for them)."""
-    rows = await conn.fetch(PARTMAN_SQL)
-    if not rows:
+async def _partman_premake(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """schema.table -> premake for tables pg_partman maintains (its part_config is the truth for them).
+
+    The discovery rows say where pg_partman lives (a column of DISCOVER_SQL, not a statement of its own)."""
+    if not rows or not rows[0].get("partman_schema"):
         return {}
-    schema = quote_ident(rows[0]["schema"])
+    schema = quote_ident(rows[0]["partman_schema"])
     config = await conn.fetch(f"select parent_table, premake from {schema}.part_config")
     return {r["parent_table"]: r["premake"] for r in config}
 
 
 async def discover(conn: Connection, exact_count_max_rows: int = EXACT_COUNT_MAX_ROWS) -> list[PartitionedTable]:
     """Every range-partitioned table on a time/integer key, with default-partition rows and pg_partman config."""
-    tables = tables_from_rows(await conn.fetch(DISCOVER_SQL), conn.server_version)
-    partman = await _partman_premake(conn)
+    rows = await conn.fetch(DISCOVER_SQL)
+    tables = tables_from_rows(rows, conn.server_version)
+    partman = await _partman_premake(conn, rows)
     out = []
     for t in tables:
         t = await _read_table_rows(conn, t, exact_count_max_rows)

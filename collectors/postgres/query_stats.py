@@ -29,7 +29,16 @@ from operator import itemgetter
 from typing import Any
 
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, QueryStat, Result, Sample, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    QueryStat,
+    Result,
+    Sample,
+    Severity,
+)
 
 _SELECT = """
 select s.queryid::text as queryid, coalesce(r.rolname, s.userid::text) as username,
@@ -38,7 +47,9 @@ select s.queryid::text as queryid, coalesce(r.rolname, s.userid::text) as userna
        sum(s.shared_blks_read)::bigint as shared_blks_read,
        sum(s.temp_blks_written)::bigint as temp_blks_written, {io}::float8 as io_ms,
        {since} as stats_since, {reset} as stats_reset, {dealloc}::bigint as dealloc,
-       nullif(current_setting('pg_stat_statements.max', true), '')::int as pgss_max
+       nullif(current_setting('pg_stat_statements.max', true), '')::int as pgss_max,
+       -- read with the counters: an ALTER EXTENSION ... UPDATE is seen without a lookup per run
+       (select e.extversion from pg_extension e where e.extname = 'pg_stat_statements') as extversion
 from {{pgss}}.pg_stat_statements(false) s
 join pg_database d on d.oid = s.dbid and d.datname = current_database()
 left join pg_roles r on r.oid = s.userid
@@ -380,25 +391,51 @@ def _unreadable(error: Exception) -> bool:
     return getattr(error, "sqlstate", None) in {"55000", "42501", "42883", "42P01"}
 
 
-async def run(conn: Connection, ctx: Context) -> Result:
-    """Read the counters without texts, then fetch only the texts the store still needs."""
+def _cached_extension(previous: Any) -> tuple[str, str] | None:
+    """(schema, version) of pg_stat_statements as the previous run found it."""
+    ext = previous.get("ext") if isinstance(previous, Mapping) else None
+    return (ext[0], ext[1]) if isinstance(ext, list) and len(ext) == 2 else None
+
+
+async def _extension(conn: Connection) -> tuple[str, str] | None:
     ext = await conn.fetch(EXTENSION_SQL)
-    if not ext:
-        return Result()  # health raises pg_stat_statements_missing; saying it twice helps nobody
-    pgss = ext[0]["schema"]
-    sql = SPEC.sql_for(sql_level(conn.server_version, ext[0]["extversion"])).format(pgss=pgss)
+    return (ext[0]["schema"], ext[0]["extversion"]) if ext else None
+
+
+async def _counters(conn: Connection, ext: tuple[str, str]) -> list[dict[str, Any]] | None:
+    """The counters under the SQL the extension's version reads; None when the view cannot be read."""
+    sql = SPEC.sql_for(sql_level(conn.server_version, ext[1])).format(pgss=ext[0])
     try:
-        rows = await conn.fetch(sql)
+        return await conn.fetch(sql)
     except Exception as e:
         if _unreadable(e):
-            return Result()
+            return None
         raise
+
+
+async def run(conn: Connection, ctx: Context) -> Result:
+    """Read the counters without texts, then fetch only the texts the store still needs.
+
+    The extension's schema and version are kept in the state: a steady run is one statement (the
+    counters), and a run whose cached schema no longer answers looks it up again.
+    """
+    ext = _cached_extension(ctx.previous)
+    rows = await _counters(conn, ext) if ext is not None else None
+    if rows is None:
+        if (ext := await _extension(conn)) is None:
+            return Result()  # health raises pg_stat_statements_missing; saying it twice helps nobody
+        if (rows := await _counters(conn, ext)) is None:
+            return Result()
+    if rows and rows[0]["extversion"] != ext[1]:
+        ext = (ext[0], rows[0]["extversion"])  # updated: the next run reads the columns it has
     if need := keys_needing_text(rows, ctx.previous):
         cap = int(ctx.thresholds["text_max_chars"])
-        texts = await conn.fetch(TEXT_SQL.format(pgss=pgss, cap=cap), [int(q) for q in need])
+        texts = await conn.fetch(TEXT_SQL.format(pgss=ext[0], cap=cap), [int(q) for q in need])
         by_id = {r["queryid"]: r["query"] for r in texts}
         rows = [{**r, "query": by_id.get(r["queryid"])} for r in rows]
-    return transform(rows, ctx)
+    result = transform(rows, ctx)
+    result.state["ext"] = list(ext)
+    return result
 
 
 SPEC = register(CollectorSpec(

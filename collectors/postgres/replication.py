@@ -6,13 +6,23 @@ are in recovery but have no WAL receiver, so they take the Aurora path (aurora_r
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.common.versions import closest_lower_or_raise
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    Result,
+    Sample,
+    Scope,
+    Severity,
+)
 
 # write_lag/flush_lag/replay_lag are NULL once a standby has caught up on an idle primary, so
 # NULL means "nothing outstanding", which is 0, not unknown.
@@ -308,9 +318,9 @@ def _readers_missing(rows: Sequence[Mapping[str, Any]], expected: Sequence[str])
     ) for name in expected if name not in seen]
 
 
-async def aurora_status_sql(conn: Connection, ctx: Context) -> str | None:
-    """The aurora_replica_status() query if this is Aurora PostgreSQL, else None."""
-    [probe] = await conn.fetch(AURORA_PROBE_SQL)
+def aurora_status_for(probe: Mapping[str, Any], ctx: Context) -> str | None:
+    """The aurora_replica_status() query if this is Aurora PostgreSQL (probe: AURORA_PROBE_SQL's
+    three columns), else None."""
     # The inventory's engine name is a hint, never enough on its own: the function must exist.
     if not probe["replica_status"] or not (probe["aurora_version"] or ctx.engine == "aurora-postgres"):
         return None
@@ -323,19 +333,42 @@ def _add(result: Result, more: Result) -> Result:
     return result
 
 
+# Everything a run needs in one statement: the Aurora probe, then (as JSON) the walsenders on a
+# primary, the replay position and WAL receiver on a standby, and the slots. CASE evaluates only the
+# branch taken: pg_current_wal_lsn() would fail on a standby, pg_is_wal_replay_paused() on a primary.
+_ONE_SQL = """
+select to_regproc('aurora_version') is not null as aurora_version,
+       to_regproc('aurora_replica_status') is not null as replica_status,
+       to_regproc('aurora_db_instance_identifier') is not null as instance_identifier,
+       case when not pg_is_in_recovery() then
+         (select coalesce(json_agg(r), '[]') from ({primary}) r)::text end as senders,
+       case when pg_is_in_recovery() then (select row_to_json(r) from ({standby}) r)::text end as standby,
+       case when pg_is_in_recovery() then
+         (select coalesce(json_agg(r), '[]') from ({receiver}) r)::text end as receivers,
+       (select coalesce(json_agg(r), '[]') from ({slots}) r)::text as slots
+"""
+ONE_SQL = {v: _ONE_SQL.format(primary=PRIMARY_SQL.strip(), standby=STANDBY_SQL.strip(), receiver=RECEIVER_SQL[v].strip(),
+                              slots=SLOTS_SQL[v].strip()) for v in (100000, 130000)}
+
+
+def _rows(text: str | None) -> list[dict[str, Any]]:
+    return json.loads(text) if text else []
+
+
 async def run(conn: Connection, ctx: Context) -> Result:
-    version = conn.server_version
-    if (aurora_sql := await aurora_status_sql(conn, ctx)) is not None:
+    [one] = await conn.fetch(closest_lower_or_raise(ONE_SQL, conn.server_version, "replication needs postgres"))
+    if (aurora_sql := aurora_status_for(one, ctx)) is not None:
         result = aurora_transform(await conn.fetch(aurora_sql), ctx)
         if conn.is_standby:
             return result  # an Aurora reader has no WAL receiver and no slots of its own
         # The writer still streams to logical consumers (subscriptions, DMS) and keeps their slots.
-        _add(result, walsender_transform(await conn.fetch(PRIMARY_SQL), ctx))
+        _add(result, walsender_transform(_rows(one["senders"]), ctx))
     elif conn.is_standby:
-        result = standby_transform(await conn.fetch(STANDBY_SQL), await conn.fetch(closest_lower_or_raise(RECEIVER_SQL, version, "the WAL receiver query needs postgres")), ctx)
+        standby = _rows(one["standby"])
+        result = standby_transform([standby] if isinstance(standby, dict) else standby, _rows(one["receivers"]), ctx)
     else:
-        result = primary_transform(await conn.fetch(PRIMARY_SQL), ctx)
-    return _add(result, slots_transform(await conn.fetch(closest_lower_or_raise(SLOTS_SQL, version, "the slots query needs postgres")), ctx))
+        result = primary_transform(_rows(one["senders"]), ctx)
+    return _add(result, slots_transform(_rows(one["slots"]), ctx))
 
 
 SPEC = register(CollectorSpec(

@@ -10,12 +10,22 @@ https://www.postgresql.org/docs/current/routine-vacuuming.html#AUTOVACUUM
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from collectors.common.versions import closest_lower_or_raise
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Sample, Scope, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    Result,
+    Sample,
+    Scope,
+    Severity,
+)
 
 TABLES_SQL = """
 select n.nspname as schema, c.relname as table, s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
@@ -167,8 +177,17 @@ def _xid_age(name: str, r: Mapping[str, Any], t: Mapping[str, Any]) -> Finding |
     )
 
 
+# The tables with the server's autovacuum settings beside them: one statement per run.
+TABLES_WITH_SETTINGS_SQL = f"""
+select t.*, s.settings from ({TABLES_SQL.strip()}) t
+cross join (select json_agg(json_build_object('name', name, 'setting', setting))::text as settings
+            from ({SETTINGS_SQL.strip()}) p) s
+"""
+
+
 async def run(conn: Connection, ctx: Context) -> Result:
-    return transform(await conn.fetch(TABLES_SQL), ctx, await conn.fetch(SETTINGS_SQL))
+    rows = await conn.fetch(TABLES_WITH_SETTINGS_SQL)
+    return transform(rows, ctx, json.loads(rows[0]["settings"]) if rows else ())
 
 
 def wal_transform(archiver: Sequence[Mapping[str, Any]], checkpoints: Sequence[Mapping[str, Any]],
@@ -200,9 +219,19 @@ def wal_transform(archiver: Sequence[Mapping[str, Any]], checkpoints: Sequence[M
     return result
 
 
+# Archiver, checkpoints and temp files in one statement: each part as JSON of its own rows.
+_WAL_SQL = """
+select (select coalesce(json_agg(r), '[]') from ({archiver}) r)::text as archiver,
+       (select coalesce(json_agg(r), '[]') from ({checkpoints}) r)::text as checkpoints,
+       (select coalesce(json_agg(r), '[]') from ({temp}) r)::text as temp
+"""
+WAL_SQL = {v: _WAL_SQL.format(archiver=ARCHIVER_SQL.strip(), checkpoints=c, temp=TEMP_SQL)
+           for v, c in CHECKPOINTS_SQL.items()}
+
+
 async def wal_run(conn: Connection, ctx: Context) -> Result:
-    checkpoints = closest_lower_or_raise(CHECKPOINTS_SQL, conn.server_version, "wal_health needs postgres")
-    return wal_transform(await conn.fetch(ARCHIVER_SQL), await conn.fetch(checkpoints), await conn.fetch(TEMP_SQL), ctx)
+    [row] = await conn.fetch(closest_lower_or_raise(WAL_SQL, conn.server_version, "wal_health needs postgres"))
+    return wal_transform(json.loads(row["archiver"]), json.loads(row["checkpoints"]), json.loads(row["temp"]), ctx)
 
 
 SPEC = register(CollectorSpec(
