@@ -7,7 +7,6 @@ never inside helpers.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import re
@@ -22,6 +21,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from app import store_codec
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -52,7 +53,7 @@ class Store:
         self.url = url
         self.engine: AsyncEngine = create_async_engine(
             async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-            connect_args={"server_settings": {"application_name": "dbfleet-store"}},
+            connect_args={"server_settings": {"application_name": "dbfleet-store"}}, **store_codec.ENGINE_JSON,
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._pool_size = pool_size
@@ -71,7 +72,7 @@ class Store:
                 if self._raw_pool is None:
                     self._raw_pool = await asyncpg.create_pool(
                         plain_url(self.url), min_size=0, max_size=self._pool_size, max_inactive_connection_lifetime=300,
-                        server_settings={"application_name": "dbfleet-store"}, init=_json_codecs)
+                        server_settings={"application_name": "dbfleet-store"}, init=store_codec.install)
         async with self._raw_pool.acquire() as conn:
             yield conn
 
@@ -96,13 +97,6 @@ class Store:
             await self._raw_pool.close()
             self._raw_pool = None
         await self.engine.dispose()
-
-
-async def _json_codecs(conn: asyncpg.Connection) -> None:
-    """The same json/jsonb handling SQLAlchemy's asyncpg dialect sets up: send JSON text as it
-    is, read it back as Python objects, so both paths to the store see the same values."""
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(name, encoder=str, decoder=json.loads, schema="pg_catalog")
 
 
 def alembic_config(url: str) -> Config:

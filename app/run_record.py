@@ -8,13 +8,14 @@ locks from the claim until the runs are written; asyncpg's reset on release unlo
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 
 from app import telemetry
 from app.collector_state import CLAIM, CollectorStates
 from app.findings import InstanceRef, RunRecord, record_failure, record_run, record_runs
+from app.last_seen import LastSeenCache
 from collectors.engines.base import ConnectFailed
 from collectors.engines.pool import BackingOff
 from collectors.spec import CollectorSpec, Finding, Result, Severity
@@ -31,9 +32,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.states = CollectorStates()
-        # (run start, fingerprint -> finding) this process last wrote per (instance, collector):
-        # findings unchanged since then only get their last_seen bumped (see app/findings.py).
-        self._written: dict[tuple[int, str], tuple[datetime, dict[str, Finding]]] = {}
+        self.last_seen = LastSeenCache()
         # (instance id, connectivity collector) pairs with an open unreachable finding.
         self._unreachable: set[tuple[int, str]] = set()
 
@@ -49,7 +48,7 @@ class Recorder:
         if not names:
             return set()
         got = {r["collector"]: r["seq"] for r in await store.fetch(CLAIM, ref.id, names, [lock_key(n) for n in names])}
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         for name in names:
             if name not in got:  # e.g. a shard handover, or a terminal sweep of the same instance
                 telemetry.RUNS.labels(name, "skipped").inc()
@@ -65,7 +64,7 @@ class Recorder:
         for r in runs:
             if r.result is None:
                 continue
-            r.known = self._written.get((ref.id, r.collector))
+            r.known = self.last_seen.get(ref.id, r.collector)
             if r.result.state is not None:
                 r.state = self.states.change(ref.id, r.collector, r.result.state)
         await record_runs(store, ref, runs)
@@ -73,7 +72,7 @@ class Recorder:
             if r.result is not None:
                 if r.result.state is not None:
                     self.states.written(ref.id, r.state, r.collector, r.result.state)
-                self._written[(ref.id, r.collector)] = (r.started_at, r.seen)
+                self.last_seen.put(ref.id, r.collector, r.started_at, r.seen)
 
     async def connected(self, store: asyncpg.Connection, ref: InstanceRef, connectivity: str, started: datetime,
                         ms: float) -> None:
