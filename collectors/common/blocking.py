@@ -53,8 +53,10 @@ def tree_members(tree: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return out
 
 
-def blocking_findings(sessions: Sequence[Mapping[str, Any]], min_wait_s: float, kill_hint: str) -> list[Finding]:
-    """One blocking_chain per root whose tree holds a session waiting at least min_wait_s."""
+def blocking_findings(sessions: Sequence[Mapping[str, Any]], min_wait_s: float, kill_hint: str,
+                      sql: str = "") -> list[Finding]:
+    """One blocking_chain per root whose tree holds a session waiting at least min_wait_s; kill_hint
+    is formatted with the root's id and its session's fields (Oracle's serial); sql shows the waits."""
     out = []
     for tree in lock_trees(sessions):
         members = tree_members(tree)
@@ -66,10 +68,11 @@ def blocking_findings(sessions: Sequence[Mapping[str, Any]], min_wait_s: float, 
             check="blocking_chain", object=f"{tree.get('database') or ''}:{root}",
             severity=Severity.critical if len(members) > 1 or longest >= 10 * min_wait_s else Severity.warning,
             title=f"Session {root} blocks {len(members)} session(s), the longest waiting {longest:,.0f} s",
-            details={"tree": tree, "blocked_sessions": len(members), "longest_wait_s": round(longest, 1)},
+            details={"tree": tree, "blocked_sessions": len(members), "longest_wait_s": round(longest, 1)}
+            | ({"sql": sql} if sql else {}),
             recommendation="Find out what the root session is doing (its application and last query below): "
                            "an idle-in-transaction root is a client that forgot to commit. If it must go: "
-                           f"{kill_hint.format(id=root)}",
+                           f"{kill_hint.format_map({**tree, 'id': root})}",
         ))
     return out
 

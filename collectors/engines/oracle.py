@@ -52,6 +52,17 @@ class OracleConnection:
             names = [d[0].lower() for d in cur.description or ()]
             return [dict(zip(names, row)) for row in await cur.fetchall()]
 
+    async def explain_plan(self, sql: str, statement_id: str, binds: dict[str, None],
+                           reads: tuple[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """EXPLAIN PLAN of one statement the caller has vetted as a SELECT (it is planned, never run),
+        then the two reads of its PLAN_TABLE rows (bound to statement_id); the rows are rolled back."""
+        try:
+            with self.raw.cursor() as cur:
+                await cur.execute(f"EXPLAIN PLAN SET STATEMENT_ID = '{statement_id}' FOR {sql}", binds)
+            return (await self.fetch(reads[0], statement_id), await self.fetch(reads[1], statement_id))
+        finally:
+            await self.raw.rollback()
+
     async def close(self) -> None:
         if self.raw.is_healthy():
             await self.raw.close()
@@ -119,6 +130,7 @@ class OracleWritable:
 
     def __init__(self, conn: Any):
         self.raw = conn
+        self.server_version = version_number(conn.version)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         with self.raw.cursor() as cur:
@@ -140,7 +152,7 @@ def ddl_lock_timeout_s(lock_timeout_ms: int) -> int:
     return max(0, min(1_000_000, math.ceil(lock_timeout_ms / 1000)))
 
 
-async def open_writable(target: Target, limits: SessionLimits) -> OracleWritable:
+async def open_writable(target: Target, limits: SessionLimits, action: str = "partition apply") -> OracleWritable:
     """A writable session whose DDL waits at most the lock timeout for its table lock
     (ALTER SESSION SET DDL_LOCK_TIMEOUT); raises ConnectFailed like connect()."""
     try:
@@ -154,7 +166,7 @@ async def open_writable(target: Target, limits: SessionLimits) -> OracleWritable
     try:
         conn.call_timeout = int(limits.statement_timeout_ms)
         conn.module = limits.application_name
-        conn.action = "partition apply"
+        conn.action = action
         conn.client_identifier = limits.application_name
         with conn.cursor() as cur:
             await cur.execute(f"ALTER SESSION SET DDL_LOCK_TIMEOUT = {ddl_lock_timeout_s(limits.lock_timeout_ms)}")

@@ -112,6 +112,22 @@ class SqlServerConnection:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in await cur.fetchall()]
 
+    async def showplan_xml(self, sql: str) -> str:
+        """The estimated plan of one statement the caller has vetted as a SELECT, never run: SET
+        SHOWPLAN_XML must be alone in its batch; the transaction around it is rolled back regardless."""
+        async with self.raw.cursor() as cur:
+            await cur.execute("BEGIN TRANSACTION")
+            try:
+                await cur.execute("SET SHOWPLAN_XML ON")
+                try:
+                    await cur.execute(sql)
+                    row = await cur.fetchone()
+                finally:
+                    await cur.execute("SET SHOWPLAN_XML OFF")
+            finally:
+                await cur.execute("IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION")
+        return row[0]
+
     async def close(self) -> None:
         if not self.raw.closed:
             await self.raw.close()

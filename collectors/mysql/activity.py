@@ -8,14 +8,31 @@ Wait sampling counts active sessions per command and thread state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from collectors.common.blocking import blocking_findings, cap_query, wait_samples
+from collectors.common.live import (
+    LiveOps,
+    PlanRefused,
+    is_statement_timeout,
+    register_live,
+)
 from collectors.common.versions import closest_lower_or_raise
+from collectors.engines.base import SessionLimits, Target
 from collectors.mysql._common import MARIADB_MIN, MYSQL_57, MYSQL_80
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Scope, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    Result,
+    Scope,
+    Severity,
+)
 
 SESSIONS_SELECT = """
 select p.ID as id, coalesce(p.DB, '') as db, p.USER as user, coalesce(p.HOST, '') as host,
@@ -95,7 +112,8 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context, waits: Sequence[M
                                             f"KILL {s['session_id']}; and lower wait_timeout for that user."))
     result.findings += blocking_findings(sessions, t["blocking_chain_s"],
                                          "KILL {id}; (KILL QUERY stops only a running statement; an idle "
-                                         "root keeps its locks until its connection ends)")
+                                         "root keeps its locks until its connection ends)",
+                                         "select * from sys.innodb_lock_waits")
     return result
 
 
@@ -134,3 +152,47 @@ SPEC = register(CollectorSpec(
     thresholds=THRESHOLDS,
     scope=Scope.server,
 ))
+
+
+# --- live troubleshooting (app/api/live.py through collectors.common.live) ---------------------
+
+async def sessions_now(conn: Connection) -> list[dict[str, Any]]:
+    return sessions_with_blockers(*await snapshot(conn))
+
+
+async def explain(conn: Connection, text: str, analyze: bool) -> dict[str, Any]:
+    """EXPLAIN FORMAT=JSON (MariaDB's ANALYZE FORMAT=JSON runs it, when allowed)."""
+    if "?" in text:
+        raise PlanRefused("a digest with ? placeholders cannot be planned on MySQL: give the query with literals")
+    verb = "ANALYZE FORMAT=JSON" if analyze and conn.server_version >= MARIADB_MIN else "EXPLAIN FORMAT=JSON"
+    try:
+        rows = await conn.fetch(f"{verb} {text}")
+    except Exception as e:
+        if not getattr(e, "args", None) or not isinstance(e.args[0], int) or is_statement_timeout(e):
+            raise
+        raise PlanRefused(f"the server refused to plan it: {e}") from None
+    plan = next(iter(rows[0].values()))
+    return {"plan": json.loads(plan), "text": plan}
+
+
+# The processlist has no connection start: TIME seconds since the command began is what it gives.
+KILL_MATCH_SQL = ("select ID from information_schema.PROCESSLIST where ID = %s "
+                  "and abs(timestampdiff(second, now() - interval TIME second, %s)) <= 2")
+
+
+async def kill(target: Target, limits: SessionLimits, pid: int, started_at: datetime, terminate: bool) -> bool:
+    """KILL QUERY / KILL on a writable session, only if the thread still runs the command started then."""
+    from collectors.engines.mysql import open_raw
+    conn = await open_raw(target, limits)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(KILL_MATCH_SQL, (pid, started_at.replace(tzinfo=None)))
+            if not await cur.fetchall():
+                return False
+            await cur.execute(f"KILL {'' if terminate else 'QUERY '}{int(pid)}")
+            return True
+    finally:
+        conn.close()
+
+
+LIVE = register_live(LiveOps(family="mysql", dialect="mysql", sessions=sessions_now, explain=explain, kill=kill))

@@ -7,13 +7,27 @@ sessions per wait event as samples ("what was it waiting on at 03:00").
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from collectors.common.blocking import blocking_findings, cap_query, wait_samples
+from collectors.common.live import LiveOps, PlanRefused, register_live, sessions_from
 from collectors.common.versions import closest_lower_or_raise
+from collectors.engines.base import SessionLimits, Target
 from collectors.registry import register
-from collectors.spec import CollectorSpec, Connection, Context, Finding, Result, Scope, Severity
+from collectors.spec import (
+    CollectorSpec,
+    Connection,
+    Context,
+    Finding,
+    Result,
+    Scope,
+    Severity,
+)
 
 # pg_blocking_pids() takes the lock manager's partition locks: only call it for a lock waiter.
 # pg_locks.waitstart (14+) is when the wait began; before, query_start is the nearest we have.
@@ -93,7 +107,9 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
             result.findings.append(_idle_in_transaction(s))
     result.findings += blocking_findings(sessions, t["blocking_chain_s"],
                                          "SELECT pg_terminate_backend({id}); (pg_cancel_backend only stops "
-                                         "its current statement; an idle root keeps its locks)")
+                                         "its current statement; an idle root keeps its locks)",
+                                         "select pid, pg_blocking_pids(pid), wait_event, query from "
+                                         "pg_stat_activity where wait_event_type = 'Lock'")
     return result
 
 
@@ -157,8 +173,12 @@ def horizon_transform(rows: Sequence[Mapping[str, Any]], others: Sequence[Mappin
     )])
 
 
+async def _session_rows(conn: Connection) -> list[dict[str, Any]]:
+    return await conn.fetch(closest_lower_or_raise(SESSIONS_SQL, conn.server_version, "activity needs postgres"))
+
+
 async def run(conn: Connection, ctx: Context) -> Result:
-    rows = await conn.fetch(closest_lower_or_raise(SESSIONS_SQL, conn.server_version, "activity needs postgres"))
+    rows = await _session_rows(conn)
     result = transform(rows, ctx)
     result.findings += horizon_transform(rows, await conn.fetch(HORIZON_SQL), ctx).findings
     return result
@@ -176,3 +196,61 @@ SPEC = register(CollectorSpec(
     thresholds=THRESHOLDS,
     scope=Scope.server,
 ))
+
+
+# --- live troubleshooting (app/api/live.py through collectors.common.live) ---------------------
+
+async def explain(conn: Connection, text: str, analyze: bool) -> dict[str, Any]:
+    """In a read-only transaction that is rolled back. $n parameters: PREPARE + force_generic_plan, as
+    index advice does (EXPLAIN (GENERIC_PLAN) is 16+ only)."""
+    raw = conn.raw  # type: ignore[attr-defined]
+    params = max((int(n) for n in re.findall(r"\$(\d+)", text)), default=0)
+    if params and analyze:
+        raise PlanRefused("a text with $n parameters has no values to run with: EXPLAIN ANALYZE needs literals")
+    options = "analyze, buffers, " if analyze else ""
+    tx = raw.transaction(readonly=True)
+    await tx.start()
+    try:
+        if params:
+            await raw.execute("set local plan_cache_mode = force_generic_plan")
+            await raw.execute(f"prepare dbfleet_live as {text}")
+            target = f"execute dbfleet_live({', '.join(['null'] * params)})"
+        else:
+            target = text
+        plan = await raw.fetchval(f"explain ({options}format json) {target}")
+        lines = [] if analyze else [r[0] for r in await raw.fetch(f"explain {target}")]
+    except Exception as e:
+        if getattr(e, "sqlstate", None) is None or e.sqlstate == "57014":  # a timeout is not a refusal
+            raise
+        raise PlanRefused(f"the server refused to plan it: {e}") from None
+    finally:
+        await tx.rollback()
+    return {"plan": json.loads(plan) if isinstance(plan, str) else plan, "text": "\n".join(lines)}
+
+
+# One statement: the check and the kill cannot be split by the pid being reused in between.
+KILL_SQL = """
+select {fn}(pid) as done from pg_stat_activity
+where pid = $1 and (abs(extract(epoch from backend_start - $2::timestamptz)) < 0.001
+                    or abs(extract(epoch from query_start - $2::timestamptz)) < 0.001)
+"""
+
+
+async def kill(target: Target, limits: SessionLimits, pid: int, started_at: datetime, terminate: bool) -> bool:
+    """pg_cancel_backend / pg_terminate_backend on a writable session, only if the pid still names the
+    backend (or query) started then."""
+    import asyncpg
+
+    from collectors.engines.pg import _ssl_for
+    conn = await asyncpg.connect(host=target.host, port=target.port, user=target.user or None,
+                                 password=target.password, database=target.dbname or None,
+                                 ssl=_ssl_for(target.tls_mode), timeout=limits.connect_timeout_s)
+    try:
+        fn = "pg_terminate_backend" if terminate else "pg_cancel_backend"
+        return bool(await conn.fetchval(KILL_SQL.format(fn=fn), pid, started_at))
+    finally:
+        await conn.close()
+
+
+LIVE = register_live(LiveOps(family="postgres", dialect="postgres", sessions=partial(sessions_from, sql=SESSIONS_SQL, session=session), explain=explain,
+                             kill=kill))

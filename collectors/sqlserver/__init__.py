@@ -5,4 +5,5 @@ common.py, the engine-neutral helpers the Oracle family shares. Imports nothing 
 """
 
 from collectors.sqlserver import health, index_advice, partitions, query_stats, replication  # noqa: F401
+from collectors.sqlserver import activity  # noqa: F401
 from collectors.sqlserver import partition_apply  # noqa: F401  (registers its MaintenanceSpec)
