@@ -7,13 +7,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import web
-from app.api import (alerts, errors, findings, health, instances, keys, live, partitions, queries, receivers,
+from app.api import (alerts, checks, errors, findings, health, instances, keys, live, partitions, queries, receivers,
                      replication, runs, servers, silences)
 from app.db import Store
 from app.settings import Settings
 
 # Routers in app/api, in the order the OpenAPI page lists them.
-ROUTERS = (health, servers, instances, findings, runs, keys, queries, replication, partitions, alerts, silences, receivers, live)
+ROUTERS = (health, servers, instances, findings, runs, keys, queries, replication, partitions, alerts, silences, receivers, live,
+           checks)
 
 
 def create_app(settings: Settings, store_url: str, check_migrated: bool = True) -> FastAPI:

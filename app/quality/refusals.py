@@ -40,7 +40,12 @@ async def review_scans(store: Store, settings: Settings, check: Any,
                 async with pool.session(_sql_target(inst), _password_for(inst, settings)) as conn:
                     for table in await list_tables(conn, inst):
                         if check.matches_table(table.schema, table.name):
-                            why = await scan_refusal(conn, family_of(inst.engine), check, table, rows_limit)
+                            try:
+                                why = await scan_refusal(conn, family_of(inst.engine), check, table, rows_limit)
+                            except (ConnectFailed, OSError, ConnectionError):
+                                raise
+                            except Exception as e:  # noqa: BLE001 - e.g. no such column: the check cannot run
+                                why = f"check {check.name} cannot be planned on {table.label}: {e}"
                             if why:
                                 review.refused.append(f"{inst.name}: {why}")
             except ConnectFailed as e:

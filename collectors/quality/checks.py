@@ -70,6 +70,21 @@ class _Check(BaseModel):
                                    description="added to the finding's labels and details: source, pipeline, team")
     allow_scan: bool = Field(False, description="run even where the query would scan a large table")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # The store keeps definitions as JSONB, which cannot hold a NUL character.
+        stack = [data]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str) and "\x00" in item:
+                raise ValueError("text may not contain a NUL character")
+            if isinstance(item, dict):
+                stack += [*item.keys(), *item.values()]
+            elif isinstance(item, list):
+                stack += item
+        return data
+
     @field_validator("tables")
     @classmethod
     def _table_patterns(cls, v: list[str]) -> list[str]:
