@@ -31,7 +31,7 @@ from app.run_record import CONNECTIVITY, Recorder, connectivity_of
 from app.settings import Settings
 from app.shard import Shard
 from app.topology import Identities, Topology
-from collectors.engines.base import ConnectFailed, SessionLimits, Target
+from collectors.engines.base import ConnectFailed, SessionLimits, Target, Unreachable
 from collectors.engines.pool import BackingOff, ConnectionPool
 from collectors.registry import specs_for
 from collectors.runner import run_collector
@@ -204,7 +204,7 @@ class Sweeper:
         try:
             async with self.pool.session(work.target, work.password) as conn:
                 if work.sql:
-                    await self.identities.refresh(store, inst.id, conn)
+                    await self._identify(store, inst.id, work.target, conn)
                 await self.recorder.connected(store, ref, connectivity, started, (time.perf_counter() - t0) * 1000)
                 failures = 0
                 for spec in specs:
@@ -217,6 +217,15 @@ class Sweeper:
         await self.recorder.write_runs(store, ref, runs)
         self._elsewhere_done.update((inst.id, name) for name in work.elsewhere)
         return "ok" if failures == 0 else "failed"
+
+    async def _identify(self, store: asyncpg.Connection, instance_id: int, target: Target, conn) -> None:
+        """The identity read is the held session's liveness check, bounded like a connect: a server
+        that accepts and never answers becomes unreachable this sweep (and its session is dropped)."""
+        limit = self.pool.limits.connect_timeout_s
+        try:
+            await self.identities.refresh(store, instance_id, conn, answer_timeout_s=limit)
+        except TimeoutError:
+            raise Unreachable(target, f"no answer on its session within {limit:g}s") from None
 
     async def _unreachable(self, store: asyncpg.Connection, work: _Work, ref: InstanceRef, inst: Instance,
                            connectivity: str, e: ConnectFailed, specs: list[CollectorSpec], started: datetime,

@@ -17,6 +17,7 @@ Tags add only what cannot be read: `expected_standbys=N` on a primary.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterable
@@ -230,13 +231,19 @@ class Identities:
         read = self._read.get(instance_id)
         return read is None or time.monotonic() - read[0] >= self.ttl_s
 
-    async def refresh(self, store: asyncpg.Connection, instance_id: int, conn: Any) -> Identity | None:
-        """Read the identity on the monitored session if due; store it when it changed or aged."""
+    async def refresh(self, store: asyncpg.Connection, instance_id: int, conn: Any,
+                      answer_timeout_s: float | None = None) -> Identity | None:
+        """Read the identity on the monitored session if due; store it when it changed or aged.
+
+        The read is bounded by `answer_timeout_s` (TimeoutError): a held session whose server has
+        stopped answering (a hung host, a stopped postmaster and backends) must not hang the sweep.
+        """
         identify = getattr(conn, "identify", None)
         if identify is None or not self.due(instance_id):
             read = self._read.get(instance_id)
             return read[1] if read else None
-        identity = await identify()
+        async with asyncio.timeout(answer_timeout_s):
+            identity = await identify()
         now = time.monotonic()
         self._read[instance_id] = (now, identity)
         stored_at, stored = self._stored.get(instance_id, (0.0, None))

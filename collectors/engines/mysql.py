@@ -98,6 +98,9 @@ class MySQLConnection:
     def is_closed(self) -> bool:
         return self.raw.closed
 
+    def terminate(self) -> None:
+        self.raw.close()
+
 
 def _ssl_for(mode: str) -> ssl_module.SSLContext | None:
     if mode in ("disable", "allow"):

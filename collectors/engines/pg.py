@@ -48,6 +48,9 @@ class PgConnection:
     def is_closed(self) -> bool:
         return self.raw.is_closed()
 
+    def terminate(self) -> None:
+        self.raw.terminate()
+
 
 # pg_control_system() is executable by anyone; pg_stat_wal_receiver shows its sender and conninfo
 # (passwords obfuscated) to superusers and pg_read_all_stats, else NULLs. A standby's walsender on

@@ -65,6 +65,10 @@ class ConnectionPool:
                 held.conn = await self._open(held, password)
             try:
                 yield held.conn
+            except ConnectFailed:  # the caller found the session dead (no answer): never reuse it
+                _abort(held.conn)
+                held.conn = None
+                raise
             except (OSError, ConnectionError) as e:
                 await self._drop(held, str(e))
                 raise
@@ -113,6 +117,15 @@ class ConnectionPool:
 def _is_closed(conn: Connection) -> bool:
     is_closed = getattr(conn, "is_closed", None)
     return bool(is_closed()) if callable(is_closed) else False
+
+
+def _abort(conn: Connection) -> None:
+    """Drop a session at once, without the goodbye a server that does not answer would never read."""
+    terminate = getattr(conn, "terminate", None)
+    if callable(terminate):
+        terminate()
+    else:
+        asyncio.ensure_future(_quietly_close(conn))
 
 
 async def _quietly_close(conn: Connection) -> None:
