@@ -7,5 +7,5 @@ Imports nothing from app/.
 """
 
 from collectors.mysql import health, index_advice, partitions, query_stats, replication  # noqa: F401
-from collectors.mysql import activity  # noqa: F401
+from collectors.mysql import activity, waits  # noqa: F401
 from collectors.mysql import partition_apply  # noqa: F401  (registers its MaintenanceSpec)
