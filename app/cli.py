@@ -108,7 +108,7 @@ def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
     url = _run(resolve_store_url(settings.database_url, settings.store.embedded_dir))
     _run(_check_migrated(settings))
     uvicorn.run(create_app(settings, url), host=host or settings.api.host, port=port or settings.api.port,
-                log_level="info")
+                log_level="info", proxy_headers=False)  # the app applies them itself (app/web/peer.py)
 
 
 async def _check_migrated(settings: Settings) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,6 +63,22 @@ class LiveSettings(BaseModel):
     min_interval_s: float = Field(1.0, ge=0, description="live requests per instance at most one per this long")
 
 
+class ProxySignInSettings(BaseModel):
+    """Console sign-in by a reverse proxy that has authenticated the user (an SSO gateway,
+    oauth2-proxy): the user name comes in a header, believed only from the proxies listed."""
+
+    header: str = Field(min_length=1, description="the request header with the user name, e.g. X-Forwarded-User")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        min_length=1, description="addresses or CIDRs of the proxies; the header from any other peer is ignored")
+    role: Literal["viewer", "operator", "admin"] = Field("viewer", description="the role of a user not in roles")
+    roles: dict[str, Literal["viewer", "operator", "admin"]] = Field(default_factory=dict,
+                                                                     description="user name -> role")
+
+
+class ConsoleSettings(BaseModel):
+    proxy_sign_in: ProxySignInSettings | None = None
+
+
 class CollectorSettings(BaseModel):
     """Per-collector overrides; per-tag thresholds are keyed 'key=value'."""
 
@@ -92,6 +108,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     credentials: CredentialSettings = Field(default_factory=CredentialSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     collectors: dict[str, CollectorSettings] = Field(default_factory=dict)
     alerting: dict[str, Any] = Field(default_factory=dict)
     partitions: dict[str, Any] = Field(default_factory=dict)

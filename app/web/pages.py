@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import select, text
@@ -31,17 +31,9 @@ from app.topology import Topology, members_json
 from app.web.errors import ConsoleRoute
 from app.web.fleet import FleetFilter, fleet_facets, fleet_page, shortest_interval_s
 from app.web.history import query_history
-from app.web.session import (
-    COOKIE,
-    CsrfField,
-    SessionDep,
-    UserDep,
-    WebUser,
-    checked,
-    set_cookie,
-    sign_in,
-    sign_out,
-)
+from app.web.replication import diagram, lag_history
+from app.web.session import (COOKIE, CsrfField, SessionDep, UserDep, WebUser, checked, proxy_user, set_cookie,
+                             sign_in, sign_in_proxy, sign_out)
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -71,7 +63,15 @@ def _back(path: str, **params: Any) -> RedirectResponse:
 
 
 @router.get("/signin")
-async def signin_form(request: Request, error: str | None = None) -> HTMLResponse:
+async def signin_form(request: Request, session: SessionDep, settings: SettingsDep,
+                      error: str | None = None) -> Response:
+    if (name := proxy_user(request, settings)) is not None:
+        token = await sign_in_proxy(session, settings, name)
+        if token is None:
+            return _page(request, "signin.html", None, error=f"the console key of {name} is revoked")
+        response = _back("/")
+        set_cookie(response, request, token)
+        return response
     return _page(request, "signin.html", None, error=error)
 
 
@@ -182,14 +182,18 @@ async def instance(request: Request, name: str, session: SessionDep, store: Stor
     async with store.raw() as conn:
         topology = await Topology.load(conn)
         history = await query_history(conn, inst.id, [q["query_id"] for q in queries], timedelta(hours=24))
-    me = topology.members.get(inst.id)
-    set_root = topology.root_of(me).name if me and me.role else None
-    in_set = [m for m in members_json(topology) if set_root and m["replication_set"] == set_root]
+        me = topology.members.get(inst.id)
+        set_root = topology.root_of(me).name if me and me.role else None
+        in_set = [m for m in members_json(topology) if set_root and m["replication_set"] == set_root]
+        ids = [m.id for m in topology.members.values() if m.name in {x["instance"] for x in in_set}] or [inst.id]
+        lag_charts = await lag_history(conn, ids, timedelta(hours=24))
     lag = [r for r in await latest_lag(store) if r["instance"] == name]
     by_row = {f"q{i}": history.get(q["query_id"], [[], [], []]) for i, q in enumerate(queries, 1)}
+    by_row |= {f"lag{i}": c["cols"] for i, c in enumerate(lag_charts, 1)}
+    members = in_set or members_json(topology, ids={inst.id})
     return _page(request, "instance.html", user, inst=inst, live=live, queries=queries, history_by_row=by_row,
-                 topology=in_set or members_json(topology, ids={inst.id}), lag=lag,
-                 runs=await recent_runs(session, instance=name, limit=30))
+                 topology=members, diagram=diagram(members, inst.name) if in_set else None, lag=lag,
+                 lag_charts=lag_charts, runs=await recent_runs(session, instance=name, limit=30))
 
 
 @router.get("/instances/{name}/partitions")

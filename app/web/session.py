@@ -1,4 +1,5 @@
-"""Console sign-in: an API key buys a server-side session; the cookie holds only a random token.
+"""Console sign-in: an API key (or a trusted reverse proxy's user header) buys a server-side
+session; the cookie holds only a random token.
 
 The store keeps the token's hash (a copied table row signs nobody in), the role comes from the key
 on every request (a revoked key ends its sessions at once), and each session has its own CSRF token
@@ -8,6 +9,7 @@ that every state-changing form sends back.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -15,12 +17,13 @@ from typing import Annotated
 
 from fastapi import Cookie, Depends, Form, HTTPException, Request, Response, status
 from sqlalchemy import delete, select
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import get_session
-from app.auth import Role, principal_for
+from app.auth import Role, create_key, principal_for
 from app.models import ApiKey, WebSession
+from app.settings import Settings
+from app.web.peer import PEER_KEY
 
 # Committed before the response leaves (scope "function"), not after it as the API's SessionDep:
 # a browser follows a form's 303 at once, and the next page must see what the form changed.
@@ -49,14 +52,57 @@ async def sign_in(session: SessionDep, key: str) -> str | None:
     api_key = await principal_for(session, key.strip())
     if api_key is None:
         return None
+    return await _new_session(session, api_key.id)
+
+
+async def _new_session(session: SessionDep, key_id: int) -> str:
     token = secrets.token_urlsafe(32)
     now = datetime.now(timezone.utc)
     # Expired sessions are swept here, so the table stays as small as the number of people signed in.
     await session.execute(delete(WebSession).where(WebSession.expires_at < now))
-    session.add(WebSession(token_hash=_hash(token), key_id=api_key.id, csrf_token=secrets.token_urlsafe(32),
+    session.add(WebSession(token_hash=_hash(token), key_id=key_id, csrf_token=secrets.token_urlsafe(32),
                            expires_at=now + SESSION_TTL))
     await session.flush()
     return token
+
+
+def socket_peer(request: Request) -> str | None:
+    """The address that opened the connection (app/web/peer.py), never one a header claims."""
+    peer = request.scope.get(PEER_KEY) or request.client
+    return peer[0] if peer else None
+
+
+def proxy_user(request: Request, settings: Settings) -> str | None:
+    """The user a trusted reverse proxy vouches for; None without the option, from any other peer,
+    or for a name that is not one (empty, too long, control characters)."""
+    proxy = settings.console.proxy_sign_in
+    if proxy is None or not (name := request.headers.get(proxy.header, "").strip()):
+        return None
+    try:
+        peer = ipaddress.ip_address(socket_peer(request) or "")
+    except ValueError:
+        return None
+    if not any(peer in net for net in proxy.trusted_proxies):
+        return None
+    return name if len(name) <= 190 and name.isprintable() else None
+
+
+async def sign_in_proxy(session: SessionDep, settings: Settings, name: str) -> str | None:
+    """A session for a proxy-vouched user. Each such user is an API key row `proxy:<name>` with
+    a secret nobody holds: its role follows the settings on every sign-in, revoking it locks the
+    user out, and the audit log names them as it names key holders."""
+    proxy = settings.console.proxy_sign_in
+    role = proxy.roles.get(name, proxy.role)
+    key_name = f"proxy:{name}"
+    key = (await session.execute(select(ApiKey).where(ApiKey.name == key_name).order_by(ApiKey.id.desc())
+                                 .limit(1))).scalar_one_or_none()
+    if key is None:
+        await create_key(session, key_name, Role[role])
+        key = (await session.execute(select(ApiKey).where(ApiKey.name == key_name))).scalar_one()
+    elif key.revoked_at is not None:
+        return None
+    key.role = role
+    return await _new_session(session, key.id)
 
 
 async def sign_out(session: SessionDep, token: str) -> None:

@@ -51,18 +51,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _instance(conn, name: str, engine: str, tags: dict, dbname: str = "") -> int:
+async def _instance(conn, name: str, engine: str, tags: dict, dbname: str = "", port: int = 5432,
+                    cloud: dict | None = None) -> int:
     return await conn.fetchval(
-        "insert into instances (name, engine, host, port, dbname, \"user\", tls_mode, tags) "
-        "values ($1, $2, '127.0.0.1', 5432, $3, 'postgres', 'prefer', $4::text::jsonb) returning id",
-        name, engine, dbname, json.dumps(tags))
+        "insert into instances (name, engine, host, port, dbname, \"user\", tls_mode, tags, cloud) "
+        "values ($1, $2, '127.0.0.1', $5, $3, 'postgres', 'prefer', $4::text::jsonb, $6::text::jsonb) returning id",
+        name, engine, dbname, json.dumps(tags), port, json.dumps(cloud or {}))
+
+
+# A primary and its standby as the runs detected them, and the lag the primary reported for it.
+_TOPOLOGY = """
+insert into instance_topology (instance_id, role, server_id, database, upstream_host, upstream_port,
+                               upstream_streaming, stream_name, read_only, reachable, checked_at)
+values ($1, 'primary', 'sys-web', 'app', '', 0, false, '', false, true, now()),
+       ($2, 'standby', 'sys-web', 'app', '127.0.0.1', 5432, true, 'web-pg-standby', true, true, now());
+insert into samples (ts, instance_id, collector, metric, object, value)
+select greatest(date_trunc('day', now()), now() - k * interval '4 minutes'), $1, 'replication',
+       'replication_lag_seconds', 'web-pg-standby', 0.5 + k % 4
+from generate_series(0, 11) k
+"""
 
 
 async def _plant(store: Store, part_db: str) -> None:
     now = datetime.now(timezone.utc)
     async with store.raw() as conn:
         await maintain_store_partitions(conn, premake_days=2, retention_days=14)
-        await _instance(conn, "web-pg", "postgres", {"env": "prod", "team": "core"}, part_db)
+        primary = await _instance(conn, "web-pg", "postgres", {"env": "prod", "team": "core"}, part_db)
+        standby = await _instance(conn, "web-pg-standby", "postgres", {"env": "prod", "team": "core"}, part_db,
+                                  port=5433)
+        identities, lag = _TOPOLOGY.split(";")
+        await conn.execute(identities, primary, standby)
+        await conn.execute(lag, primary)
+        await record_run(conn, InstanceRef(standby, "web-pg-standby", "postgres", {}), "health", Result(),
+                         now - timedelta(seconds=5), 1.0)
         xss = await _instance(conn, "web-xss", "postgres", {"env": "prod", "team": "pay"})
         ref = InstanceRef(xss, "web-xss", "postgres", {"env": "prod", "team": "pay"})
         findings = [
@@ -76,8 +97,10 @@ async def _plant(store: Store, part_db: str) -> None:
                              text=XSS_QUERY)
             await record_run(conn, ref, "health", Result(findings=findings, query_stats=[stat]),
                              now - timedelta(minutes=40 - 10 * k), 1.0)
+        clouds = [{"provider": "aws", "region": "eu-west-1", "instance_id": "web-my-0"},
+                  {"provider": "azure", "region": "westeurope"}, None]
         for i in range(3):
-            iid = await _instance(conn, f"web-my-{i}", "mysql", {"env": "dev", "team": "shop"})
+            iid = await _instance(conn, f"web-my-{i}", "mysql", {"env": "dev", "team": "shop"}, cloud=clouds[i])
             await record_run(conn, InstanceRef(iid, f"web-my-{i}", "mysql", {}), "health", Result(
                 findings=[Finding("connections_near_limit", "server", Severity.warning, "Connections near the limit",
                                   {}, "")]), now - timedelta(minutes=1), 1.0)
@@ -99,7 +122,9 @@ async def console():
             keys[role.name] = await create_key(session, f"web-{role.name}", role)
     ARTIFACTS.mkdir(exist_ok=True)
     config = ARTIFACTS / f"config-{tag}.yaml"  # git-ignored with the screenshots
-    config.write_text(json.dumps({"partitions": {"policies": [
+    config.write_text(json.dumps({"console": {"proxy_sign_in": {
+        "header": "X-Auth-User", "trusted_proxies": ["127.0.0.1/32"], "roles": {"web-proxy-op": "operator"}}},
+        "partitions": {"policies": [
         {"instances": ["web-pg"], "table": "public.events", "interval": "1 month", "premake": 2}]},
         "alerting": {"route": {"receiver": "ops", "group_by": ["alertname", "instance"], "routes": [
             {"matchers": ['severity="critical"'], "receiver": "pager", "continue": True}]},
@@ -385,6 +410,137 @@ async def test_operator_tests_a_route_and_creates_then_expires_a_silence(browser
     await page.get_by_role("status").filter(has_text="expired").wait_for()
     async with console["store"].raw() as conn:
         assert await conn.fetchval("select ends_at <= now() from silences where id = $1", made["id"])
+    await context.close()
+
+
+async def test_proxy_sign_in_is_believed_from_the_trusted_peer_only(browser, console):
+    header = {"X-Auth-User": "web-proxy-op"}
+    # From the proxy (127.0.0.1), which also says who the browser is: the socket peer decides.
+    async with httpx.AsyncClient(base_url=console["base"]) as client:
+        signed = await client.get("/signin", headers={**header, "X-Forwarded-For": "203.0.113.9"})
+        assert signed.status_code == 303 and signed.headers["location"] == "/"
+        set_cookie = signed.headers["set-cookie"].lower()
+        assert "dbfleet_session=" in set_cookie and "httponly" in set_cookie and "samesite=strict" in set_cookie
+        fleet = await client.get("/")
+        assert fleet.status_code == 200 and "proxy:web-proxy-op (operator)" in fleet.text
+    async with console["store"].raw() as conn:
+        assert await conn.fetchval("select role from api_keys where name = 'proxy:web-proxy-op'") == "operator"
+    # The same header from another peer (127.0.0.2, even claiming to be the proxy) signs nobody in.
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=console["base"], transport=transport) as client:
+        form = await client.get("/signin", headers={**header, "X-Forwarded-For": "127.0.0.1"})
+        assert form.status_code == 200 and "dbfleet_session" not in form.cookies and 'name="key"' in form.text
+        refused = await client.get("/findings", headers=header)
+        assert refused.status_code == 303 and refused.headers["location"] == "/signin"
+    # A browser through the proxy lands on the fleet signed in, with no key typed.
+    context = await browser.new_context(extra_http_headers={"X-Auth-User": "web-proxy-viewer"})
+    page = await context.new_page()
+    await page.goto(console["base"] + "/findings")
+    await page.wait_for_url(console["base"] + "/")
+    assert "proxy:web-proxy-viewer (viewer)" in await page.locator("header").inner_text()
+    await context.close()
+
+
+async def test_fleet_filters_by_cloud_and_region(browser, console):
+    context, page = await _signed_in(browser, console, "viewer")
+    rows = page.locator("table.grid tbody td:first-child")
+    await page.get_by_label("Cloud").select_option("aws")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**cloud=aws**")
+    assert await rows.all_inner_texts() == ["web-my-0"]
+    assert "1 instances" in " ".join((await page.get_by_label("Fleet counts").inner_text()).split())
+    await page.get_by_label("Cloud").select_option("")
+    await page.get_by_label("Region").select_option("westeurope")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**region=westeurope**")
+    assert await rows.all_inner_texts() == ["web-my-1"]
+    await page.get_by_label("Region").select_option("")
+    await page.get_by_label("Cloud").select_option("none")  # not in a cloud
+    await page.get_by_label("Team").select_option("shop")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url("**team=shop**")
+    assert await rows.all_inner_texts() == ["web-my-2"]
+    await context.close()
+
+
+async def test_instance_page_draws_the_replication_set_and_lag_chart(browser, console):
+    context, page = await _signed_in(browser, console, "viewer")
+    await page.goto(console["base"] + "/instances/web-pg")
+    diagram = page.locator(".topology-diagram svg")
+    await diagram.wait_for()
+    nodes = diagram.locator("a.node")
+    assert await nodes.count() == 2
+    assert await diagram.locator("a.node.primary.me").get_attribute("aria-label") == "primary web-pg"
+    assert await diagram.locator("a.node.standby").get_attribute("href") == "/instances/web-pg-standby"
+    edge = diagram.locator("line.edge")
+    assert await edge.count() == 1 and "web-pg → web-pg-standby" in await edge.locator("title").text_content()
+    await page.wait_for_function("document.querySelector('.lag-chart canvas') !== null")  # uPlot drew the lag
+    assert "Lag of web-pg-standby on web-pg" in await page.locator("figure.lag figcaption").inner_text()
+    await page.locator("#replication").scroll_into_view_if_needed()
+    await _shot(page, "instance-replication")
+    await page.goto(console["base"] + "/instances/web-pg-standby")  # the same set, seen from the standby
+    assert await page.locator(".topology-diagram a.node.standby.me").count() == 1
+    await context.close()
+
+
+async def test_a_refused_action_is_an_html_page(browser, console):
+    context, page = await _signed_in(browser, console, "viewer")
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    ids = await _finding_ids(console, "xid_wraparound")
+    refused = await context.request.post(console["base"] + "/findings/change", form={
+        "csrf": csrf, "action": "acknowledge", "ids": str(ids[0])}, max_redirects=0)
+    assert refused.status == 403 and refused.headers["content-type"].startswith("text/html")
+    body = await refused.text()
+    assert "<h1>403 Forbidden</h1>" in body and "this needs the operator role; you are viewer" in body
+    missing = await page.goto(console["base"] + "/instances/no-such-instance")
+    assert missing.status == 404 and await page.locator("h1").inner_text() == "404 Not Found"
+    await _shot(page, "error-404")
+    await context.close()
+
+
+_UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+  .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                && !el.getAttribute('aria-labelledby') && !(el.tagName === 'BUTTON' && el.textContent.trim()))
+  .map(el => el.outerHTML.slice(0, 160))"""
+
+
+_WIDER_THAN_VIEWPORT = """() => [...document.querySelectorAll('main *')]
+  .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1)
+  .slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + Math.round(el.getBoundingClientRect().right))"""
+
+
+async def test_every_control_is_labelled_and_pages_fit_a_phone(browser, console):
+    finding = (await _finding_ids(console, "unused_index"))[0]
+    paths = ["/", "/findings", f"/findings/{finding}", "/instances/web-pg", "/instances/web-xss",
+             "/instances/web-pg/partitions", "/alerts", "/audit"]
+    for width, height in ((1280, 900), (390, 844)):
+        context, page = await _signed_in(browser, console, "admin", width=width, height=height)
+        for path in paths:
+            await page.goto(console["base"] + path)
+            await page.locator("h1").wait_for()
+            assert await page.evaluate(_UNLABELLED) == [], f"controls without a label on {path}"
+            scroll = await page.evaluate("document.documentElement.scrollWidth")
+            wide = await page.evaluate(_WIDER_THAN_VIEWPORT)
+            assert scroll <= width + 1, f"{path} scrolls sideways at {width} px ({scroll} px wide): {wide}"
+        await page.goto(console["base"] + "/")
+        await _shot(page, f"fleet-{width}")
+        await context.close()
+
+
+async def test_the_fleet_is_usable_by_keyboard(browser, console):
+    context, page = await _signed_in(browser, console, "viewer")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to content"
+    await page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    await page.get_by_label("Name").focus()
+    await page.keyboard.type("my-2")
+    await page.keyboard.press("Enter")  # submits the filter form
+    await page.wait_for_url("**q=my-2**")
+    assert await page.locator("table.grid tbody td:first-child").all_inner_texts() == ["web-my-2"]
+    await page.locator("table.grid tbody a").first.focus()
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**/instances/web-my-2")
     await context.close()
 
 

@@ -24,6 +24,14 @@ function drawCharts() {
   document.querySelectorAll(".chart[data-series]").forEach((el) => {
     const cols = series[el.dataset.series];
     if (!cols || cols[0].length < 1) { el.textContent = "no history"; return; }
+    if (el.dataset.kind === "lag") {
+      new uPlot({
+        width: Math.min(640, el.parentElement.clientWidth || 640), height: 160, legend: {show: false},
+        series: [{}, {label: "lag s", stroke: "#b42318", fill: "rgba(180,35,24,.1)"}],
+        axes: [{}, {label: "s", size: 50}],
+      }, [cols[0], cols[1]], el);
+      return;
+    }
     new uPlot({
       width: 220, height: 60, legend: {show: false}, cursor: {show: false},
       axes: [{show: false}, {show: false}],
