@@ -214,3 +214,29 @@ async def test_explain_by_queryid_plans_the_stored_text_generically(client, auth
     assert r.json()["plan"][0]["Plan"]["Relation Name"] == "t"
     missing = await client.post(f"{BASE}/live-pg/explain", json={"queryid": "nope"}, headers=auth["viewer"])
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize("query", ["update t set v = 3", "create table x (a int)", "select 1; drop table t"],
+                         ids=["update", "ddl", "select then drop"])
+async def test_mariadb_explain_refuses_anything_but_one_select(client, auth, my, query):
+    r = await client.post(f"{BASE}/live-my/explain", json={"query": query}, headers=auth["admin"])
+    assert r.status_code == 422 and r.json()["detail"].startswith("refused:"), r.text
+    conn = await _my(my)
+    try:
+        async with conn.cursor() as c:
+            await c.execute("select count(*) from t where v = 0")
+            assert (await c.fetchone())[0] == 1
+            await c.execute("show tables like 'x'")
+            assert await c.fetchall() == ()
+    finally:
+        conn.close()
+
+
+async def test_mariadb_explain_analyze_only_when_enabled_and_admin(client, auth, my, settings):
+    body = {"query": "select count(*) from t", "analyze": True}
+    off = await client.post(f"{BASE}/live-my/explain", json=body, headers=auth["admin"])
+    assert off.status_code == 403 and "allow_analyze" in off.text
+    settings.live.allow_analyze = True
+    assert (await client.post(f"{BASE}/live-my/explain", json=body, headers=auth["operator"])).status_code == 403
+    on = await client.post(f"{BASE}/live-my/explain", json=body, headers=auth["admin"])
+    assert on.status_code == 200 and "r_loops" in on.text, on.text  # ANALYZE FORMAT=JSON: measured rows

@@ -110,14 +110,22 @@ async def test_row_lock_queue_on_postgres_18(pg18_cluster):
     await _lock_queue("postgres", pg18_cluster.host, pg18_cluster.port)
 
 
-async def test_idle_in_transaction_session_gives_its_finding(pgp_db):
-    idle = await _session(pgp_db)
+async def _idle_in_transaction(dbname, host="127.0.0.1", port=5432):
+    idle = await _session(dbname, host, port)
     await idle.execute("begin; select 1")
     await asyncio.sleep(1.2)
-    conn = await connect(Target("node", "postgres", "127.0.0.1", 5432, pgp_db, "postgres"))
+    conn = await connect(Target("node", "postgres", host, port, dbname, "postgres"))
     try:
         result = await run_collector(SPEC, conn, ctx(idle_in_transaction_s=1))
     finally:
         await conn.close()
         await idle.close()
-    assert ("idle_in_transaction", f"{pgp_db}:{idle.get_server_pid()}") in checks(result)
+    assert ("idle_in_transaction", f"{dbname}:{idle.get_server_pid()}") in checks(result)
+
+
+async def test_idle_in_transaction_session_gives_its_finding(pgp_db):
+    await _idle_in_transaction(pgp_db)
+
+
+async def test_idle_in_transaction_on_postgres_18(pg18_cluster):
+    await _idle_in_transaction("postgres", pg18_cluster.host, pg18_cluster.port)
