@@ -1,6 +1,6 @@
 """Doing no harm, measured: dbfleet's share of each monitored database's statement time.
 
-    python bench/overhead.py --databases 8 --minutes 10 --rate 25
+    python bench/overhead.py --databases 8 --minutes 10 --rate 25 --mariadb-schemas 4
 
 Starts its own PostgreSQL 15 cluster (like bench/fleet.py: temp dir, free port, pg_stat_statements
 preloaded) with D databases copied from the fleet's template (planted problems) plus pgbench
@@ -22,6 +22,11 @@ wal_health, ...) run once per server, on its home entry, so their statements lan
 the run also reports the server-wide share, activity's own statements (recognised by the catalog
 functions only its SQL calls) and the wait samples it stored, and fails loudly if a collector the
 issue names did not run.
+
+With --mariadb-schemas S (default 4; 0 leaves it out) a throwaway MariaDB with performance_schema ON
+runs beside it, S schemas each with one paced client, monitored by the same worker: its activity and
+wait sampling (performance_schema wait summary deltas) run at their default intervals too, and its
+share comes from performance_schema (bench/overhead_mysql.py).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import overhead_mysql
 from common import REPO, fresh_store, import_inventory, machine, now_utc, update_doc
 from fleet import SCHEMA, TEMPLATE, init_cluster, stop
 
@@ -120,17 +126,21 @@ async def run(args: argparse.Namespace) -> dict:
     shutil.chown(root, "postgres")
     cluster = init_cluster(root, "c", 100)
     procs: list[subprocess.Popen] = []
+    my: overhead_mysql.MariaDBFleet | None = None
     try:
         port, dbs = cluster["port"], [f"dbf_bench_ovh_{i:02d}" for i in range(args.databases)]
         await setup_cluster(port, dbs)
         for db in dbs:
             subprocess.run(pgbench(port, db, "-i", "-q", "-s", "1"), check=True, capture_output=True)
+        if args.mariadb_schemas:
+            my = overhead_mysql.start(args.mariadb_schemas)
         store = await fresh_store(STORE)
         await import_inventory(store, [{"name": db.replace("_", "-"), "engine": "postgres", "host": "127.0.0.1",
                                         "port": port, "dbname": db, "user": "dbfleet", "tls_mode": "disable",
-                                        "tags": {"fleet": "overhead"}} for db in dbs])
+                                        "tags": {"fleet": "overhead"}} for db in dbs] + (my.entries if my else []))
         await store.dispose()
         before = {db: await snapshot(port, db) for db in dbs}
+        my_before = await overhead_mysql.snapshot(my.server.port) if my else {}
         t0 = time.monotonic()
         seconds = int(args.minutes * 60)
         report = root / "report.sql"
@@ -141,12 +151,17 @@ async def run(args: argparse.Namespace) -> dict:
                                   stderr=subprocess.DEVNULL) for db in dbs]
         procs.append(subprocess.Popen([str(REPO / ".venv" / "bin" / "dbfleet"), "worker"], env=worker_env(),
                                       stdout=subprocess.DEVNULL, stderr=open(root / "worker.log", "wb")))
+        my_clients = [asyncio.create_task(overhead_mysql.workload(my.server.port, schema, args.rate, seconds))
+                      for schema in (my.schemas if my else [])]
         for p in procs[:-1]:
             await asyncio.to_thread(p.wait)
+        await asyncio.gather(*my_clients)
         elapsed = time.monotonic() - t0
         after = {db: await snapshot(port, db) for db in dbs}
+        my_after = await overhead_mysql.snapshot(my.server.port) if my else {}
         runs = await collector_runs()
         stored = await wait_samples_stored()
+        my_points = await wait_samples_stored("wait_event_avg_sessions")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -156,8 +171,15 @@ async def run(args: argparse.Namespace) -> dict:
                 except subprocess.TimeoutExpired:
                     p.kill()
         stop(cluster)
+        overhead_mysql.stop(my)
         shutil.rmtree(root, ignore_errors=True)
-    return summarise(args, elapsed, {db: diff(before[db], after[db]) for db in dbs}, runs, stored)
+    result = summarise(args, elapsed, {db: diff(before[db], after[db]) for db in dbs}, runs, stored)
+    if my is not None:
+        result["mariadb"] = {"schemas": len(my.schemas), **overhead_mysql.summarise(my_before, my_after, my_points)}
+        if not runs.get("waits:ok"):  # MySQL's wait sampling is its own collector
+            print("WARNING: the MySQL waits collector never ran ok")
+            result["missing_collectors"].append("waits")
+    return result
 
 
 async def collector_runs() -> dict[str, int]:
@@ -169,11 +191,12 @@ async def collector_runs() -> dict[str, int]:
         await conn.close()
 
 
-async def wait_samples_stored() -> int:
-    """Points of the activity collector's wait-event sampling the store holds after the run."""
+async def wait_samples_stored(metric: str = "wait_event_sessions") -> int:
+    """Points of a wait-event sampling the store holds after the run (PostgreSQL's activity collector,
+    or MySQL's waits collector: wait_event_avg_sessions)."""
     conn = await asyncpg.connect(STORE)
     try:
-        return await conn.fetchval("select count(*)::int from samples where metric = 'wait_event_sessions'")
+        return await conn.fetchval("select count(*)::int from samples where metric = $1", metric)
     finally:
         await conn.close()
 
@@ -223,7 +246,7 @@ dbfleet: `dbfleet worker` at default intervals, role `dbfleet`. Collector runs: 
 
 Server-level collectors run once per server, on its home entry, so their statements count in that
 one database (the worst one above). The activity collector (sessions, lock trees, xmin horizon and
-the wait-event sampling, every minute): {activity_line(r)}.{missing_line(r)}
+the wait-event sampling, every minute): {activity_line(r)}.{missing_line(r)}{mariadb_line(r)}
 
 The share depends on how busy the database is, so the absolute figure matters as much: over the
 run dbfleet's statements took a median {r['dbfleet_ms_per_db']} ms per database, while the workload kept
@@ -247,6 +270,18 @@ def activity_line(r: dict) -> str:
             f"time; {a['wait_samples_stored']} wait_event_sessions points stored")
 
 
+def mariadb_line(r: dict) -> str:
+    m = r.get("mariadb")
+    if not m:
+        return ""
+    return (f"\n\nMariaDB beside it ({m['schemas']} schemas on one server with performance_schema ON, one client "
+            f"per schema at the same rate, same worker): **dbfleet's share of the server's statement time "
+            f"{m['share_pct']} %** ({m['dbfleet_calls']} statements, {m['dbfleet_ms']} ms vs the workload's "
+            f"{m['workload_calls']}, {m['workload_ms']} ms). Of that, activity {m['activity']['calls']} statements "
+            f"{m['activity']['ms']} ms and wait sampling {m['waits']['calls']} statements {m['waits']['ms']} ms; "
+            f"{m['wait_points_stored']} wait_event_avg_sessions points stored.")
+
+
 def missing_line(r: dict) -> str:
     missing = r.get("missing_collectors")
     return f" **Did not run: {', '.join(missing)}** (the share leaves them out)." if missing else ""
@@ -261,13 +296,16 @@ def main() -> None:
     p.add_argument("--databases", type=int, default=8)
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--rate", type=int, default=25, help="pgbench transactions per second per database")
+    p.add_argument("--mariadb-schemas", type=int, default=4,
+                   help="schemas on a throwaway MariaDB monitored beside the PostgreSQL databases (0: none)")
     p.add_argument("--no-doc", action="store_true")
     p.add_argument("--from-json", type=Path, help="rewrite the docs block from a saved result instead of running")
     args = p.parse_args()
     result = json.loads(args.from_json.read_text()) if args.from_json else asyncio.run(run(args))
     print(json.dumps(result, indent=2))
     if not args.no_doc:
-        command = f"python bench/overhead.py --databases {args.databases} --minutes {args.minutes} --rate {args.rate}"
+        command = (f"python bench/overhead.py --databases {args.databases} --minutes {args.minutes} --rate {args.rate}"
+                   f" --mariadb-schemas {args.mariadb_schemas}")
         update_doc(HEADING, "overhead.py", markdown(result, command), INTRO + machine() + ".")
 
 
