@@ -20,6 +20,10 @@ class SessionLimits:
     statement_timeout_ms: int = 10_000
     lock_timeout_ms: int = 1_000
     application_name: str = "dbfleet"
+    # Prepared statements a PostgreSQL session keeps (asyncpg's statement_cache_size). Each costs
+    # about 4 KB per session; 0 costs one more round trip per statement instead: at 5,000 held
+    # sessions memory is the limit (bench/scale.py --statement-cache measures both).
+    statement_cache_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)

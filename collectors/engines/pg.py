@@ -108,7 +108,7 @@ async def connect_pg(target: Target, limits: SessionLimits) -> PgConnection:
             timeout=limits.connect_timeout_s,
             ssl=_ssl_for(target.tls_mode),
             server_settings=session_settings(limits),
-            statement_cache_size=0 if target.options.get("pgbouncer") else 100,
+            statement_cache_size=0 if target.options.get("pgbouncer") else limits.statement_cache_size,
         )
     except _LOGIN_ERRORS as e:
         raise LoginFailed(target, f"login failed: {e}") from None
