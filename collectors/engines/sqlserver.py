@@ -113,8 +113,9 @@ class SqlServerConnection:
             return [dict(zip(names, row)) for row in await cur.fetchall()]
 
     async def showplan_xml(self, sql: str) -> str:
-        """The estimated plan of one statement the caller has vetted as a SELECT, never run: SET
-        SHOWPLAN_XML must be alone in its batch; the transaction around it is rolled back regardless."""
+        """The estimated plan of a batch the caller has vetted (one SELECT, after the DECLAREs of its
+        parameters), compiled and never run: SET SHOWPLAN_XML must be alone in its batch; the
+        transaction around it is rolled back regardless."""
         async with self.raw.cursor() as cur:
             await cur.execute("BEGIN TRANSACTION")
             try:

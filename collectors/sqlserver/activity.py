@@ -207,16 +207,39 @@ _STRING = re.compile(r"N?'(?:[^']|'')*'")
 _PARAMETER = re.compile(r"(?<![@\w])@\w")
 
 
+def parameter_list(text: str) -> tuple[str, str]:
+    """A parameterized text as Query Store and the plan cache keep it, '(@P1 int,@P2 nvarchar(40))SELECT ...',
+    split into its declarations and its statement; ('', text) when it has none."""
+    stripped = text.lstrip()
+    if not stripped.startswith("(@"):
+        return "", text
+    depth = 0
+    for i, ch in enumerate(stripped):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return stripped[1:i], stripped[i + 1:].lstrip()
+    return "", text
+
+
+def for_parsing(text: str) -> str:
+    """What sqlglot vets: the statement without its parameter list."""
+    return parameter_list(text)[1]
+
+
 async def explain(conn: Connection, text: str, analyze: bool) -> dict[str, Any]:
-    """The estimated plan: SET SHOWPLAN_XML ON in its own batch compiles the statement without running it."""
+    """The estimated plan: SET SHOWPLAN_XML ON in its own batch compiles the statement without running it.
+    A stored text's parameter list is declared in the same batch, so its @parameters are planned as
+    unknown values: the generic plan, as PostgreSQL's force_generic_plan gives."""
     if analyze:
         raise NotOnThisEngine("EXPLAIN ANALYZE is not offered on SQL Server: the actual plan "
                               "(SET STATISTICS XML ON) runs the statement")
-    if _PARAMETER.search(_STRING.sub("''", text)):
-        raise PlanRefused("a text with @parameters has no values or types to plan with on SQL Server: "
-                          "give the query with literals")
+    declarations, statement = parameter_list(text)
+    if not declarations and _PARAMETER.search(_STRING.sub("''", text)):
+        raise PlanRefused("a text with @parameters but no (@name type, ...) list has no types to plan with "
+                          "on SQL Server: give the query with literals, or its stored text")
+    batch = f"DECLARE {declarations};\n{statement}" if declarations else statement
     try:
-        xml = await conn.showplan_xml(text)  # type: ignore[attr-defined]
+        xml = await conn.showplan_xml(batch)  # type: ignore[attr-defined]
     except Exception as e:
         if is_statement_timeout(e) or not _is_server_error(e):
             raise
@@ -261,4 +284,6 @@ async def kill(target: Target, limits: SessionLimits, session_id: int, started_a
         await conn.close()
 
 
-LIVE = register_live(LiveOps(family="sqlserver", dialect="tsql", sessions=partial(sessions_from, sql=SESSIONS_SQL, session=session), explain=explain, kill=kill))
+LIVE = register_live(LiveOps(family="sqlserver", dialect="tsql",
+                             sessions=partial(sessions_from, sql=SESSIONS_SQL, session=session),
+                             explain=explain, kill=kill, for_parsing=for_parsing))

@@ -78,6 +78,18 @@ async def test_explain_gives_a_plan_as_json_and_text(client, auth, engines, clea
         assert await conn.fetchval("select actor from audit_log where action = 'live.explain'") == "test-viewer"
 
 
+@pytest.mark.parametrize("name,text", [
+    ("live-mssql", "(@P1 int)SELECT status FROM dbo.orders WHERE order_id = @P1"),  # as Query Store keeps it
+    ("live-ora", "SELECT status FROM orders WHERE order_id = :1"),                  # as V$SQL keeps it
+])
+async def test_explain_by_queryid_plans_the_stored_text(client, auth, engines, clean_store, name, text):
+    async with clean_store.raw() as conn:
+        await conn.execute("insert into query_texts (instance_id, query_id, text) select id, 'q7', $1 "
+                           "from instances where name = $2", text, name)
+    r = await client.post(f"{BASE}/{name}/explain", json={"queryid": "q7"}, headers=auth["viewer"])
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("name", ["live-mssql", "live-ora"])
 @pytest.mark.parametrize("query", ["UPDATE orders SET status = 'x'", "CREATE TABLE x (a int)",
                                    "SELECT 1 AS one; DROP TABLE orders"])

@@ -116,6 +116,34 @@ async def test_explain_refuses_what_it_cannot_plan(text, analyze, error):
         await live_ops("sqlserver").explain(_conn(showplan_xml=showplan_xml), text, analyze)
 
 
+@pytest.mark.parametrize("text,declarations,statement", [
+    ("(@P1 int,@P2 nvarchar(40))SELECT * FROM dbo.orders WHERE id = @P1 AND note = @P2",
+     "@P1 int,@P2 nvarchar(40)", "SELECT * FROM dbo.orders WHERE id = @P1 AND note = @P2"),
+    ("(@amount decimal(10,2)) SELECT 1 AS one WHERE @amount > 0", "@amount decimal(10,2)",
+     "SELECT 1 AS one WHERE @amount > 0"),
+    ("SELECT (1) AS one", "", "SELECT (1) AS one"),
+])
+def test_a_stored_texts_parameter_list_is_split_off(text, declarations, statement):
+    assert activity.parameter_list(text) == (declarations, statement)
+    assert isinstance(sqlglot.parse_one(live_ops("sqlserver").for_parsing(text), read="tsql", error_level=RAISE),
+                      exp.Select)
+
+
+async def test_a_parameterized_text_is_planned_generically_in_one_batch():
+    asked = []
+
+    async def showplan_xml(batch):
+        asked.append(batch)
+        return SHOWPLAN
+
+    await live_ops("sqlserver").explain(_conn(showplan_xml=showplan_xml),
+                                        "(@P1 int)SELECT status FROM dbo.orders WHERE order_id = @P1", False)
+    [batch] = asked
+    assert batch == "DECLARE @P1 int;\nSELECT status FROM dbo.orders WHERE order_id = @P1"
+    kinds = [type(t).__name__ for t in sqlglot.parse(batch, read="tsql", error_level=RAISE)]
+    assert kinds == ["Declare", "Select"]
+
+
 class _Cursor:
     def __init__(self, sent):
         self.sent = sent
