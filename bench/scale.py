@@ -1,50 +1,90 @@
-"""Sweep time and worker memory as the simulated fleet grows (repeated inventory entries).
+"""Sweep time and worker memory as the fleet grows, on the wire-protocol simulator (bench/pgsim).
 
-    python bench/scale.py --inventory /tmp/dbf_bench_fleet-x10.yaml --steps 500,2000,5000
+    .venv/bin/python bench/scale.py --steps 500,1000,2000,5000 --sweeps 2
 
-For each step: a fresh store with the first N instances of the repeated inventory (each database
-listed up to R times, so N held-open sessions), one warm-up sweep of every PostgreSQL collector
-(connections opened, baselines taken), then measured sweeps. Reported per step: median wall and
-CPU, the process's peak RSS, the dbfleet backends' private memory on the servers (USS), and the
-machine's available memory. A watchdog cancels a step if available memory falls below
---min-available-gb (PostgreSQL backends for thousands of sessions are the limit on this machine,
-not the worker), and the step is reported as stopped, with the numbers at that moment.
+5,000 real PostgreSQL backends do not fit in this machine's memory, so every instance is a
+database name on one simulated server (`python -m bench.pgsim.server`, started here in its own
+process) that answers the collectors' statements with rows recorded from a real server. Each
+step runs in a fresh child process (so one step's memory high-water mark does not carry into the
+next): a fresh store with N instances, two warm-up sweeps of every PostgreSQL collector (sessions
+opened, baselines and catalog caches taken), then measured sweeps.
+
+Reported per step: median sweep wall and CPU, statements per instance per sweep (counted at
+PgConnection.fetch), the worker's RSS before any session was opened and after the sweeps with
+all N sessions held, the difference per held instance (target <= 0.06 MB), the garbage
+collector's tracked objects per instance, and the simulator's CPU. A watchdog cancels a step if
+the machine's available memory falls below --min-available-gb.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import gc
 import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
-from common import RssSampler, fresh_store, import_inventory, machine, now_utc, select_inventory, store_url, update_doc
+from common import (
+    REPO,
+    fresh_store,
+    import_inventory,
+    machine,
+    now_utc,
+    store_url,
+    update_doc,
+)
 
-from app.settings import Settings
 from app.scheduler import tune_gc
+from app.settings import Settings
 from app.sweep import Selector, Sweeper
+from collectors.engines import pg
 
 HEADING = "## Scale"
 SELECTOR = Selector(tags=(("fleet", "bench"),))
+TARGET_MB_PER_INSTANCE = 0.06
+TARGET_RSS_MB_AT_5000 = 400
 
 
-def backend_uss_mb() -> tuple[int, float]:
-    """(count, total private MB) of the servers' backends logged in as dbfleet."""
-    n, total = 0, 0
-    for p in psutil.process_iter(["username", "cmdline"]):
-        try:
-            if p.info["username"] == "postgres" and (p.info["cmdline"] or [""])[0].startswith("postgres: dbfleet "):
-                total += p.memory_full_info().uss
-                n += 1
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return n, round(total / 2**20, 1)
+def start_simulator() -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.pgsim.server", "--port", "0"], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"the simulator did not start: {line!r}")
+    return proc, int(line.rsplit(":", 1)[1])
 
 
-async def guarded(coro, min_available: float) -> tuple[object | None, str | None]:
+def inventory(port: int, n: int) -> list[dict]:
+    return [{"name": f"sim-{i:05d}", "engine": "postgres", "host": "127.0.0.1", "port": port,
+             "dbname": f"sim_{i:05d}", "user": "dbfleet", "tls_mode": "disable",
+             "tags": {"fleet": "bench", "pgcluster": "sim"}} for i in range(n)]
+
+
+class Statements:
+    """Counts what the collectors send (PgConnection.fetch) while `on`."""
+
+    def __init__(self) -> None:
+        self.on, self.count = False, 0
+        original, counter = pg.PgConnection.fetch, self
+
+        async def fetch(conn: pg.PgConnection, sql: str, *args: Any) -> list[dict[str, Any]]:
+            if counter.on:
+                counter.count += 1
+            return await original(conn, sql, *args)
+
+        pg.PgConnection.fetch = fetch
+
+
+async def guarded(coro, min_available: float) -> tuple[Any, str | None]:
     """Run a sweep; cancel it if the machine runs short of memory."""
     task = asyncio.ensure_future(coro)
     while not task.done():
@@ -56,73 +96,144 @@ async def guarded(coro, min_available: float) -> tuple[object | None, str | None
     return task.result(), None
 
 
-async def step(args: argparse.Namespace, n: int) -> dict:
+def rss_mb() -> float:
+    gc.collect()
+    return psutil.Process().memory_info().rss / 2**20
+
+
+async def step(args: argparse.Namespace) -> dict:
+    """One step, in this (child) process: N instances on the simulator at --port."""
+    n = args.one_step
     store = await fresh_store(store_url())
-    await import_inventory(store, select_inventory(args.inventory, n))
+    await import_inventory(store, inventory(args.port, n))
     tune_gc()  # as the worker does
     sweeper = Sweeper(store, Settings())
-    rss = RssSampler()
-    out: dict = {"instances": n}
+    if args.statement_cache is not None:
+        sweeper.pool.limits = dataclasses.replace(sweeper.pool.limits, statement_cache_size=args.statement_cache)
+    statements = Statements()
+    out: dict[str, Any] = {"instances": n, "statement_cache_size": sweeper.pool.limits.statement_cache_size}
+    objects_before, rss_before = len(gc.get_objects()), rss_mb()
     try:
         t0 = time.perf_counter()
-        warm, stopped = await guarded(sweeper.sweep(None, SELECTOR), args.min_available_gb)
+        stopped = None
+        for _ in range(2):
+            if stopped is None:
+                _, stopped = await guarded(sweeper.sweep(None, SELECTOR), args.min_available_gb)
         out["warmup_wall_s"] = round(time.perf_counter() - t0, 2)
-        walls, cpus = [], []
-        for _ in range(args.sweeps if not stopped else 0):
+        walls, cpus, counts = [], [], []
+        for _ in range(args.sweeps if stopped is None else 0):
+            statements.on, statements.count = True, 0
             summary, stopped = await guarded(sweeper.sweep(None, SELECTOR), args.min_available_gb)
+            statements.on = False
             if stopped:
                 break
             walls.append(summary.wall_s)
             cpus.append(summary.cpu_s)
-            out["last"] = summary.as_json()
-        out["backends"], out["backends_uss_mb"] = backend_uss_mb()
-        out["available_gb"] = round(psutil.virtual_memory().available / 2**30, 1)
-        out["stopped"] = stopped
+            counts.append(statements.count)
+            out["last"] = {k: v for k, v in summary.as_json().items() if k != "errors"}
+            out["errors"] = dict(list(summary.errors.items())[:3])
+        out["held_sessions"] = len(sweeper.pool)
+        rss_after = rss_mb()
+        out.update(rss_before_mb=round(rss_before, 1), rss_after_mb=round(rss_after, 1),
+                   mb_per_instance=round((rss_after - rss_before) / max(n, 1), 4),
+                   gc_objects_per_instance=round((len(gc.get_objects()) - objects_before) / max(n, 1), 1),
+                   available_gb=round(psutil.virtual_memory().available / 2**30, 1), stopped=stopped)
         if walls:
-            out.update(wall_s=round(statistics.median(walls), 2), cpu_s=round(statistics.median(cpus), 2))
+            out.update(wall_s=round(statistics.median(walls), 2), cpu_s=round(statistics.median(cpus), 2),
+                       statements_per_instance=round(statistics.median(counts) / n, 2))
     finally:
         await sweeper.close()
         await store.dispose()
-        rss.close()
-    out["peak_rss_mb"] = round(rss.peak / 2**20, 1)
     return out
 
 
+def run_step(args: argparse.Namespace, n: int, port: int, sim: psutil.Process) -> dict:
+    sim_cpu = sum(sim.cpu_times()[:2])
+    cmd = [sys.executable, str(Path(__file__)), "--one-step", str(n), "--port", str(port), "--sweeps",
+           str(args.sweeps), "--min-available-gb", str(args.min_available_gb)]
+    if args.statement_cache is not None:
+        cmd += ["--statement-cache", str(args.statement_cache)]
+    done = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise SystemExit(f"step {n} failed:\n{done.stderr[-3000:]}")
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    row["simulator_cpu_s"] = round(sum(sim.cpu_times()[:2]) - sim_cpu, 2)
+    return row
+
+
+def _per_instance_slope(rows: list[dict]) -> str:
+    """RSS growth per added instance between the smallest and the largest step (fixed costs cancel)."""
+    ok = [r for r in rows if not r["stopped"]]
+    if len(ok) < 2:
+        return "—"
+    a, b = ok[0], ok[-1]
+    return f"{(b['rss_after_mb'] - a['rss_after_mb']) / (b['instances'] - a['instances']):.4f}"
+
+
 def markdown(rows: list[dict], command: str) -> str:
+    def cell(r: dict, key: str) -> Any:
+        return r.get(key, "—")
+
     body = "\n".join(
-        f"| {r['instances']} | {r.get('wall_s', '—')} | {r.get('cpu_s', '—')} | "
-        f"{round(r['wall_s'] / r['instances'] * 1000, 2) if r.get('wall_s') else '—'} | {r['peak_rss_mb']} | "
-        f"{r['backends']} / {r['backends_uss_mb']} | {r['available_gb']} | {r['stopped'] or 'ok'} |" for r in rows)
+        f"| {r['instances']} | {cell(r, 'wall_s')} | {cell(r, 'cpu_s')} | "
+        f"{round(r['wall_s'] / r['instances'] * 1000, 2) if r.get('wall_s') else '—'} | "
+        f"{cell(r, 'statements_per_instance')} | {r['rss_before_mb']} → {r['rss_after_mb']} | "
+        f"{r['mb_per_instance']} | {r['gc_objects_per_instance']} | {r['held_sessions']} | "
+        f"{r['simulator_cpu_s']} | {r['stopped'] or 'ok'} |" for r in rows)
+    at_max = rows[-1]
     return f"""### {now_utc()}
 
 `{command}`
 
-| instances | sweep wall s | sweep CPU s | ms per instance | worker peak RSS MB | dbfleet backends / their USS MB | available GiB after | |
-|---|---:|---:|---:|---:|---:|---:|---|
+Statement cache per session: {rows[0]['statement_cache_size']}. Targets: ≤ {TARGET_MB_PER_INSTANCE} MB per held
+instance, ≤ {TARGET_RSS_MB_AT_5000} MB worker RSS at 5,000.
+
+| instances | sweep wall s | sweep CPU s | ms per instance | statements per instance | worker RSS MB (before sessions → after) | MB per held instance | GC objects per instance | sessions held | simulator CPU s | |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
 {body}
+
+RSS growth per added instance from the smallest to the largest step: {_per_instance_slope(rows)} MB.
+At {at_max['instances']}: {at_max['rss_after_mb']} MB worker RSS, {at_max['mb_per_instance']} MB per held instance.
 """
 
 
-INTRO = """Produced by `bench/scale.py`: the simulated fleet lists each of the fleet's databases several
-times, so N instances are N held-open sessions on the same servers. Machine: """
+INTRO = """Produced by `bench/scale.py` on the wire-protocol simulator (`bench/pgsim`, see its README): every
+instance is a database name on one simulated server answering with rows recorded from a real
+PostgreSQL 15, so N instances are N held-open asyncpg sessions without N server backends. Each step
+runs in its own process. Machine: """
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--inventory", type=Path, default=Path("/tmp/dbf_bench_fleet-x10.yaml"))
-    p.add_argument("--steps", default="500,2000,5000")
-    p.add_argument("--sweeps", type=int, default=1)
+    p.add_argument("--steps", default="500,1000,2000,5000")
+    p.add_argument("--sweeps", type=int, default=2)
+    p.add_argument("--statement-cache", type=int, default=None,
+                   help="asyncpg statement_cache_size per session (default: the adapter's)")
     p.add_argument("--min-available-gb", type=float, default=3.0)
     p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--one-step", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 5,000 sessions + the store's pool
+    if args.one_step:
+        print(json.dumps(asyncio.run(step(args))), flush=True)
+        return
+    proc, port = start_simulator()
     rows = []
-    for n in (int(s) for s in args.steps.split(",")):
-        rows.append(asyncio.run(step(args, n)))
-        print(json.dumps(rows[-1]), flush=True)
-        if rows[-1]["stopped"]:
-            break
+    try:
+        sim = psutil.Process(proc.pid)
+        for n in (int(s) for s in args.steps.split(",")):
+            rows.append(run_step(args, n, port, sim))
+            print(json.dumps(rows[-1]), flush=True)
+            if rows[-1]["stopped"]:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(10)
     if not args.no_doc:
-        command = f"python bench/scale.py --inventory {args.inventory} --steps {args.steps} --sweeps {args.sweeps}"
+        command = f"python bench/scale.py --steps {args.steps} --sweeps {args.sweeps}" + (
+            f" --statement-cache {args.statement_cache}" if args.statement_cache is not None else "")
         update_doc(HEADING, "scale.py", markdown(rows, command), INTRO + machine() + ".")
 
 
