@@ -240,3 +240,11 @@ async def test_mariadb_explain_analyze_only_when_enabled_and_admin(client, auth,
     assert (await client.post(f"{BASE}/live-my/explain", json=body, headers=auth["operator"])).status_code == 403
     on = await client.post(f"{BASE}/live-my/explain", json=body, headers=auth["admin"])
     assert on.status_code == 200 and "r_loops" in on.text, on.text  # ANALYZE FORMAT=JSON: measured rows
+
+
+async def test_the_statement_timeout_is_a_504_on_postgres(client, auth, pg, settings):
+    settings.worker.statement_timeout_ms = 200
+    settings.live.allow_analyze = True
+    r = await client.post(f"{BASE}/live-pg/explain", json={"query": "select pg_sleep(2)", "analyze": True},
+                          headers=auth["admin"])
+    assert r.status_code == 504 and "statement timeout" in r.json()["detail"], r.text
