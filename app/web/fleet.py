@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -107,11 +108,13 @@ async def fleet_page(conn, flt: FleetFilter, stale_after: timedelta) -> dict[str
     """One page of the overview and the counts over the whole filtered fleet."""
     offset = (max(flt.page, 1) - 1) * PAGE_SIZE
     since = datetime.now(timezone.utc) - stale_after
-    rows = [dict(r) for r in await conn.fetch(_PAGE, *flt.args(), PAGE_SIZE, offset)]
-    counts = dict(await conn.fetchrow(_COUNTS, *flt.args(), since))
-    for r in rows:
+    rows = []
+    for record in await conn.fetch(_PAGE, *flt.args(), PAGE_SIZE, offset):
+        r = dict(record)
         r["tags"] = r["tags"] if isinstance(r["tags"], dict) else json.loads(r["tags"] or "{}")
         cloud = r["cloud"] if isinstance(r["cloud"], dict) else json.loads(r["cloud"] or "{}")
         r["cloud_name"], r["region"] = cloud.get("provider"), cloud.get("region")
         r["stale"] = r["last_ok"] is None or r["last_ok"] < since
+        rows.append(SimpleNamespace(**r))  # attributes: Jinja's r.name on a dict goes through an AttributeError
+    counts = dict(await conn.fetchrow(_COUNTS, *flt.args(), since))
     return {"rows": rows, "counts": counts, "pages": max(1, -(-counts["instances"] // PAGE_SIZE))}

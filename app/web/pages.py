@@ -28,6 +28,7 @@ from app.inventory.store import parse_tag_selectors
 from app.models import AuditLog, Finding, Instance
 from app.partitions import apply_for, outcome_json
 from app.topology import Topology, members_json
+from app.web import filters
 from app.web.errors import ConsoleRoute
 from app.web.fleet import FleetFilter, fleet_facets, fleet_page, shortest_interval_s
 from app.web.history import query_history
@@ -37,6 +38,7 @@ from app.web.session import (COOKIE, CsrfField, SessionDep, UserDep, WebUser, ch
 
 router = APIRouter(include_in_schema=False, route_class=ConsoleRoute)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+filters.install(templates.env)
 # The distinct check names by a loose index scan of ix_findings_check: one index probe per name,
 # not a pass over every finding (a plain DISTINCT reads all of a million-row table).
 _CHECKS = """

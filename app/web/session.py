@@ -19,7 +19,7 @@ from fastapi import Cookie, Depends, Form, HTTPException, Request, Response, sta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import get_session
+from app.api.deps import StoreDep, get_session
 from app.auth import Role, create_key, principal_for
 from app.models import ApiKey, WebSession
 from app.settings import Settings
@@ -114,16 +114,19 @@ def set_cookie(response: Response, request: Request, token: str) -> None:
                         secure=request.url.scheme == "https", path="/")
 
 
-async def optional_user(session: SessionDep,
-                        token: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> WebUser | None:
+_USER = """
+select k.name, k.role, s.csrf_token from web_sessions s join api_keys k on k.id = s.key_id
+where s.token_hash = $1 and s.expires_at > now() and k.revoked_at is null
+"""
+
+
+async def optional_user(store: StoreDep, token: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> WebUser | None:
+    # One plain query, not an ORM session: every page asks it, most pages need nothing else of the ORM.
     if not token:
         return None
-    row = (await session.execute(
-        select(ApiKey.name, ApiKey.role, WebSession.csrf_token).join(ApiKey, ApiKey.id == WebSession.key_id)
-        .where(WebSession.token_hash == _hash(token), WebSession.expires_at > datetime.now(timezone.utc),
-               ApiKey.revoked_at.is_(None))
-    )).first()
-    return WebUser(row.name, Role[row.role], row.csrf_token) if row else None
+    async with store.raw() as conn:
+        row = await conn.fetchrow(_USER, _hash(token))
+    return WebUser(row["name"], Role[row["role"]], row["csrf_token"]) if row else None
 
 
 async def signed_in(user: Annotated[WebUser | None, Depends(optional_user)]) -> WebUser:
