@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -133,7 +134,8 @@ async def findings(request: Request, session: SessionDep, user: UserDep,
     checks = (await session.execute(text(_CHECKS))).scalars().all()
     params = {"instance": instance or "", "check": check or "", "severity": severity or [], "state": state or [],
               "tag": tag or "", "sort": sort}
-    return _page(request, "findings.html", user, items=result["items"], next_cursor=result["next_cursor"],
+    items = [SimpleNamespace(**x) for x in result["items"]]  # attributes for the template's x.check
+    return _page(request, "findings.html", user, items=items, next_cursor=result["next_cursor"],
                  checks=checks, sorts=list(SORTS), severities=SEVERITIES, states=STATES, f=params, msg=msg,
                  here=str(request.url.path) + ("?" + request.url.query if request.url.query else ""),
                  next_query=urlencode({**params, "cursor": result["next_cursor"] or ""}, doseq=True))
