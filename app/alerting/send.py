@@ -1,8 +1,8 @@
 """Send due notifications under a lease: claim a batch (SKIP LOCKED, committed at once with
 lease_until), send concurrently, record outcomes as they land (every 50 ms).
 
-Only a notification whose send was in flight when a dispatcher died is sent again, after its
-lease runs out, and with the same idempotency key. Notifications of one (receiver, group) go in
+Only a notification whose send was in flight when a dispatcher died (or when the store was away
+for longer than the lease) is sent again, after its lease runs out, and with the same idempotency key. Notifications of one (receiver, group) go in
 id order, so a resolve never overtakes its trigger.
 """
 
@@ -46,6 +46,8 @@ class Sender:
         self.timeouts = {r.name: r.timeout_s for r in config.receivers}
         self.lease_s = max(self.timeouts.values(), default=10.0) + HARD_STOP_MARGIN_S + LEASE_MARGIN_S
         self.limit = asyncio.Semaphore(config.send_concurrency)
+        # (when, outcomes not yet written, the batch's outcomes) of batches the store lost mid-record.
+        self._unrecorded: list[tuple[datetime, list[Outcome], list[Outcome]]] = []
 
     async def attempt(self, row: dict[str, Any], now: datetime) -> Outcome:
         receiver = row["receiver"]
@@ -72,6 +74,7 @@ class Sender:
                        now + backoff(row["attempts"] + 1, self.config.retry))
 
     async def send_due(self, conn: asyncpg.Connection, now: datetime) -> list[Outcome]:
+        await self._record_unrecorded(conn)
         async with conn.transaction():
             # A prepared statement's generic plan for this query was seen burning a second of CPU per
             # claim once the table had churned; the custom plan for the actual values takes ~10 ms.
@@ -90,11 +93,28 @@ class Sender:
         sending = asyncio.ensure_future(asyncio.gather(*(one(r) for r in rows)))
         # Record what has finished every RECORD_EVERY_S while the rest are still in flight: a crash
         # then resends only what was in flight or finished in the last few milliseconds.
-        while not sending.done():
-            await asyncio.wait([sending], timeout=RECORD_EVERY_S)
-            batch, finished[:] = finished[:], []
-            await record_outcomes(conn, batch, now)
-        sending.result()
-        await record_outcomes(conn, finished, now)
-        await record_receivers(conn, outcomes, now)
+        batch: list[Outcome] = []
+        try:
+            while not sending.done():
+                await asyncio.wait([sending], timeout=RECORD_EVERY_S)
+                batch, finished[:] = finished[:], []
+                await record_outcomes(conn, batch, now)
+            batch = []
+            sending.result()
+            await record_outcomes(conn, finished, now)
+            await record_receivers(conn, outcomes, now)
+        except Exception:
+            # The store went away (a restart, a failover) with these sent or in flight: keep their
+            # outcomes and write them first thing next step, on a new connection and inside their
+            # lease, so that no other claim sends them again.
+            await asyncio.wait([sending])
+            self._unrecorded.append((now, batch + finished, outcomes))
+            raise
         return outcomes
+
+    async def _record_unrecorded(self, conn: asyncpg.Connection) -> None:
+        while self._unrecorded:
+            now, unrecorded, outcomes = self._unrecorded[0]
+            await record_outcomes(conn, unrecorded, now)
+            await record_receivers(conn, outcomes, now)
+            self._unrecorded.pop(0)

@@ -46,6 +46,8 @@ class Delivery:
     idempotency_key: str
     status: str
     fingerprints: tuple[str, ...]
+    alerts: tuple[tuple[str, str], ...] = ()  # (alertname, instance) of each alert
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     attempts: int = 0  # every request that reached us, whatever we answered
     refused: int = 0
+    in_flight: int = 0  # requests held by "slow" right now
 
     def start(self) -> Receiver:
         receiver = self
@@ -82,11 +85,14 @@ class Receiver:
                     self._answer(503, b'{"error": "maintenance"}')
                     return
                 if mode == "slow":
+                    receiver.in_flight += 1
                     time.sleep(receiver.delay_s)
+                    receiver.in_flight -= 1
                 doc = json.loads(body)
                 receiver.deliveries.append(Delivery(
                     doc["dbfleet"]["dedupKey"], self.headers.get("Idempotency-Key", ""), doc["status"],
-                    tuple(sorted(a["fingerprint"] for a in doc["alerts"]))))
+                    tuple(sorted(a["fingerprint"] for a in doc["alerts"])),
+                    tuple((a["labels"]["alertname"], a["labels"]["instance"]) for a in doc["alerts"])))
                 self._answer(200, b'{"status": "ok"}')
 
             def _answer(self, status: int, payload: bytes) -> None:
@@ -118,6 +124,10 @@ class Receiver:
             out.setdefault(d.dedup_key, []).append(d.status)
         return out
 
+    def told_firing(self, alertname: str) -> set[str]:
+        """The instances whose `alertname` alert was delivered firing."""
+        return {inst for d in self.deliveries if d.status == "firing" for name, inst in d.alerts if name == alertname}
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -135,6 +145,7 @@ class BlackHole:
         self.swallowing = upstream_port is None
         self.loop = asyncio.new_event_loop()
         self.accepted = 0
+        self.heard_while_swallowing = 0  # connections and chunks that went nowhere: someone is waiting
         self._ready = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
         self._ready.wait(10)
@@ -167,10 +178,10 @@ class BlackHole:
             await writer.drain()
         writer.close()
 
-    @staticmethod
-    async def _drain_forever(reader: asyncio.StreamReader) -> None:
+    async def _drain_forever(self, reader: asyncio.StreamReader) -> None:
+        self.heard_while_swallowing += 1
         while await reader.read(65536):
-            pass
+            self.heard_while_swallowing += 1
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.server.close)
@@ -178,6 +189,13 @@ class BlackHole:
 
 
 # --- processes -------------------------------------------------------------------------------
+
+def restart(cluster: PgCluster) -> float:
+    """pg_ctl restart -m fast (every session is cut); the seconds it took."""
+    t0 = time.monotonic()
+    cluster.pg_ctl("restart", "-m", "fast", "-w", "-l", str(cluster.datadir.parent / "server.log"))
+    return time.monotonic() - t0
+
 
 def cluster_pids(cluster: PgCluster) -> list[int]:
     """The postmaster and every backend and auxiliary process of the cluster."""
@@ -254,20 +272,26 @@ def metric(metrics: dict[str, float], name: str, **labels: str) -> float:
     return total
 
 
-def worker_config(path: Path, receiver_url: str | None, **worker: Any) -> Path:
+def only_health(**health: Any) -> dict[str, Any]:
+    """Every collector but health disabled: the fault tests watch connectivity and alerts."""
+    from collectors.registry import all_specs
+
+    return {s.name: {"enabled": False} for s in all_specs() if s.name != "health"} | {"health": health}
+
+
+def worker_config(path: Path, receiver_url: str | None, receiver_timeout_s: float = 2, **worker: Any) -> Path:
     """Health every 5 s, nothing else; alerts of each instance grouped and sent at once."""
     cfg: dict[str, Any] = {
         "worker": {"backoff_base_s": 0, "connect_timeout_s": 2, "concurrency": 16, "metrics_port": free_port(),
                    **worker},
-        "collectors": {name: {"enabled": False} for name in
-                       ("query_stats", "index_advice", "partitions", "replication", "activity", "vacuum",
-                        "wal_health")} | {"health": {"interval_s": 5}},
+        "collectors": only_health(interval_s=5),
     }
     if receiver_url:
         cfg["alerting"] = {
             "route": {"receiver": "oncall", "group_by": ["instance", "alertname"], "group_wait": "0s",
                       "group_interval": "1s", "repeat_interval": "24h"},
-            "receivers": [{"type": "webhook", "name": "oncall", "url": receiver_url, "timeout_s": 2}],
+            "receivers": [{"type": "webhook", "name": "oncall", "url": receiver_url,
+                           "timeout_s": receiver_timeout_s}],
             "retry": {"initial": "1s", "max_backoff": "4s", "give_up_after": "1h"},
             "poll_interval": "200ms",
         }

@@ -14,7 +14,7 @@ from app.settings import Settings
 from app.sweep import Sweeper
 from tests.collectors.postgres.conftest import PG15_BIN, start_cluster
 from tests.faults.conftest import monitored_databases, pg_instance, register
-from tests.faults.fault_kit import BlackHole, freeze, write_figures
+from tests.faults.fault_kit import BlackHole, freeze, only_health, write_figures
 
 pytestmark = pytest.mark.faults
 HEALTHY, SILENT, FROZEN = 99, 6, 5
@@ -46,9 +46,7 @@ async def test_a_tenth_of_the_fleet_hung(fault_store, monitored_cluster):
         # sweeps do with the default 10 s TTL.
         settings = Settings(worker={"backoff_base_s": 0, "connect_timeout_s": CONNECT_TIMEOUT_S, "concurrency": 32,
                                     "identity_ttl_s": 0},
-                            collectors={"health": {}, **{n: {"enabled": False} for n in (
-                                "query_stats", "index_advice", "partitions", "replication", "activity", "vacuum",
-                                "wal_health")}})
+                            collectors=only_health())
         sweeper = Sweeper(fault_store, settings)
         first = await sweeper.sweep(["health"])
         assert first.instances == HEALTHY + SILENT + FROZEN and not first.errors, first.errors
