@@ -22,25 +22,9 @@ err = Console(stderr=True)
 STATE_STYLE = {"pass": "green", "warn": "yellow", "error": "bold red", "failed": "bold red", "no_tables": "dim"}
 
 
-async def sync_config(store, settings) -> list[str]:
-    """Store the config's `checks:` (reviewed like any definition); the problems, to print."""
-    from app.quality.definitions import parse_definitions, sync_config_checks
-    from app.quality.refusals import review_scans
-
-    checks, problems = parse_definitions(settings.checks)
-    kept = []
-    for check in checks:
-        review = await review_scans(store, settings, check)
-        problems += review.refused
-        if not review.refused:
-            kept.append(check)
-    async with store.raw() as conn, conn.transaction():
-        await sync_config_checks(conn, kept)
-    return problems
-
-
 async def _run_checks(settings, select: list[str], instances: list[str]):
     from app.cli import _store
+    from app.quality.refusals import sync_config
     from app.quality.runner import QualityRunner
 
     store = await _store(settings)

@@ -118,6 +118,10 @@ async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serv
                       id="discover:databases", max_instances=1, coalesce=True, next_run_time=_now())
     for job in _extra_jobs(store, settings):
         scheduler.add_job(**job)
+    # Data quality checks (issue 17): one job, each check at its own `every`.
+    from app.quality.job import quality_checks_job
+
+    scheduler.add_job(**quality_checks_job(store, settings, shard))
     scheduler.start()
     dispatcher = _start_dispatcher(store, settings, stop)
     log.info("worker shard %d/%d running %d collector jobs", shard.index, shard.count, len(scheduler.get_jobs()))

@@ -79,3 +79,19 @@ async def define_checks(store: Store, settings: Settings, checks: list[Any], ori
             await save_check(conn, check, origin, actor)
             out.saved.append(check.name)
     return out
+
+
+async def sync_config(store: Store, settings: Settings) -> list[str]:
+    """Store the config's `checks:` (reviewed like any definition); the problems, to print or log."""
+    from app.quality.definitions import parse_definitions, sync_config_checks
+
+    checks, problems = parse_definitions(settings.checks)
+    kept = []
+    for check in checks:
+        review = await review_scans(store, settings, check)
+        problems += review.refused
+        if not review.refused:
+            kept.append(check)
+    async with store.raw() as conn, conn.transaction():
+        await sync_config_checks(conn, kept)
+    return problems
