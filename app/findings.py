@@ -153,9 +153,9 @@ class _Write:
             self._add(r, full, all_full)
 
     def _add(self, r: RunRecord, full: set[str], all_full: bool) -> None:
-        rows, c, ts = self.rows, r.collector, r.started_at
+        rows, c, at = self.rows, r.collector, r.started_at.isoformat()  # formatted once per run
         error = r.error[:2000] if r.error is not None else None
-        rows[ws.CollectorRun].append(ws.CollectorRun(c, ts, r.duration_ms, r.status, error, len(r.seen)))
+        rows[ws.CollectorRun].append(ws.CollectorRun(c, at, r.duration_ms, r.status, error, len(r.seen)))
         if (w := r.state) is not None:
             if w.base is not None:
                 rows[ws.StateBase].append(ws.StateBase(c, w.seq, w.base))
@@ -164,43 +164,45 @@ class _Write:
         if r.result is None:
             return
         if r.resolves and r.status == "ok":
-            rows[ws.ResolvingRun].append(ws.ResolvingRun(c, ts))
+            rows[ws.ResolvingRun].append(ws.ResolvingRun(c, at))
         unchanged = [] if r.known is None or all_full else [fp for fp in r.known.unchanged(r.seen) if fp not in full]
         if unchanged:
-            rows[ws.LastSeenBump].append(ws.LastSeenBump(c, ts, r.known.at, unchanged))
+            rows[ws.LastSeenBump].append(ws.LastSeenBump(c, at, r.known.at.isoformat(), unchanged))
             self._bumped.update((fp, r) for fp in unchanged)
         skip = set(unchanged)
-        rows[ws.FindingUpsert] += [self._upsert(r, fp, f) for fp, f in r.seen.items() if fp not in skip]
-        self._series(r)
+        rows[ws.FindingUpsert] += [self._upsert(r, fp, f, at) for fp, f in r.seen.items() if fp not in skip]
+        self._series(r, at)
 
     def upsert(self, fp: str) -> ws.FindingUpsert:
         """The full row of a finding that was sent as a bump."""
         r = self._bumped[fp]
-        return self._upsert(r, fp, r.seen[fp])
+        return self._upsert(r, fp, r.seen[fp], r.started_at.isoformat())
 
-    def _upsert(self, r: RunRecord, fp: str, f: Finding) -> ws.FindingUpsert:
+    def _upsert(self, r: RunRecord, fp: str, f: Finding, at: str) -> ws.FindingUpsert:
         return ws.FindingUpsert(fp, r.collector, f.check, f.object, str(f.severity), f.title, f.details,
-                                f.recommendation, r.started_at, _labels(self.inst, f), _annotations(f))
+                                f.recommendation, at, _labels(self.inst, f), _annotations(f))
 
-    def _series(self, r: RunRecord) -> None:
-        result, c, ts = r.result, r.collector, r.started_at
+    def _series(self, r: RunRecord, at: str) -> None:
+        result, c = r.result, r.collector
         if result.samples:
             values = [float(s.value) for s in result.samples]
-            series = ws.SampleSeries(c, ts, [s.metric for s in result.samples], [s.object for s in result.samples],
-                                     values)
-            # JSON has no NaN/Infinity; COPY carries them.
-            if len(values) >= COPY_MIN_ROWS or not all(map(math.isfinite, values)):
+            # JSON has no NaN/Infinity; COPY carries them (and takes a datetime).
+            copy = len(values) >= COPY_MIN_ROWS or not all(map(math.isfinite, values))
+            series = ws.SampleSeries(c, r.started_at if copy else at, [s.metric for s in result.samples],
+                                     [s.object for s in result.samples], values)
+            if copy:
                 self.copies.append(ws.copy_records(series, self.inst.id))
             else:
                 self.rows[ws.SampleSeries].append(series)
         if stats := result.query_stats:
+            copy = len(stats) >= COPY_MIN_ROWS
             series = ws.QueryStatSeries(
-                ts, query_id=[q.query_id for q in stats], username=[q.user for q in stats],
+                r.started_at if copy else at, query_id=[q.query_id for q in stats], username=[q.user for q in stats],
                 dbname=[q.database for q in stats], interval_s=[q.interval_s for q in stats],
                 calls=[q.calls for q in stats], total_ms=[q.total_ms for q in stats], rows=[q.rows for q in stats],
                 shared_blks_hit=[q.shared_blks_hit for q in stats], shared_blks_read=[q.shared_blks_read for q in stats],
                 temp_blks_written=[q.temp_blks_written for q in stats])
-            if len(stats) >= COPY_MIN_ROWS:
+            if copy:
                 self.copies.append(ws.copy_records(series, self.inst.id))
             else:
                 self.rows[ws.QueryStatSeries].append(series)

@@ -15,10 +15,15 @@ import asyncpg
 __all__ = ["decoded", "dumps", "install", "loads"]
 
 
+# One encoder, built once: json.dumps with any option builds a new JSONEncoder per call (the write
+# path encodes nine parameters per instance). Store values are trees, never cyclic: no check.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=str, check_circular=False)
+
+
 def dumps(value: Any) -> str:
     """JSON text for the store. No NaN or Infinity (jsonb refuses them, so refuse them here,
     naming the value); values JSON has no type for (datetime, Decimal, UUID) go in as their str()."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False, default=str)
+    return _ENCODER.encode(value)
 
 
 def loads(text: str | bytes) -> Any:

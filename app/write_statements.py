@@ -27,6 +27,11 @@ from typing import Any
 
 from app.store_codec import dumps
 
+# A timestamp field may hold its ISO text: the write path formats a run's start once and uses it
+# in every row of the run, rather than the encoder calling str() on each datetime (a third of the
+# encoding time). The column type comes from the first member, datetime.
+Timestamp = datetime | str
+
 
 def elsewhere(column: str | None = None, *, json_text: bool = False) -> dict[str, Any]:
     """Field metadata: the field fills `table.column` rather than a column of its kind's own
@@ -37,7 +42,7 @@ def elsewhere(column: str | None = None, *, json_text: bool = False) -> dict[str
 @dataclass(slots=True)
 class CollectorRun:
     collector: str
-    started_at: datetime
+    started_at: Timestamp
     duration_ms: float
     status: str
     error: str | None
@@ -49,7 +54,7 @@ class ResolvingRun:
     """A successful run with a baseline: what its collector no longer sees is resolved."""
 
     collector: str
-    resolved_at: datetime
+    resolved_at: Timestamp
 
 
 @dataclass(slots=True)
@@ -62,7 +67,7 @@ class FindingUpsert:
     title: str
     details: Any
     recommendation: str
-    last_seen: datetime
+    last_seen: Timestamp
     labels: Any = field(metadata=elsewhere("outbox.labels"))
     annotations: Any = field(metadata=elsewhere("outbox.annotations"))
 
@@ -73,15 +78,15 @@ class LastSeenBump:
     last_seen moves, and only if the row is still live, this collector's and as we left it."""
 
     collector: str
-    last_seen: datetime
-    expected_last_seen: datetime = field(metadata=elsewhere("findings.last_seen"))
+    last_seen: Timestamp
+    expected_last_seen: Timestamp = field(metadata=elsewhere("findings.last_seen"))
     fingerprint: list[str] = field(metadata=elsewhere("findings.fingerprint"))
 
 
 @dataclass(slots=True)
 class SampleSeries:
     collector: str
-    ts: datetime
+    ts: Timestamp
     metric: list[str]
     object: list[str]
     value: list[float]
@@ -89,7 +94,7 @@ class SampleSeries:
 
 @dataclass(slots=True)
 class QueryStatSeries:
-    ts: datetime
+    ts: Timestamp
     query_id: list[str]
     username: list[str]
     dbname: list[str]

@@ -1,19 +1,23 @@
 """The store write of a sweep, alone: Recorder.write_runs for N instances, steady state.
 
-    python bench/write_path.py --instances 200 --rounds 8
+    python bench/write_path.py --instances 200 --rounds 8 [--as-transaction]
 
 No monitored server: each instance's runs are made up to look like a steady full PostgreSQL
 sweep (health samples, query statistics with state patches and texts, unchanged index findings
 whose last_seen is bumped, one finding that changes severity every round, a partition finding
 that comes and goes). Runs against its own store database (dbf_wp14_write_path, created and
-migrated here, dropped at the end) at the sweep's concurrency. Prints, per round after two
-warm-up rounds, wall and process CPU, and their medians, as JSON.
+migrated here, dropped at the end, synchronous_commit off so that commits do not wait for the
+disk) at the sweep's concurrency. Prints, per round after two
+warm-up rounds, wall, process CPU and the CPU of the store backends serving it, and their
+medians, as JSON. --as-transaction runs the
+named statements one by one in a transaction instead of composed into one statement.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
@@ -22,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app import findings, run_record
 from app.db import Store, migrate
 from app.findings import InstanceRef, RunRecord
 from app.run_record import Recorder
@@ -59,6 +65,8 @@ async def main(n: int, rounds: int, concurrency: int) -> dict:
     admin = await asyncpg.connect(ADMIN)
     await admin.execute(f'drop database if exists "{DB}" with (force)')
     await admin.execute(f'create database "{DB}"')
+    # Compare the statements, not the WAL flush of each commit on a disk other work shares.
+    await admin.execute(f'alter database "{DB}" set synchronous_commit = off')
     url = f"postgresql://postgres@127.0.0.1:5432/{DB}"
     await asyncio.to_thread(migrate, url)
     store = Store(url, pool_size=concurrency)
@@ -74,21 +82,48 @@ async def main(n: int, rounds: int, concurrency: int) -> dict:
         sem = asyncio.Semaphore(concurrency)
         t0 = datetime.now(UTC) - timedelta(hours=1)
         out = []
+        sent = [0]
+        backends: dict[int, psutil.Process] = {}
+
+        def server_cpu() -> float:
+            """CPU seconds the store's backends serving this script used (robust to a busy machine)."""
+            total = 0.0
+            for proc in backends.values():
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+            return total
+
+        def count(_record) -> None:
+            sent[0] += 1
+
         for rnd in range(rounds + 2):
             at = t0 + timedelta(minutes=rnd)
 
             async def one(ref: InstanceRef, rnd: int = rnd, at: datetime = at) -> None:
                 async with sem, store.raw() as conn:
-                    await recorder.write_runs(conn, ref, runs_for(ref.id, rnd, at))
+                    if (pid := conn.get_server_pid()) not in backends:
+                        backends[pid] = psutil.Process(pid)
+                    conn.add_query_logger(count)
+                    try:
+                        await recorder.write_runs(conn, ref, runs_for(ref.id, rnd, at))
+                    finally:
+                        conn.remove_query_logger(count)
 
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu, server = time.perf_counter(), time.process_time(), server_cpu()
+            sent[0] = 0
             await asyncio.gather(*(one(r) for r in refs))
-            out.append((time.perf_counter() - wall, time.process_time() - cpu))
+            out.append((time.perf_counter() - wall, time.process_time() - cpu, server_cpu() - server))
+        per_instance = round(sent[0] / n, 2)  # of the last round (steady)
         steady = out[2:]
         return {"instances": n, "rounds": rounds, "concurrency": concurrency,
-                "wall_s": [round(w, 3) for w, _ in steady], "cpu_s": [round(c, 3) for _, c in steady],
-                "median_wall_s": round(statistics.median(w for w, _ in steady), 3),
-                "median_cpu_s": round(statistics.median(c for _, c in steady), 3)}
+                "wall_s": [round(x[0], 3) for x in steady], "cpu_s": [round(x[1], 3) for x in steady],
+                "median_wall_s": round(statistics.median(x[0] for x in steady), 3),
+                "median_cpu_s": round(statistics.median(x[1] for x in steady), 3),
+                "median_server_cpu_s": round(statistics.median(x[2] for x in steady), 3),
+                "statements_per_instance": per_instance}
     finally:
         await store.dispose()
         await admin.execute(f'drop database if exists "{DB}" with (force)')
@@ -100,5 +135,8 @@ if __name__ == "__main__":
     p.add_argument("--instances", type=int, default=200)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--as-transaction", action="store_true")
     a = p.parse_args()
+    if a.as_transaction:
+        run_record.record_runs = functools.partial(findings.record_runs, as_transaction=True)
     print(json.dumps(asyncio.run(main(a.instances, a.rounds, a.concurrency))))
