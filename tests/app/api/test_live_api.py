@@ -12,6 +12,7 @@ import pytest
 from app.api import live
 from app.settings import Settings
 from collectors.common.blocking import tree_members
+from tests.app.api.pg_lock_queue import assert_lock_queue_seen
 
 BASE = "/api/v1/instances"
 
@@ -41,26 +42,7 @@ async def _pg(db):
 
 
 async def test_locks_give_the_tree_of_a_row_lock_and_two_waiters(client, auth, pg):
-    holder, w1, w2 = await _pg(pg), await _pg(pg), await _pg(pg)
-    tx = holder.transaction()
-    await tx.start()
-    await holder.execute("update t set v = 1 where id = 1")
-    waits = [asyncio.create_task(w.execute("update t set v = 2 where id = 1")) for w in (w1, w2)]
-    await asyncio.sleep(1)
-    try:
-        r = await client.get(f"{BASE}/live-pg/locks", headers=auth["viewer"])
-        activity = await client.get(f"{BASE}/live-pg/activity", headers=auth["viewer"])
-    finally:
-        await tx.rollback()
-        await asyncio.gather(*waits)
-        for c in (holder, w1, w2):
-            await c.close()
-    assert r.status_code == 200, r.text
-    [tree] = [t for t in r.json()["trees"] if t["session_id"] == holder.get_server_pid()]
-    below = {n["session_id"] for n in tree["blocked"]} | {m["session_id"] for n in tree["blocked"] for m in n["blocked"]}
-    assert below == {w1.get_server_pid(), w2.get_server_pid()}
-    mine = {s["session_id"]: s for s in activity.json()["sessions"]}
-    assert mine[holder.get_server_pid()]["state"] == "idle in transaction"
+    await assert_lock_queue_seen(client, auth, "live-pg", lambda: _pg(pg))
 
 
 async def test_explain_plans_a_select_and_audits_who_asked(client, auth, pg, clean_store):

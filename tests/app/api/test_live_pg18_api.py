@@ -4,7 +4,6 @@ The same items run against the machine's PostgreSQL 15 in test_live_api.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import asyncpg
 import pytest
 
 from app.settings import Settings
-from collectors.common.blocking import tree_members
+from tests.app.api.pg_lock_queue import assert_lock_queue_seen
 from tests.collectors.postgres.conftest import start_cluster
 
 BASE = "/api/v1/instances"
@@ -56,26 +55,7 @@ async def live18(client, auth, pg18):
 
 
 async def test_row_lock_with_two_waiters_and_an_idle_transaction(client, auth, live18):
-    holder, w1, w2 = await _pg(live18), await _pg(live18), await _pg(live18)
-    tx = holder.transaction()
-    await tx.start()
-    await holder.execute("update t set v = 1 where id = 1")
-    waits = [asyncio.create_task(w.execute("update t set v = 2 where id = 1")) for w in (w1, w2)]
-    await asyncio.sleep(1)
-    try:
-        locks = await client.get(f"{BASE}/live-pg18/locks", headers=auth["viewer"])
-        activity = await client.get(f"{BASE}/live-pg18/activity", headers=auth["viewer"])
-    finally:
-        await tx.rollback()
-        await asyncio.gather(*waits)
-        for c in (holder, w1, w2):
-            await c.close()
-    assert locks.status_code == 200, locks.text
-    [tree] = [t for t in locks.json()["trees"] if t["session_id"] == holder.get_server_pid()]
-    assert {n["session_id"] for n in tree_members(tree)} == {w1.get_server_pid(), w2.get_server_pid()}
-    mine = {s["session_id"]: s for s in activity.json()["sessions"]}
-    assert mine[holder.get_server_pid()]["state"] == "idle in transaction"
-    assert mine[w1.get_server_pid()]["wait_class"] == "Lock"
+    await assert_lock_queue_seen(client, auth, "live-pg18", lambda: _pg(live18))
 
 
 async def test_explain_plans_a_select_generic_or_not(client, auth, live18):
