@@ -49,8 +49,8 @@ def test_default_sla_is_fifteen_minutes_and_scope_matching():
 
 
 @pytest.mark.parametrize("family, expected", [
-    ("postgres", 'select max("loaded_at") as newest, current_timestamp as now_tz, localtimestamp as now_local '
-                 'from "we""ird"."t" where (status = 1)'),
+    ("postgres", ('select max("loaded_at") as newest, current_timestamp as now_tz, localtimestamp as now_local '
+                 'from "we""ird"."t" where (status = 1)')),
     ("mysql", "select max(`loaded_at`) as newest, now() as now_local from `we\"ird`.`t` where (status = 1)"),
 ])
 def test_identifiers_are_quoted_per_engine(family, expected):
@@ -61,8 +61,8 @@ def test_identifiers_are_quoted_per_engine(family, expected):
 
 
 @pytest.mark.parametrize("text", ["select 1; select 2", "delete from t", "insert into t values (1)",
-                                  "select * from t for update", "create table x (a int)", "with a as "
-                                  "(delete from t returning *) select * from a"])
+                                  "select * from t for update", "create table x (a int)", ("with a as "
+                                  "(delete from t returning *) select * from a")])
 def test_only_one_read_only_select_passes(text):
     with pytest.raises(sql.CheckRefused):
         sql.check_select(text, "postgres")
