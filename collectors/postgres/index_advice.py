@@ -84,8 +84,7 @@ select 'fk' as kind, n.nspname as schema, t.relname as "table", c.conname as con
        c.conrelid::bigint as table_oid, c.conkey::int[] as columns,
        quote_ident(n.nspname) || '.' || quote_ident(t.relname) as qualified_table,
        k.quoted as quoted_columns, c.confrelid::regclass::text as referenced,
-       -- sized per run (LIVE_SQL) over these: the parent of a partitioned table has no storage
-       (select array_agg(p.relid::bigint) from pg_partition_tree(c.conrelid) p where p.isleaf) as leaves,
+       c.oid::bigint as constraint_oid,  -- sized per run (LIVE_SQL)
        t.relkind = 'p' as partitioned,
        -- The check's lookup runs on each partition: an index on every leaf (by column name, since a
        -- partition's attnums can differ) serves it even when the parent has none.
@@ -192,7 +191,12 @@ select coalesce(d.stats_reset, pg_postmaster_start_time()) as stats_since, now()
                                                   quote_ident(t.schemaname) || '.' || quote_ident(t.relname),
                                                   t.seq_scan, t.seq_tup_read, coalesce(t.idx_scan, 0), t.n_live_tup,
                                                   pg_total_relation_size(t.relid))), '[]')
-          from pg_stat_user_tables t) as tables
+          from pg_stat_user_tables t where t.n_live_tup >= $1) as tables,
+       -- A foreign key on a partitioned table is sized by its leaf partitions (the parent has no storage).
+       (select coalesce(json_agg(json_build_array(c.oid::bigint, coalesce(
+                  (select sum(pg_total_relation_size(p.relid))::bigint from pg_partition_tree(c.conrelid) p where p.isleaf),
+                  pg_total_relation_size(c.conrelid)))), '[]')
+          from pg_constraint c where c.contype = 'f' and c.conparentid = 0) as fk_bytes
 from pg_stat_database d where d.datname = current_database()
 """
 _TABLE_KEYS = ("table_oid", "schema", "table", "qualified", "seq_scan", "seq_tup_read", "idx_scan", "n_live_tup",
@@ -467,7 +471,7 @@ async def collect(conn: Connection, ctx: Context) -> tuple[list[dict[str, Any]],
     hypothetical_interval_s; in between their previous rows stand.
     """
     t = ctx.thresholds
-    [live] = await conn.fetch(LIVE_SQL)
+    [live] = await conn.fetch(LIVE_SQL, int(t["missing_index_min_rows"]))
     fp = live["fingerprint"]
     catalog = cached(ctx.previous, "catalog", fp)
     kept = ctx.previous.get("catalog") if catalog is not None else None
@@ -475,8 +479,7 @@ async def collect(conn: Connection, ctx: Context) -> tuple[list[dict[str, Any]],
         [read] = await conn.fetch(CATALOG_SQL)
         kept, catalog = keep(read["fingerprint"], read["catalog"]), json.loads(read["catalog"])
     rows = _with_live_numbers(catalog, live)
-    tables = [r for r in rows if r["kind"] == "table" and r["n_live_tup"] >= int(t["missing_index_min_rows"])]
-    heavy = hypothetical.heavy_tables(tables, t)
+    heavy = hypothetical.heavy_tables([r for r in rows if r["kind"] == "table"], t)
     hypo = None
     if part_due(ctx, "hypothetical", "hypothetical_interval_s"):
         hypo = await hypothetical.validate(conn, heavy, t)
@@ -494,7 +497,7 @@ def _with_live_numbers(catalog: Mapping[str, list], live: Mapping[str, Any]) -> 
     """The cached definitions with this run's scans, sizes, builds and table counters."""
     stats = {oid: (scans or 0, size) for oid, scans, size in json.loads(live["index_stats"])}
     tables = [dict(zip(_TABLE_KEYS, r), kind="table") for r in json.loads(live["tables"])]
-    size_of = {r["table_oid"]: r["size_bytes"] for r in tables}
+    fk_bytes = dict(json.loads(live["fk_bytes"]))
     rows: list[dict[str, Any]] = [{"kind": "window", "stats_since": live["stats_since"], "now": live["now"]}]
     for ix in catalog["index"]:
         if ix["is_partitioned_index"]:
@@ -504,7 +507,7 @@ def _with_live_numbers(catalog: Mapping[str, list], live: Mapping[str, Any]) -> 
         else:
             scans, size = stats.get(ix["oid"], (0, 0))
             rows.append({**ix, "idx_scan": scans, "size_bytes": size, "leaf_indexes": 0})
-    rows += [{**fk, "table_bytes": sum(size_of.get(leaf, 0) for leaf in fk["leaves"] or ())} for fk in catalog["fk"]]
+    rows += [{**fk, "table_bytes": fk_bytes.get(fk["constraint_oid"], 0)} for fk in catalog["fk"]]
     rows += catalog["index_gap"]
     rows += [{"kind": "build", "index_oid": i, "table_oid": r, "command": c, "phase": p}
              for i, r, c, p in json.loads(live["builds"])]
