@@ -19,7 +19,7 @@ from fastapi import Cookie, Depends, Form, HTTPException, Request, Response, sta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import StoreDep, get_session
+from app.api.deps import SettingsDep, StoreDep, get_session
 from app.auth import Role, create_key, principal_for
 from app.models import ApiKey, WebSession
 from app.settings import Settings
@@ -120,13 +120,19 @@ where s.token_hash = $1 and s.expires_at > now() and k.revoked_at is null
 """
 
 
-async def optional_user(store: StoreDep, token: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> WebUser | None:
+async def optional_user(request: Request, store: StoreDep, settings: SettingsDep,
+                        token: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> WebUser | None:
     # One plain query, not an ORM session: every page asks it, most pages need nothing else of the ORM.
     if not token:
         return None
     async with store.raw() as conn:
         row = await conn.fetchrow(_USER, _hash(token))
-    return WebUser(row["name"], Role[row["role"]], row["csrf_token"]) if row else None
+    if row is None:
+        return None
+    # Behind the proxy, the proxy says who is there: another user's cookie in this browser is not them.
+    if (vouched := proxy_user(request, settings)) is not None and row["name"] != f"proxy:{vouched}":
+        return None
+    return WebUser(row["name"], Role[row["role"]], row["csrf_token"])
 
 
 async def signed_in(user: Annotated[WebUser | None, Depends(optional_user)]) -> WebUser:

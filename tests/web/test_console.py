@@ -423,6 +423,12 @@ async def test_proxy_sign_in_is_believed_from_the_trusted_peer_only(browser, con
         assert "dbfleet_session=" in set_cookie and "httponly" in set_cookie and "samesite=strict" in set_cookie
         fleet = await client.get("/")
         assert fleet.status_code == 200 and "proxy:web-proxy-op (operator)" in fleet.text
+        # Someone else at the same browser: the proxy's word beats the cookie left behind.
+        other = await client.get("/", headers={"X-Auth-User": "web-proxy-other"})
+        assert other.status_code == 303 and other.headers["location"] == "/signin"
+        again = await client.get("/signin", headers={"X-Auth-User": "web-proxy-other"})
+        assert again.status_code == 303 and "proxy:web-proxy-other (viewer)" in (await client.get(
+            "/", headers={"X-Auth-User": "web-proxy-other"})).text
     async with console["store"].raw() as conn:
         assert await conn.fetchval("select role from api_keys where name = 'proxy:web-proxy-op'") == "operator"
     # The same header from another peer (127.0.0.2, even claiming to be the proxy) signs nobody in.
