@@ -38,6 +38,8 @@ select n.nspname as schema, c.relname as table, s.n_live_tup, s.n_dead_tup, s.n_
 from pg_stat_user_tables s
 join pg_class c on c.oid = s.relid
 join pg_namespace n on n.oid = c.relnamespace
+-- A partitioned table has no storage: nothing to vacuum, and relfrozenxid 0 (age() of it is 2^31).
+where c.relkind <> 'p'
 order by n.nspname, c.relname
 """
 SETTINGS_SQL = """
