@@ -1,0 +1,224 @@
+"""Doing no harm with 1,000 data quality checks over the bench fleet, at their schedules.
+
+    python bench/fleet.py up --instances 500 --clusters 5      # once (bench/README.md)
+    python bench/quality.py --inventory /tmp/dbf_bench_fleet.yaml --instances 200 --minutes 10
+
+Registers the first N fleet databases in a fresh store (dbf_bench_quality_store) as the login role
+`dbfleet` and defines five checks per database (so 200 databases = 1,000 checks), each scoped to
+its own instance, at the schedules a DBA would give them:
+  - freshness of orders.created_at (error after 1 hour), every minute;
+  - volume of orders per hour (count on created_at), every 5 minutes;
+  - completeness of customers.email and customers.name, every 5 minutes;
+  - an assertion (orders whose customer is missing), every 15 minutes;
+  - the schema of customers, every 15 minutes.
+Then runs the worker's quality job (app/quality/job.py: a tick every 30 s, only what is due) for
+the given minutes of wall time, while a paced workload (one client per database, --rate
+statements/s) keeps the databases busy. It reports:
+  - per tick: wall and CPU of the dbfleet process, checks run, peak RSS;
+  - per monitored database, from its own pg_stat_statements diffed over the run: the `dbfleet`
+    role's statement time against the database's total and the slowest single dbfleet statement
+    (against the collectors' statement_timeout), and the workload's latency with and without the
+    checks (the first and last minute run without them);
+  - store growth: samples and result rows per check run.
+The result is written to docs/benchmarks.md ("## Data quality checks: doing no harm").
+
+With --definition-review the 1,000 definitions also go through the definition-time scan review
+(EXPLAIN on every instance in scope) and its duration is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import asyncpg
+from common import (
+    RssSampler,
+    fresh_store,
+    import_inventory,
+    machine,
+    now_utc,
+    select_inventory,
+    update_doc,
+)
+
+from app.quality.definitions import parse_definitions, save_check
+from app.quality.job import TICK_S
+from app.quality.refusals import define_checks
+from app.quality.runner import QualityRunner
+from app.settings import Settings
+
+HEADING = "## Data quality checks: doing no harm"
+STORE = "postgresql://postgres@127.0.0.1:5432/dbf_bench_quality_store"
+SNAPSHOT = """
+select r.rolname as role, sum(s.calls)::bigint as calls,
+       sum(s.total_exec_time + s.total_plan_time)::float8 as ms, max(s.max_exec_time)::float8 as max_ms
+from pg_stat_statements s join pg_roles r on r.oid = s.userid
+where s.dbid = (select oid from pg_database where datname = current_database())
+group by r.rolname
+"""
+WORKLOAD = ("select * from customers where id = $1", "select sum(amount) from orders where customer_id = $1",
+            "insert into orders (customer_id, status, amount, created_at) values ($1, 'open', 1.5, now())")
+
+
+def checks_for(instance: str) -> list[dict]:
+    every = lambda n: {"count": n, "period": "minute"}
+    base = {"instances": [instance], "labels": {"source": "bench", "pipeline": instance}}
+    return [
+        {**base, "name": f"{instance}.orders_fresh", "kind": "freshness", "tables": ["public.orders"],
+         "loaded_at_field": "created_at", "error_after": {"count": 1, "period": "hour"}, "every": every(1)},
+        {**base, "name": f"{instance}.orders_volume", "kind": "volume", "tables": ["public.orders"],
+         "loaded_at_field": "created_at", "every": every(5)},
+        {**base, "name": f"{instance}.customers_complete", "kind": "completeness", "tables": ["public.customers"],
+         "columns": ["email", "name"], "max_null_share": 0.01, "every": every(5)},
+        {**base, "name": f"{instance}.orders_orphans", "kind": "assertion", "every": every(15),
+         "query": "select o.id from orders o left join customers c on c.id = o.customer_id where c.id is null"},
+        {**base, "name": f"{instance}.customers_shape", "kind": "schema", "tables": ["public.customers"],
+         "every": every(15)},
+    ]
+
+
+async def snapshot(item: dict) -> dict[str, tuple[int, float, float]]:
+    conn = await asyncpg.connect(host=item["host"], port=item["port"], user="postgres", database=item["dbname"])
+    try:
+        return {r["role"]: (r["calls"], r["ms"], r["max_ms"] or 0.0) for r in await conn.fetch(SNAPSHOT)}
+    finally:
+        await conn.close()
+
+
+async def workload(items: list[dict], rate: float, stop: asyncio.Event, latencies: list[tuple[float, float]]) -> None:
+    """One paced client per database, as postgres: (monotonic time, statement ms) per statement."""
+    async def client(item: dict) -> None:
+        conn = await asyncpg.connect(host=item["host"], port=item["port"], user="postgres", database=item["dbname"],
+                                     server_settings={"application_name": "bench-workload"})
+        try:
+            while not stop.is_set():
+                sql = random.choice(WORKLOAD)
+                t0 = time.perf_counter()
+                await conn.execute(sql, random.randint(1, 2000))
+                latencies.append((time.monotonic(), (time.perf_counter() - t0) * 1000))
+                await asyncio.sleep(1 / rate)
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(client(i) for i in items))
+
+
+def _p(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 100 else max(values, default=0.0)
+
+
+async def run(args: argparse.Namespace) -> dict:
+    items = select_inventory(args.inventory, args.instances + 2)[: args.instances]
+    store = await fresh_store(STORE)
+    await import_inventory(store, items)
+    settings = Settings(database_url=STORE, worker={"concurrency": args.concurrency})
+    raw = [c for i in items for c in checks_for(i["name"])]
+    checks, problems = parse_definitions(raw)
+    assert not problems, problems
+    t0 = time.perf_counter()
+    if args.definition_review:
+        defined = await define_checks(store, settings, checks, "api", "bench")
+        assert not defined.refused, defined.refused[:3]
+    else:
+        async with store.raw() as conn:
+            for check in checks:
+                await save_check(conn, check, "api", "bench")
+    define_s = time.perf_counter() - t0
+    before = {i["name"]: await snapshot(i) for i in items}
+    stop, latencies = asyncio.Event(), []
+    load = asyncio.create_task(workload(items, args.rate, stop, latencies))
+    quiet_s = 60.0
+    await asyncio.sleep(quiet_s)  # the workload alone first: its latency without checks
+    checks_from = time.monotonic()
+    runner, rss, ticks = QualityRunner(store, settings), RssSampler(), []
+    deadline = time.monotonic() + args.minutes * 60
+    try:
+        while time.monotonic() < deadline:
+            w, c = time.perf_counter(), time.process_time()
+            summary = await runner.run(due_only=True)
+            ticks.append({"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c,
+                          "runs": len(summary.outcomes), "failed": len(summary.failures())})
+            await asyncio.sleep(max(0.0, TICK_S - (time.perf_counter() - w)))
+    finally:
+        await runner.close()
+        rss.close()
+    checks_until = time.monotonic()
+    await asyncio.sleep(quiet_s)
+    stop.set()
+    await load
+    after = {i["name"]: await snapshot(i) for i in items}
+    async with store.raw() as conn:
+        samples = await conn.fetchval("select count(*) from samples where collector like 'quality:%'")
+        results = await conn.fetchval("select count(*) from quality_check_results")
+        runs = await conn.fetchval("select count(*) from collector_runs where collector like 'quality:%'")
+    await store.dispose()
+    shares, max_ms = [], []
+    for name, roles in after.items():
+        dbf = roles.get("dbfleet", (0, 0.0, 0.0))[1] - before[name].get("dbfleet", (0, 0.0, 0.0))[1]
+        total = sum(v[1] for v in roles.values()) - sum(v[1] for v in before[name].values())
+        shares.append(dbf / total if total else 0.0)
+        max_ms.append(roles.get("dbfleet", (0, 0.0, 0.0))[2])
+    quiet = [ms for t, ms in latencies if t < checks_from or t > checks_until]
+    busy = [ms for t, ms in latencies if checks_from <= t <= checks_until]
+    return {"instances": len(items), "checks": len(checks), "minutes": args.minutes, "define_s": define_s,
+            "review": args.definition_review, "ticks": ticks, "peak_rss_mb": rss.peak / 2**20,
+            "share_median": statistics.median(shares), "share_max": max(shares), "stmt_max_ms": max(max_ms),
+            "timeout_ms": settings.worker.statement_timeout_ms, "runs": runs, "samples": samples, "results": results,
+            "quiet_p50": _p(quiet, 50), "quiet_p99": _p(quiet, 99), "busy_p50": _p(busy, 50), "busy_p99": _p(busy, 99)}
+
+
+def report(r: dict) -> str:
+    walls = [t["wall_s"] for t in r["ticks"]]
+    cpus = [t["cpu_s"] for t in r["ticks"]]
+    busy_ticks = [t for t in r["ticks"] if t["runs"]]
+    return "\n".join([
+        f"Run {now_utc()} on {machine()}.",
+        "",
+        (f"{r['checks']} checks over {r['instances']} databases for {r['minutes']} min (tick {TICK_S} s, only due checks): "
+        f"{r['runs']} check runs, {sum(t['failed'] for t in r['ticks'])} failing outcomes."),
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| definitions stored{' (with EXPLAIN scan review)' if r['review'] else ''} | {r['define_s']:.1f} s |",
+        f"| tick wall, median / max | {statistics.median(walls):.2f} s / {max(walls):.2f} s |",
+        f"| tick CPU (dbfleet process), median / max | {statistics.median(cpus):.2f} s / {max(cpus):.2f} s |",
+        f"| ticks with work | {len(busy_ticks)} of {len(r['ticks'])} |",
+        f"| peak RSS | {r['peak_rss_mb']:.0f} MiB |",
+        (f"| dbfleet share of each database's statement time, median / max | {r['share_median']:.2%} / "
+        f"{r['share_max']:.2%} |"),
+        f"| slowest single dbfleet statement (statement_timeout {r['timeout_ms']} ms) | {r['stmt_max_ms']:.1f} ms |",
+        f"| workload latency p50 / p99 without checks | {r['quiet_p50']:.2f} / {r['quiet_p99']:.2f} ms |",
+        f"| workload latency p50 / p99 while checks run | {r['busy_p50']:.2f} / {r['busy_p99']:.2f} ms |",
+        f"| store rows: samples / latest results | {r['samples']} / {r['results']} |",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inventory", type=Path, default=Path("/tmp/dbf_bench_fleet.yaml"))
+    parser.add_argument("--instances", type=int, default=200, help="databases; five checks each")
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--rate", type=float, default=5, help="workload statements per second per database")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--definition-review", action="store_true", help="define through the EXPLAIN scan review")
+    parser.add_argument("--no-doc", action="store_true")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    text = report(result)
+    print(text)
+    print(json.dumps({k: v for k, v in result.items() if k != "ticks"}, default=str))
+    if not args.no_doc:
+        update_doc(HEADING, f"quality-{args.instances}", text,
+                   intro="bench/quality.py: five checks per database at their schedules, through the worker's "
+                         "quality job, against a paced workload; the cost on each monitored database comes from "
+                         "its own pg_stat_statements.")
+
+
+if __name__ == "__main__":
+    main()
