@@ -188,8 +188,9 @@ async def instance(request: Request, name: str, session: SessionDep, store: Stor
         history = await query_history(conn, inst.id, [q["query_id"] for q in queries], timedelta(hours=24))
         me = topology.members.get(inst.id)
         set_root = topology.root_of(me).name if me and me.role else None
-        in_set = [m for m in members_json(topology) if set_root and m["replication_set"] == set_root]
-        ids = [m.id for m in topology.members.values() if m.name in {x["instance"] for x in in_set}] or [inst.id]
+        ids = [m.id for m in topology.members.values() if set_root and m.role and topology.root_of(m).name == set_root]
+        in_set = members_json(topology, ids=set(ids))
+        ids = ids or [inst.id]
         lag_charts = await lag_history(conn, ids, timedelta(hours=24))
     lag = [r for r in await latest_lag(store) if r["instance"] == name]
     by_row = {f"q{i}": history.get(q["query_id"], [[], [], []]) for i, q in enumerate(queries, 1)}
