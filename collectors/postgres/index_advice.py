@@ -481,7 +481,9 @@ async def collect(conn: Connection, ctx: Context) -> tuple[list[dict[str, Any]],
     rows = _with_live_numbers(catalog, live)
     heavy = hypothetical.heavy_tables([r for r in rows if r["kind"] == "table"], t)
     hypo = None
-    if part_due(ctx, "hypothetical", "hypothetical_interval_s"):
+    # Also when a table turned heavy since the last validation found none to test.
+    if part_due(ctx, "hypothetical", "hypothetical_interval_s") or (
+            heavy and not any(r["kind"] == "hypopg" for r in part_rows(ctx, "hypothetical"))):
         hypo = await hypothetical.validate(conn, heavy, t)
     capacity_rows = None
     if part_due(ctx, "capacity", "capacity_interval_s"):
