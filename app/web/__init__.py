@@ -17,9 +17,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def mount(app: FastAPI) -> None:
     """Add the console's pages and its static files to the API application."""
-    from app.web import alerts, pages, peer
+    from app.web import alerts, freshness, pages, peer
 
     peer.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(alerts.router)
+    app.include_router(freshness.router)
