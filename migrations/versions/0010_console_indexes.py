@@ -8,7 +8,10 @@ kept by triggers, so the fleet overview's counts read 5,000 rows, not a million 
   collector_runs: one grouped delta per statement, applied in instance id order. A statement
   that changes no open finding's state or severity (the usual run: last_seen bumps) writes
   nothing there and takes no lock; counters move by deltas (c = c + d), so concurrent writers
-  of one instance add up instead of overwriting each other.
+  of one instance add up instead of overwriting each other. One that does change them holds the
+  instance's row until it commits: two such writers of one instance (a run and a bulk
+  acknowledge) queue there, and may deadlock if each already holds a finding the other wants
+  (PostgreSQL then aborts one).
 
 Revision ID: 0010
 Revises: 0009
