@@ -18,7 +18,6 @@ Tags add only what cannot be read: `expected_standbys=N` on a primary.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 import asyncpg
 
+from app import store_codec
 from collectors.spec import Identity, NodeRole
 
 # A standby's self-report counts as current for this long; an identity is re-written at least
@@ -109,8 +109,8 @@ class Topology:
     async def load(cls, conn: asyncpg.Connection) -> "Topology":
         members = {}
         for r in await conn.fetch(_LOAD):
-            tags = r["tags"] if isinstance(r["tags"], dict) else json.loads(r["tags"] or "{}")
-            cloud = r["cloud"] if isinstance(r["cloud"], dict) else json.loads(r["cloud"] or "{}")
+            tags = store_codec.decoded(r["tags"]) or {}
+            cloud = store_codec.decoded(r["cloud"]) or {}
             m = Member(r["id"], r["name"], r["host"], r["port"], tags, r["dbname"] or "", cloud, r["engine"])
             if r["role"] is not None:
                 for key in ("role", "server_id", "database", "upstream_host", "upstream_port", "upstream_streaming",

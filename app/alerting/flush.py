@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from app import store_codec
 from app.alerting.config import AlertingConfig
 from app.alerting.ingest import as_dict
 from app.alerting.notification import Notification
@@ -211,4 +212,4 @@ class Flusher:
 
 
 def _list(value: Any) -> list[str]:
-    return json.loads(value) if isinstance(value, str) else list(value or [])
+    return list(store_codec.decoded(value) or [])

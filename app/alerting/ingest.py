@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from app import store_codec
 from app.alerting.config import AlertingConfig
 from app.alerting.routing import RoutingTree
 
@@ -50,7 +51,7 @@ on conflict do nothing
 
 def as_dict(value: Any) -> dict[str, Any]:
     """jsonb arrives decoded through the store's pool, as text through a bare asyncpg connection."""
-    return json.loads(value) if isinstance(value, str) else dict(value or {})
+    return dict(store_codec.decoded(value) or {})
 
 
 def _latest_per_alert(rows: list[asyncpg.Record]) -> list[asyncpg.Record]:

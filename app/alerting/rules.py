@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from app import store_codec
 from app.alerting.config import AlertingConfig, ThresholdRule
 
 STALE_AFTER = timedelta(minutes=10)  # a series with no sample this long is treated as gone
@@ -51,7 +52,7 @@ def rule_fingerprint(rule: str, instance_id: int, obj: str) -> str:
 
 
 def _labels(rule: ThresholdRule, inst: dict, obj: str) -> dict[str, str]:
-    tags = inst["tags"] if isinstance(inst["tags"], dict) else json.loads(inst["tags"] or "{}")
+    tags = store_codec.decoded(inst["tags"]) or {}
     return {**{k: str(v) for k, v in tags.items()}, "alertname": rule.name, "severity": rule.severity,
             "instance": inst["name"], "engine": inst["engine"], "object": obj, "metric": rule.metric}
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from app import store_codec
 from app.settings import Settings
 from collectors.registry import all_specs
 
@@ -111,8 +112,8 @@ async def fleet_page(conn, flt: FleetFilter, stale_after: timedelta) -> dict[str
     rows = []
     for record in await conn.fetch(_PAGE, *flt.args(), PAGE_SIZE, offset):
         r = dict(record)
-        r["tags"] = r["tags"] if isinstance(r["tags"], dict) else json.loads(r["tags"] or "{}")
-        cloud = r["cloud"] if isinstance(r["cloud"], dict) else json.loads(r["cloud"] or "{}")
+        r["tags"] = store_codec.decoded(r["tags"]) or {}
+        cloud = store_codec.decoded(r["cloud"]) or {}
         r["cloud_name"], r["region"] = cloud.get("provider"), cloud.get("region")
         r["stale"] = r["last_ok"] is None or r["last_ok"] < since
         rows.append(SimpleNamespace(**r))  # attributes: Jinja's r.name on a dict goes through an AttributeError

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 import asyncpg
 
+from app import store_codec
 from app.alerting.config import InhibitRule
 from app.alerting.matchers import Matcher, equality_subset, matches_all, parse_matchers
 
@@ -41,5 +42,5 @@ class Inhibitor:
                 json.dumps(equality_subset(source)))
             for r in rows:
                 labels: Any = r["labels"]
-                self.add_source(r["fingerprint"], json.loads(labels) if isinstance(labels, str) else labels)
+                self.add_source(r["fingerprint"], store_codec.decoded(labels))
         return self

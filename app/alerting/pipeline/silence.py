@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import asyncpg
 
+from app import store_codec
 from app.alerting.matchers import Matcher, matches_all, parse_matchers
 
 
@@ -22,10 +23,7 @@ class ActiveSilence:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ActiveSilence:
-        import json
-
-        texts = row["matchers"]
-        texts = json.loads(texts) if isinstance(texts, str) else texts
+        texts = store_codec.decoded(row["matchers"])
         return cls(row["id"], parse_matchers(texts), row["starts_at"], row["ends_at"], row["created_by"],
                    row.get("reminded_at") if hasattr(row, "get") else row["reminded_at"])
 
