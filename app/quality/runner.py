@@ -154,10 +154,15 @@ class QualityRunner:
                     tables = await list_tables(conn, inst)
                     for cid, check in checks:
                         outcomes += await self._check(store, conn, ref, inst, cid, check, tables, previous, at)
-            except ConnectFailed as e:
+            except (ConnectFailed, OSError, ConnectionError, asyncpg.InterfaceError) as e:
+                # Unreachable, or the session broke under a check (the pool reopens it next time):
+                # every check not yet run here failed this time, and resolves nothing.
+                error = str(e) or type(e).__name__
+                done = {o.check for o in outcomes}
                 for cid, check in checks:
-                    await record_failure(store, ref, collector_name(check.name), "error", str(e), at, 0.0)
-                    outcomes.append(CheckOutcome(check.name, check.kind, inst.name, "", FAILED, None, str(e)))
+                    if check.name not in done:
+                        await record_failure(store, ref, collector_name(check.name), "error", error, at, 0.0)
+                        outcomes.append(CheckOutcome(check.name, check.kind, inst.name, "", FAILED, None, error))
             return outcomes
 
     async def _check(self, store: asyncpg.Connection, conn: Connection, ref: InstanceRef, inst: Instance, cid: int,

@@ -1,0 +1,48 @@
+"""Checks run in the collectors' session: read-only (a function that writes is refused by the
+server even when sqlglot lets its text through), under statement_timeout; the insert-counter
+volume method measures rows per period from pg_stat_user_tables deltas."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from app.quality.runner import QualityRunner
+from app.settings import Settings
+from tests.quality.conftest import define, pg_exec, register
+
+
+async def _run(store, settings, **kw):
+    runner = QualityRunner(store, settings)
+    try:
+        return await runner.run(**kw)
+    finally:
+        await runner.close()
+
+
+async def test_read_only_session_and_statement_timeout(qstore, pg_db):
+    db = await pg_db("create sequence s; create table t (id int)")
+    await register(qstore, "db", "postgres", db)
+    await define(qstore, {"name": "writes", "kind": "assertion", "query": "select nextval('s')"},
+                 {"name": "slow", "kind": "assertion", "query": "select 1 from pg_sleep(2)"},
+                 {"name": "fine", "kind": "assertion", "query": "select id from t"})
+    settings = Settings(worker={"backoff_base_s": 0, "connect_timeout_s": 2, "statement_timeout_ms": 300})
+    outcomes = {o.check: o for o in (await _run(qstore, settings)).outcomes}
+    assert outcomes["writes"].state == "failed" and "read-only transaction" in outcomes["writes"].title
+    assert outcomes["slow"].state == "failed" and "statement timeout" in outcomes["slow"].title
+    assert outcomes["fine"].state == "pass"
+    async with qstore.raw() as conn:
+        assert await conn.fetchval("select count(*) from findings") == 0
+        states = dict(await conn.fetch("select object, state from quality_check_results"))
+    assert states == {"writes": "failed", "slow": "failed", "fine": "pass"}
+
+
+async def test_insert_counter_volume(qstore, settings, pg_db):
+    db = await pg_db("create table loads (id int)")
+    await register(qstore, "wh", "postgres", db)
+    await define(qstore, {"name": "loads_inserts", "kind": "volume", "method": "inserts", "tables": ["loads"]})
+    now = datetime.now(timezone.utc)
+    [first] = (await _run(qstore, settings, now=now - timedelta(hours=1))).outcomes
+    assert (first.state, first.value) == ("pass", None)  # the first reading is the counter's baseline
+    await pg_exec(db, "insert into loads select g from generate_series(1, 500) g")
+    [second] = (await _run(qstore, settings, now=now)).outcomes
+    assert second.state == "pass" and second.value == 500.0
