@@ -19,6 +19,7 @@ import datetime as dt
 import decimal
 import importlib.util
 import json
+import shutil
 import sys
 import tempfile
 import uuid
@@ -175,8 +176,6 @@ async def record(host: str, port: int) -> dict[str, Any]:
 def own_cluster() -> tuple[dict, Any]:
     fleet = _fleet()
     root = Path(tempfile.mkdtemp(prefix="dbf_ask14_pgsim_"))
-    import shutil
-
     shutil.chown(root, fleet.OS_USER)
     entry = fleet.init_cluster(root, f"rec_{uuid.uuid4().hex[:6]}", 50)
     return entry, fleet
@@ -199,6 +198,7 @@ def main() -> None:
     finally:
         if entry is not None:
             fleet.stop(entry)
+            shutil.rmtree(Path(entry["base"]).parent, ignore_errors=True)
     args.out.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
     print(f"{len(out['statements'])} statements, {len(out['findings'])} findings -> {args.out}")
 
