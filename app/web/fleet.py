@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 from typing import Any
 
 from app import store_codec
