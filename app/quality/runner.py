@@ -32,7 +32,7 @@ from collectors.quality import run as quality_run
 from collectors.quality.checks import collector_name
 from collectors.quality.run import RunInputs, Table
 from collectors.quality.sql import CheckRefused, family_of, tables_sql
-from collectors.quality.verdicts import Verdict
+from collectors.quality.verdicts import Verdict, table_gone
 from collectors.spec import Connection, Result
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,14 @@ class QualityRunner:
         targets: list[Table | None] = [t for t in tables if check.matches_table(t.schema, t.name)]
         if not check.tables:
             targets = [None]
-        if not targets:
+        verdicts: list[tuple[str, Verdict]] = _gone_tables(cid, check, targets, previous)
+        if not targets and not verdicts:
             return [CheckOutcome(check.name, check.kind, inst.name, "", NO_TABLES, None,
                                  f"no table on {inst.name} matches {', '.join(check.tables)}")]
         t0 = time.perf_counter()
-        verdicts: list[tuple[str, Verdict]] = []
-        outcomes, errors = [], []
+        outcomes = [CheckOutcome(check.name, check.kind, inst.name, label, v.state, v.value, v.findings[0].title)
+                    for label, v in verdicts]
+        errors = []
         for table in targets:
             label = table.label if table else check.name
             prev = previous.get((cid, label))
@@ -211,6 +213,15 @@ class QualityRunner:
         if errors:
             log.warning("check %s on %s: %s", check.name, inst.name, "; ".join(errors))
         return outcomes
+
+
+def _gone_tables(cid: int, check: Any, targets: list[Table | None], previous: dict) -> list[tuple[str, Verdict]]:
+    """Schema checks: a table seen by an earlier run that no longer exists has drifted too."""
+    if check.kind != "schema":
+        return []
+    present = {t.label for t in targets if t is not None}
+    return [(label, table_gone(check, label, r["details"]["baseline"])) for (c, label), r in previous.items()
+            if c == cid and label not in present and (r["details"] or {}).get("baseline")]
 
 
 def _due(cid: int, check: Any, previous: dict, at: datetime) -> bool:

@@ -193,6 +193,17 @@ def schema_drift(check: SchemaCheck, table: str, columns: Mapping[str, str],
     return Verdict(WARN, float(changes), [f], [sample], details)
 
 
+def table_gone(check: SchemaCheck, table: str, baseline: Mapping[str, str]) -> Verdict:
+    """A table an earlier run saw is gone: every column it had is dropped."""
+    obj = object_of(check.name, table)
+    f = Finding("schema_drift", obj, Severity.critical, f"{table} no longer exists ({check.name})",
+                _details(check, table, added=[], dropped=sorted(baseline), retyped={}, table_gone=True),
+                "Find out who dropped or renamed it: the pipeline and its readers expect it. If it is meant to "
+                "go, delete or re-create the check.")
+    return Verdict(ERROR, float(len(baseline)), [f], [Sample("quality_schema_changes", float(len(baseline)), obj)],
+                   {"baseline": dict(baseline), "columns": {}})
+
+
 def _human(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f}s"

@@ -156,3 +156,17 @@ async def test_a_column_dropped_between_runs_is_schema_drift(qstore, settings, p
     # The first-run baseline is kept: the drift stays open while the column is missing.
     await _run(qstore, settings)
     assert len(await _open(qstore, "schema_drift")) == 2
+
+
+async def test_a_dropped_table_is_schema_drift_until_it_returns(qstore, settings, pg_db):
+    db = await pg_db("create table dim_store (id int primary key, name text)")
+    await register(qstore, "dw", "postgres", db)
+    await define(qstore, {"name": "store_shape", "kind": "schema", "tables": ["public.dim_store"]})
+    assert [o.state for o in (await _run(qstore, settings)).outcomes] == ["pass"]
+    await pg_exec(db, "drop table dim_store")
+    assert [o.state for o in (await _run(qstore, settings)).outcomes] == ["error"]
+    [f] = await _open(qstore, "schema_drift")
+    assert f["severity"] == "critical" and f["details"]["dropped"] == ["id", "name"] and f["details"]["table_gone"]
+    await pg_exec(db, "create table dim_store (id int primary key, name text)")
+    assert [o.state for o in (await _run(qstore, settings)).outcomes] == ["pass"]
+    assert await _open(qstore, "schema_drift") == []
