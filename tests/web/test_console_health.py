@@ -105,3 +105,22 @@ async def test_instance_health_follows_every_write(store):
         await conn.execute("truncate findings cascade")
         await conn.execute("truncate collector_runs")
         assert [(r["open_warning"], r["last_ok"]) for r in await _assert_counts_match(conn)] == [(0, None)]
+
+
+async def test_a_finding_seen_again_stays_a_hot_update(store):
+    """Every sweep moves last_seen on every finding still seen. No index of findings covers it (nor
+    anything else a bump changes), so each bump is a HOT update: no new entry in any of the table's
+    indexes. An index on last_seen would make it one new entry per index per finding per sweep."""
+    found = [_f("fk_without_index", f"t{n}", Severity.info) for n in range(4)]
+    t0 = datetime.now(timezone.utc) - timedelta(minutes=10)
+    async with store.raw() as conn:
+        a = await _instance(conn, "hot-a")
+        await record_run(conn, a, "health", Result(findings=found), t0, 1.0)
+        async with conn.transaction():
+            await record_run(conn, a, "health", Result(findings=found), t0 + timedelta(minutes=1), 1.0)
+            updated, hot = await conn.fetchrow(
+                "select pg_stat_get_xact_tuples_updated('findings'::regclass), "
+                "pg_stat_get_xact_tuples_hot_updated('findings'::regclass)")
+        assert await conn.fetchval("select count(*) from findings where last_seen = $1",
+                                   t0 + timedelta(minutes=1)) == 4
+    assert (updated, hot) == (4, 4)
