@@ -42,15 +42,21 @@ SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 def _settings(checked: bool = False) -> Settings:
     """The settings; with `checked`, also refuse to go on with errors in any section."""
-    from app.settings import config_problems
+    from pydantic_settings import SettingsError
+
+    from app.settings import ConfigFileError, config_report, settings_errors
 
     try:
         settings = get_settings()
-    except (ValidationError, FileNotFoundError) as e:
-        err.print(f"[red]configuration error:[/red] {e}")
+    except (ValidationError, FileNotFoundError, ConfigFileError, SettingsError) as e:
+        # The value is never printed: it may be a secret in the wrong key.
+        lines = settings_errors(e) if isinstance(e, ValidationError) else str(e).splitlines()
+        where = f" in {e.path}" if isinstance(e, ConfigFileError) else ""
+        err.print(f"[red]configuration error{escape(where)}:[/red]\n" + "\n".join(f"  {escape(x)}" for x in lines),
+                  soft_wrap=True)  # one problem per line, whatever the terminal's width
         raise typer.Exit(2) from None
-    if checked and (problems := config_problems(settings)):
-        err.print("[red]configuration errors:[/red]\n" + "\n".join(f"  {escape(p)}" for p in problems))
+    if checked and (problems := config_report(settings)):
+        err.print("[red]configuration errors:[/red]\n" + "\n".join(f"  {escape(p)}" for p in problems), soft_wrap=True)
         raise typer.Exit(2)
     return settings
 
@@ -266,7 +272,7 @@ def inventory_import(path: Path, format: Annotated[Optional[str], typer.Option(h
 
     settings = _settings()
     try:
-        inventory = io.parse_inventory(path.read_text(), format or io.format_for(path.name))
+        inventory = io.parse_inventory(io.read_text(path.read_bytes()), format or io.format_for(path.name))
     except io.InventoryFileError as e:
         err.print(f"[red]{escape(str(e))}[/red]\nnothing was imported")
         raise typer.Exit(1) from None
@@ -375,11 +381,11 @@ def keys_create(role: Annotated[str, typer.Option(help="viewer, operator or admi
 @config_cli.command("check")
 def config_check() -> None:
     """Validate dbfleet.yaml and the environment; print every error with its path."""
-    from app.settings import config_problems
+    from app.settings import config_report
 
-    problems = config_problems(_settings())
+    problems = config_report(_settings())
     for line in problems:
-        err.print(f"[red]{escape(line)}[/red]")  # a message may hold 'dbfleet[aws]', not markup
+        err.print(f"[red]{escape(line)}[/red]", soft_wrap=True)  # a message may hold 'dbfleet[aws]', not markup
     if problems:
         raise typer.Exit(1)
     console.print("configuration is valid")

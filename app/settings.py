@@ -1,29 +1,50 @@
-"""Settings: environment (prefix DBFLEET_, nested with __) over an optional dbfleet.yaml."""
+"""Settings: environment (prefix DBFLEET_, nested with __) over an optional dbfleet.yaml.
+
+A bad value is reported as `line N: key.path: what is wrong` (the file) or `DBFLEET_X__Y: key.path:
+...` (the environment), never with the value itself: a secret pasted into the wrong key stays out
+of terminals and logs.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, IPvAnyNetwork, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    YamlConfigSettingsSource,
 )
 
+from app import yaml_file
 
-class StoreSettings(BaseModel):
+
+class Section(BaseModel):
+    """A settings section: a misspelt key (`concurency:`) is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(Section):
     embedded_dir: Path = Path(".dbfleet/pg")
     retention_days: int = Field(14, ge=1, description="days of samples and query stats kept")
     premake_days: int = Field(3, ge=1, description="daily store partitions created ahead")
     pool_size: int | None = Field(None, ge=1, description="store connections; default worker.concurrency + 4")
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(Section):
     concurrency: int = Field(32, ge=1, le=1000, description="instances collected at once")
     shard: str = Field("0/1", description="i/N, or 'auto' for the StatefulSet pod ordinal")
     shard_count: int | None = Field(None, ge=1, description="N when shard is 'auto'")
@@ -38,12 +59,12 @@ class WorkerSettings(BaseModel):
                                 "share one; a failover is seen within this long")
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
 
 
-class CredentialSettings(BaseModel):
+class CredentialSettings(Section):
     """Where instance credential references may point. Without a limit an admin could aim
     `env:ANY_VAR` or `file:/any/path` at a host they control and have the worker send it as the
     password. aws-sm: and aws-iam are governed by IAM and are not limited here."""
@@ -54,7 +75,7 @@ class CredentialSettings(BaseModel):
                                  description="file:/path is allowed only when its real path is inside one of these")
 
 
-class LiveSettings(BaseModel):
+class LiveSettings(Section):
     """Live troubleshooting (app/api/live.py): what it may do to a monitored database."""
 
     # EXPLAIN ANALYZE runs the query: a heavy one costs what it costs in production (PgHero #438).
@@ -63,7 +84,7 @@ class LiveSettings(BaseModel):
     min_interval_s: float = Field(1.0, ge=0, description="live requests per instance at most one per this long")
 
 
-class ProxySignInSettings(BaseModel):
+class ProxySignInSettings(Section):
     """Console sign-in by a reverse proxy that has authenticated the user (an SSO gateway,
     oauth2-proxy): the user name comes in a header, believed only from the proxies listed."""
 
@@ -75,11 +96,11 @@ class ProxySignInSettings(BaseModel):
                                                                      description="user name -> role")
 
 
-class ConsoleSettings(BaseModel):
+class ConsoleSettings(Section):
     proxy_sign_in: ProxySignInSettings | None = None
 
 
-class CollectorSettings(BaseModel):
+class CollectorSettings(Section):
     """Per-collector overrides; per-tag thresholds are keyed 'key=value'."""
 
     enabled: bool = True
@@ -122,9 +143,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         path = os.environ.get("DBFLEET_CONFIG")
         if path:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"DBFLEET_CONFIG points at {path}, which is not a file")
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(InitSettingsSource(settings_cls, read_config_file(path)[0]))
         return tuple(sources)
 
     def store_pool_size(self) -> int:
@@ -153,7 +172,10 @@ def config_problems(settings: Settings) -> list[str]:
         problems += [f"cloud.{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
     from app.partitions import PolicyScope
 
-    for i, raw in enumerate(settings.partitions.get("policies", [])):
+    policies = settings.partitions.get("policies", [])
+    if not isinstance(policies, list):
+        return problems + ["partitions.policies: expected a list of policies"] + credential_problems(settings)
+    for i, raw in enumerate(policies):
         try:
             PolicyScope.model_validate(raw)
         except ValidationError as e:
@@ -180,6 +202,110 @@ def credential_problems(settings: Settings) -> list[str]:
         elif os.path.realpath(path) == "/":
             problems.append(f"credentials.file_dirs[{i}]: {path!r} allows every file on the host")
     return problems
+
+
+class ConfigFileError(ValueError):
+    """dbfleet.yaml cannot be read as a configuration; `errors` are 'line N: ...' strings."""
+
+    def __init__(self, path: str, errors: list[str]):
+        self.path, self.errors = path, errors
+        super().__init__("\n".join(errors))
+
+
+def read_config_file(path: str) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """The file's settings and the line of every key path in it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"DBFLEET_CONFIG points at {path}, which is not a file")
+    try:
+        data, lines = yaml_file.load(yaml_file.decode(Path(path).read_bytes()))
+    except yaml_file.FileTextError as e:
+        raise ConfigFileError(path, e.errors) from None
+    except OSError as e:
+        raise ConfigFileError(path, [f"line 1: cannot read the file: {e.strerror}"]) from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(path, [("line 1: expected a mapping of sections (store:, worker:, alerting: ...), "
+                                     f"got a {type(data).__name__}")])
+    if bad := [k for k in data if not isinstance(k, str)]:
+        raise ConfigFileError(path, [f"line {lines.get((k,), 1)}: {k!r}: a section name must be text" for k in bad])
+    if nul := _nul_paths(data):
+        raise ConfigFileError(path, [f"line {lines.get(p, 1)}: {key_path(p)}: a NUL character (\\0); no setting "
+                                     "takes one" for p in nul])
+    return data, lines
+
+
+def _nul_paths(value: Any, path: tuple = ()) -> list[tuple]:
+    """Where a "\\0" escape put a NUL: paths and directories with one fail only when used, far from here."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [p for k, v in items for p in _nul_paths(v, (*path, k))]
+
+
+def key_path(loc: tuple) -> str:
+    """('worker', 'concurrency') -> worker.concurrency; list items as [i], as config_problems writes them."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+def _parse_path(path: str) -> tuple:
+    return tuple(int(p[1:-1]) if p.startswith("[") else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", path))
+
+
+def _in_file(loc: tuple, lines: dict[tuple, int]) -> tuple:
+    """The path as the file spells it: a union's tag (receivers[0].webhook.url) is not a key there."""
+    kept: tuple = ()
+    for i, part in enumerate(loc):
+        if (*kept, part) in lines:
+            kept += (part,)
+        elif not (i + 1 < len(loc) and (*kept, loc[i + 1]) in lines):
+            return kept + loc[i:]  # the rest is not in the file: a missing or misspelt key
+    return kept
+
+
+def _where(loc: tuple, lines: dict[tuple, int]) -> str:
+    """The environment variable that set the path (it wins over the file), else 'line N: ' of the
+    deepest part of the path the file has."""
+    for n in range(len(loc), 0, -1):
+        name = "DBFLEET_" + "__".join(str(p) for p in loc[:n]).upper()
+        if name in os.environ:
+            return f"{name}: "
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return f"line {lines[loc[:n]]}: "
+    return ""
+
+
+def _config_lines() -> dict[tuple, int]:
+    path = os.environ.get("DBFLEET_CONFIG")
+    try:
+        return read_config_file(path)[1] if path else {}
+    except (ConfigFileError, FileNotFoundError):
+        return {}
+
+
+def settings_errors(exc: ValidationError) -> list[str]:
+    """Each error as `line N: key.path: message`, without the value (it may be a secret)."""
+    lines = _config_lines()
+    out = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = _in_file(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))), lines)
+        out.append(f"{_where(loc, lines)}{key_path(loc) or 'settings'}: {err['msg']}")
+    return out
+
+
+def config_report(settings: Settings) -> list[str]:
+    """config_problems with the line (or environment variable) of each key path in front."""
+    lines = _config_lines()
+    out = []
+    for problem in config_problems(settings):
+        path, sep, rest = problem.partition(": ")
+        loc = _in_file(_parse_path(path), lines)
+        out.append(f"{_where(loc, lines)}{key_path(loc)}: {rest}" if sep and loc else problem)
+    return out
 
 
 @lru_cache

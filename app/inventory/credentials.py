@@ -9,6 +9,7 @@ must also be inside the allow-list (settings `credentials`): checked where a ref
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -89,8 +90,13 @@ async def resolve_credential(reference: str | None, instance: dict | None = None
     if instance is not None or allowed is not None:
         if reason := refusal(reference, allowed or configured_allow_list()):
             raise CredentialError(reason)
-    scheme, _, rest = reference.partition(":")
+    scheme, colon, rest = reference.partition(":")
     resolver = _RESOLVERS.get(scheme)
     if resolver is None:
-        raise CredentialError(f"unknown credential scheme {scheme!r} in reference {reference!r}")
+        # Never the reference itself: a secret pasted where its reference belongs would be echoed
+        # into logs and the outbox. A scheme-like word before ':' is safe to name.
+        if colon and re.fullmatch(r"[a-z][a-z0-9-]{0,15}", scheme):
+            raise CredentialError(f"unknown credential scheme {scheme!r}; use one of {', '.join(sorted(_RESOLVERS))}")
+        raise CredentialError(f"not a credential reference (scheme:rest, e.g. env:VAR); known schemes: "
+                              f"{', '.join(sorted(_RESOLVERS))}")
     return await resolver(rest, instance or {})

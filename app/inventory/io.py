@@ -16,10 +16,20 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from app import yaml_file
 from app.inventory.credentials import configured_allow_list, refusal
-from app.inventory.schemas import DATABASES_FORMS, DatabaseIn, InstanceIn, ServerIn, entry_name
+from app.inventory.schemas import (
+    DATABASES_FORMS,
+    DatabaseIn,
+    InstanceIn,
+    ServerIn,
+    entry_name,
+)
 from app.settings import CredentialSettings
 
+# csv's default cell limit (128 KiB) fails a whole file with no column named; above it, the
+# field's own length check names it. Process-wide, and only ever raised.
+csv.field_size_limit(max(csv.field_size_limit(), 16 * 2**20))
 CSV_COLUMNS = ["name", "engine", "host", "port", "dbname", "user", "credential", "tls_mode", "tags", "enabled",
                "overrides", "schemas"]
 
@@ -91,27 +101,24 @@ def _entry_names(servers: list[tuple[str, ServerIn]], instances: dict[str, str])
 def _yaml_lists(text: str) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """(instance items, server items), each with its line."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        # Lead with the line like every other error, then the parser's own words.
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "line 1"
-        raise InventoryFileError([f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"]) from None
-    if root is None:
+        data, lines = yaml_file.load(text)
+    except yaml_file.FileTextError as e:
+        raise InventoryFileError(e.errors) from None
+    if data is None:
         return [], []
-    lists = {"instances": (None, []), "servers": (None, [])}
-    if isinstance(root, yaml.MappingNode) and isinstance(data, dict) and data and set(data) <= set(lists):
-        lists.update({k.value: (v, data[k.value]) for k, v in root.value})
-    elif isinstance(data, list) and isinstance(root, yaml.SequenceNode):
-        lists["instances"] = (root, data)
-    else:
+    if isinstance(data, list):
+        data, lines = {"instances": data}, {("instances", *k): v for k, v in lines.items()}
+    elif not isinstance(data, dict) or not data or not set(data) & {"instances", "servers"}:
         raise InventoryFileError(["line 1: expected a list of instances (or 'instances:' and 'servers:' lists)"])
+    elif other := [k for k in data if k not in ("instances", "servers")]:
+        raise InventoryFileError([f"line {lines.get((k,), 1)}: {k}: unknown key; the file holds 'instances:' and "
+                                  "'servers:' lists" for k in other])
     out = []
-    for key, (node, items) in lists.items():
-        if node is not None and (not isinstance(items, list) or not isinstance(node, yaml.SequenceNode)):
-            raise InventoryFileError([f"line {node.start_mark.line + 1}: {key}: expected a list of {key}"])
-        out.append([(f"line {n.start_mark.line + 1}", item) for n, item in zip(node.value, items)] if node else [])
+    for key in ("instances", "servers"):
+        items = data.get(key)
+        if key in data and not isinstance(items, list):
+            raise InventoryFileError([f"line {lines.get((key,), 1)}: {key}: expected a list of {key}"])
+        out.append([(f"line {lines.get((key, n), 1)}", item) for n, item in enumerate(items or [])])
     return out[0], out[1]
 
 
@@ -142,8 +149,16 @@ def parse_yaml(text: str, allowed: CredentialSettings | None = None) -> list[Ins
     return inventory.instances
 
 
-def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+def read_text(data: bytes) -> str:
+    """A file's bytes as text (UTF-8, or UTF-16/32 with its BOM); an error names the line."""
+    try:
+        return yaml_file.decode(data)
+    except yaml_file.FileTextError as e:
+        raise InventoryFileError(e.errors) from None
+
+
+def _csv_row(row: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: v for k, v in row.items() if v != ""}
     if "tags" in out:
         pairs = [p for p in out["tags"].split(";") if p.strip()]
         bad = [p for p in pairs if "=" not in p]
@@ -165,24 +180,54 @@ def _csv_row(row: dict[str, str | None]) -> dict[str, Any]:
     return out
 
 
+def _csv_rows(text: str) -> Iterable[tuple[str, list[str] | str]]:
+    """The header, then each row, with where it is: 'row N' (the header is row 1), plus
+    '(line L)' when blank lines or a quoted cell spanning lines put its first line elsewhere.
+    A row csv cannot read (a cell over its size limit, an unclosed quote) comes as its error."""
+    # strict: an unclosed quote is an error, not a cell that silently swallows the rest of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    n = 0
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            row = f"not readable as CSV: {e}"
+        if row == []:
+            continue
+        n += 1
+        yield (f"row {n}" if start == n else f"row {n} (line {start})"), row
+        if isinstance(row, str):
+            return
+
+
 def parse_csv(text: str, allowed: CredentialSettings | None = None) -> list[InstanceIn]:
     """CSV with the export's header row; tags as k=v;k=v."""
     # Spreadsheets save "CSV UTF-8" with a byte-order mark, which would otherwise glue onto "name".
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
-    unknown = [c for c in (reader.fieldnames or []) if c not in CSV_COLUMNS]
-    if not reader.fieldnames or "name" not in reader.fieldnames:
-        raise InventoryFileError(["row 1: header must include at least name, engine, host"])
+    rows = _csv_rows(text.removeprefix("\ufeff"))
+    where, header = next(rows, ("row 1", []))
+    if isinstance(header, str):
+        raise InventoryFileError([f"{where}: {header}"])
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if "name" not in header:
+        raise InventoryFileError([f"{where}: header must include at least name, engine, host"])
     if unknown:
-        raise InventoryFileError([f"row 1: unknown column(s) {', '.join(unknown)}; known: {', '.join(CSV_COLUMNS)}"])
+        raise InventoryFileError([f"{where}: unknown column(s) {', '.join(unknown)}; known: {', '.join(CSV_COLUMNS)}"])
+    if twice := sorted({c for c in header if header.count(c) > 1}):
+        raise InventoryFileError([f"{where}: column(s) {', '.join(twice)} given twice"])
     items, errors = [], []
-    for n, row in enumerate(reader, start=2):
-        if None in row:
-            errors.append(f"row {n}: more fields than the header has columns")
-            continue
-        try:
-            items.append((f"row {n}", _csv_row(row)))
-        except ValueError as e:
-            errors.append(f"row {n}: {e}")
+    for where, row in rows:
+        if isinstance(row, str):
+            errors.append(f"{where}: {row}")
+        elif len(row) > len(header):
+            errors.append(f"{where}: more fields than the header has columns")
+        else:
+            try:
+                items.append((where, _csv_row(dict(zip(header, row)))))
+            except ValueError as e:
+                errors.append(f"{where}: {e}")
     try:
         parsed = _validate(items, allowed)
     except InventoryFileError as e:

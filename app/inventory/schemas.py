@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StringConstraints,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 Engine = Literal["postgres", "aurora-postgres", "mysql", "mariadb", "aurora-mysql", "sqlserver", "oracle"]
 TlsMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
@@ -15,7 +26,52 @@ DEFAULT_PORTS = {"postgres": 5432, "aurora-postgres": 5432, "mysql": 3306, "mari
                  "aurora-mysql": 3306, "sqlserver": 1433, "oracle": 1521}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.:\-]")
-_CREDENTIAL = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:/.+|aws-sm:[^#\s]+(#[^\s]+)?|aws-iam|azure-ad)$")
+_CREDENTIAL = re.compile(r"(env:[A-Za-z_][A-Za-z0-9_]*|file:/.+|aws-sm:[^#\s]+(#[^\s]+)?|aws-iam|azure-ad)")
+_TAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-/]{0,99}")
+# Lone surrogates come in through YAML "\ud800" escapes and JSON; no database driver can encode them.
+# What the name and tag validators accept, as JSON Schema for the OpenAPI document.
+NAME_SCHEMA = {"pattern": _NAME.pattern, "maxLength": 200}
+TAGS_SCHEMA = {"propertyNames": {"pattern": "^" + _TAG_KEY.pattern + "$"},
+               "additionalProperties": {"type": "string", "maxLength": 500, "pattern": "^[^;\\x00-\\x1f\\x7f]*$"}}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _printable(v: str) -> str:
+    """The store's text columns refuse NUL, and no host, database or tag needs a control character."""
+    if m := _CONTROL.search(v):
+        raise ValueError(f"character U+{ord(m.group()):04X} at position {m.start() + 1}; use printable text")
+    return v
+
+
+def _json_value(v: Any, path: str = "") -> Any:
+    """A threshold is stored as JSON: text, a finite number, true/false, null, or lists/mappings of them."""
+    if isinstance(v, str):
+        _printable(v)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{path or 'value'}: {v} is not a number JSON can hold")
+    elif isinstance(v, float) and abs(v) >= 2 ** 63:
+        # jsonb keeps 1e30 as 1000...0, which reads back as an integer out of range
+        raise ValueError(f"{path or 'value'}: {v} is out of range (beyond a 64-bit integer)")
+    elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2 ** 63:
+        raise ValueError(f"{path or 'value'}: {v} is out of range (a 64-bit integer)")
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            _json_value(x, f"{path}[{i}]")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{path or 'key'}: key {k!r} must be text")
+            _json_value(x, f"{path}.{k}" if path else k)
+    elif not (v is None or isinstance(v, (bool, int, float))):
+        raise ValueError(f"{path or 'value'}: {type(v).__name__} is not a number, text, true/false or a list")
+    return v
+
+
+# Lengths are the store's column sizes (app/models.py): longer would be a database error, not a 4xx.
+Host = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_printable)]
+DbName = Annotated[str, StringConstraints(max_length=200), AfterValidator(_printable)]
+Credential = Annotated[str, StringConstraints(max_length=500), AfterValidator(_printable)]
+Pattern = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_printable)]
 
 
 def is_mysql(engine: str | None) -> bool:
@@ -46,8 +102,10 @@ class CollectorOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool | None = None
-    interval_s: int | None = Field(None, ge=5)
+    interval_s: int | None = Field(None, ge=5, le=2_592_000, description="seconds, 5 to 30 days")
     thresholds: dict[str, Any] = Field(default_factory=dict)
+
+    _thresholds = field_validator("thresholds")(lambda v: _json_value(v))
 
 
 class InstanceIn(BaseModel):
@@ -55,25 +113,25 @@ class InstanceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str
+    name: str = Field(json_schema_extra=NAME_SCHEMA)
     engine: Engine
-    host: str = Field(min_length=1, max_length=255)
+    host: Host
     port: int | None = Field(None, ge=1, le=65535)
-    dbname: str = ""
-    user: str = ""
-    credential: str | None = Field(None, description="env:VAR, file:/path, aws-sm:NAME[#key], aws-iam; never the secret. "
+    dbname: DbName = ""
+    user: DbName = ""
+    credential: Credential | None = Field(None, description="env:VAR, file:/path, aws-sm:NAME[#key], aws-iam; never the secret. "
                                                      "env: and file: only inside the credentials allow-list")
     tls_mode: TlsMode = "prefer"
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, json_schema_extra=TAGS_SCHEMA)
     enabled: bool = True
     overrides: dict[str, CollectorOverride] = Field(default_factory=dict)
-    schemas: list[str] = Field(default_factory=list, description="MySQL/MariaDB: the schemas this entry covers "
+    schemas: list[DbName] = Field(default_factory=list, description="MySQL/MariaDB: the schemas this entry covers "
                                                                  "(dbname is the first); [] = dbname alone")
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+        if not _NAME.fullmatch(v):
             raise ValueError("use letters, digits and _ . : - (at most 200), starting with a letter or digit")
         return v
 
@@ -82,7 +140,7 @@ class InstanceIn(BaseModel):
     def _credential(cls, v: str | None) -> str | None:
         if v in (None, ""):
             return None
-        if not _CREDENTIAL.match(v):
+        if not _CREDENTIAL.fullmatch(v):
             raise ValueError("must be a reference: env:VAR, file:/path, aws-sm:NAME[#key] or aws-iam "
                              "(passwords are never stored in the inventory)")
         return v
@@ -91,8 +149,11 @@ class InstanceIn(BaseModel):
     @classmethod
     def _tags(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_.\-/]*$", key):
-                raise ValueError(f"tag key {key!r}: use letters, digits and _ . - /")
+            if not _TAG_KEY.fullmatch(key):
+                raise ValueError(f"tag key {key[:100]!r}: use letters, digits and _ . - / (at most 100)")
+            if len(value) > 500:
+                raise ValueError(f"tag {key}: value of {len(value)} characters; at most 500")
+            _printable(value)
             if ";" in value:
                 # CSV files carry tags as k=v;k=v, so a ';' in a value could not come back.
                 raise ValueError(f"tag {key}: value {value!r} must not contain ';'")
@@ -118,17 +179,18 @@ class InstancePatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    engine: Engine | None = None
-    host: str | None = Field(None, min_length=1, max_length=255)
+    # null only where the stored field may be null (port: the engine's default; credential: none)
+    engine: Engine = None  # type: ignore[assignment]
+    host: Host = None  # type: ignore[assignment]
     port: int | None = Field(None, ge=1, le=65535)
-    dbname: str | None = None
-    user: str | None = None
-    credential: str | None = None
-    tls_mode: TlsMode | None = None
-    tags: dict[str, str] | None = None
-    enabled: bool | None = None
-    overrides: dict[str, CollectorOverride] | None = None
-    schemas: list[str] | None = None
+    dbname: DbName = None  # type: ignore[assignment]
+    user: DbName = None  # type: ignore[assignment]
+    credential: Credential | None = None
+    tls_mode: TlsMode = None  # type: ignore[assignment]
+    tags: dict[str, str] = Field(None, json_schema_extra=TAGS_SCHEMA)  # type: ignore[assignment]
+    enabled: bool = None  # type: ignore[assignment]
+    overrides: dict[str, CollectorOverride] = None  # type: ignore[assignment]
+    schemas: list[DbName] = None  # type: ignore[assignment]
 
     _credential = field_validator("credential")(InstanceIn._credential.__func__)
     _tags = field_validator("tags")(InstanceIn._tags.__func__)
@@ -168,9 +230,9 @@ class DatabaseIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    dbname: str = Field("", description="the database (MySQL: the schema; with schemas, the first of them)")
+    dbname: DbName = Field("", description="the database (MySQL: the schema; with schemas, the first of them)")
     name: str | None = Field(None, description="the entry's instance name; default <server>.<dbname>")
-    schemas: list[str] = Field(default_factory=list, description="MySQL/MariaDB: several schemas as one entry")
+    schemas: list[DbName] = Field(default_factory=list, description="MySQL/MariaDB: several schemas as one entry")
     tags: dict[str, str] = Field(default_factory=dict, description="added to the server's tags")
     enabled: bool = True
     overrides: dict[str, CollectorOverride] = Field(default_factory=dict)
@@ -189,6 +251,11 @@ class DatabaseIn(BaseModel):
         return self
 
 
+def _or_dbname(schema: dict[str, Any]) -> None:
+    """The document says what _entries takes: an entry, or a database by its name."""
+    schema["items"] = {"anyOf": [schema["items"], {"type": "string", "maxLength": 200}]}
+
+
 def _entries(v: Any) -> Any:
     """A plain string is a database by name: `databases: [shop, clean]`."""
     return [{"dbname": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
@@ -199,16 +266,18 @@ class DatabasePatterns(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    include: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    exclude: list[str] = Field(default_factory=list)
-    listed: list[DatabaseIn] = Field(default_factory=list, description="entries kept whatever discovery finds")
+    include: list[Pattern] = Field(default_factory=lambda: ["*"], min_length=1)
+    exclude: list[Pattern] = Field(default_factory=list)
+    listed: list[DatabaseIn] = Field(default_factory=list, description="entries kept whatever discovery finds",
+                                     json_schema_extra=lambda s: _or_dbname(s))
 
     _listed = field_validator("listed", mode="before")(_entries)
 
 
 # A list of entries or a mapping of patterns; the tags keep error paths short (io drops them).
 DATABASES_FORMS = ("entries", "patterns")
-Databases = Annotated[Annotated[list[DatabaseIn], Tag("entries")] | Annotated[DatabasePatterns, Tag("patterns")],
+Databases = Annotated[Annotated[list[DatabaseIn], Tag("entries"), Field(json_schema_extra=lambda s: _or_dbname(s))]
+                      | Annotated[DatabasePatterns, Tag("patterns")],
                       Discriminator(lambda v: "entries" if isinstance(v, list) else "patterns")]
 
 
@@ -226,14 +295,14 @@ class ServerIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    name: str
+    name: str = Field(json_schema_extra=NAME_SCHEMA)
     engine: Engine
-    host: str = Field(min_length=1, max_length=255)
+    host: Host
     port: int | None = Field(None, ge=1, le=65535)
-    user: str = ""
-    credential: str | None = Field(None, description="a reference, as for an instance; never the secret")
+    user: DbName = ""
+    credential: Credential | None = Field(None, description="a reference, as for an instance; never the secret")
     tls_mode: TlsMode = "prefer"
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, json_schema_extra=TAGS_SCHEMA)
     enabled: bool = True
     databases: Databases | None = Field(
         None, description="the entries ([shop, clean], MySQL: schemas), or {include, exclude} patterns to "
@@ -277,14 +346,15 @@ class ServerPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    engine: Engine | None = None
-    host: str | None = Field(None, min_length=1, max_length=255)
+    # null only where the stored field may be null (port, credential; databases: the default entry)
+    engine: Engine = None  # type: ignore[assignment]
+    host: Host = None  # type: ignore[assignment]
     port: int | None = Field(None, ge=1, le=65535)
-    user: str | None = None
-    credential: str | None = None
-    tls_mode: TlsMode | None = None
-    tags: dict[str, str] | None = None
-    enabled: bool | None = None
+    user: DbName = None  # type: ignore[assignment]
+    credential: Credential | None = None
+    tls_mode: TlsMode = None  # type: ignore[assignment]
+    tags: dict[str, str] = Field(None, json_schema_extra=TAGS_SCHEMA)  # type: ignore[assignment]
+    enabled: bool = None  # type: ignore[assignment]
     databases: Databases | None = None
 
     _credential = field_validator("credential")(InstanceIn._credential.__func__)
