@@ -127,7 +127,9 @@ async def test_an_assertion_returning_rows_fails_with_capped_evidence(qstore, se
     assert [o.check for o in summary.failures()] == ["orders_orphans"]
     [f] = await _open(qstore, "assertion_failed")
     assert f["severity"] == "critical" and f["details"]["violations"] == 3
-    assert [r["id"] for r in f["details"]["evidence"]] == [11, 12]
+    # Two of the three as evidence (MariaDB drops ORDER BY inside a derived table, so which two may vary).
+    ids = [r["id"] for r in f["details"]["evidence"]]
+    assert len(ids) == 2 and set(ids) <= {11, 12, 13}
     assert f["details"]["pipeline"] == "orders_etl"
 
 
