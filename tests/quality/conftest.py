@@ -125,3 +125,23 @@ async def define(store: Store, *raw: dict) -> None:
     async with store.raw() as conn:
         for check in checks:
             await save_check(conn, check, "api", "test")
+
+
+async def run_checks(store: Store, settings, **kw):
+    """One run of the stored checks (QualityRunner.run's keywords: select_, now, due_only...)."""
+    from app.quality.runner import QualityRunner
+
+    runner = QualityRunner(store, settings)
+    try:
+        return await runner.run(**kw)
+    finally:
+        await runner.close()
+
+
+async def findings_of(store: Store, check: str, state: str | None = None) -> list[dict]:
+    """The findings of one check name (optionally in one state), by object."""
+    async with store.raw() as conn:
+        return [dict(r) for r in await conn.fetch(
+            "select f.object, f.severity, f.state, f.title, f.details, i.name as instance from findings f "
+            "join instances i on i.id = f.instance_id where f.check = $1 and ($2::text is null or f.state = $2) "
+            "order by f.object", check, state)]

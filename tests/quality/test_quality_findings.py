@@ -10,8 +10,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.quality.runner import QualityRunner
-from tests.quality.conftest import define, maria_exec, pg_exec, register
+from tests.quality.conftest import (
+    define,
+    findings_of,
+    maria_exec,
+    pg_exec,
+    register,
+    run_checks,
+)
 
 USUAL = (1000, 960, 1040, 1010, 990, 1030, 970)
 
@@ -27,19 +33,8 @@ async def _load(engine: str, db: str, at: datetime, rows: int) -> None:
                              f"- interval 1 second from seq_1_to_{rows}")
 
 
-async def _run(store, settings, **kw):
-    runner = QualityRunner(store, settings)
-    try:
-        return await runner.run(**kw)
-    finally:
-        await runner.close()
-
-
 async def _open(store, check: str) -> list[dict]:
-    async with store.raw() as conn:
-        return [dict(r) for r in await conn.fetch(
-            "select object, severity, title, details from findings where findings.check = $1 and state = 'open' "
-            "order by object", check)]
+    return await findings_of(store, check, "open")
 
 
 @pytest.mark.parametrize("engine", ["postgres", "mariadb"])
@@ -56,11 +51,11 @@ async def test_a_tenth_of_the_usual_load_is_a_volume_anomaly(qstore, settings, p
     for days, rows in enumerate(USUAL, start=1):  # the same hour on each of the seven days before
         at = now - timedelta(days=days)
         await _load(engine, db, at, rows)
-        [o] = (await _run(qstore, settings, now=at)).outcomes
+        [o] = (await run_checks(qstore, settings, now=at)).outcomes
         assert o.value == rows and o.state == "pass"
     assert await _open(qstore, "volume_anomaly") == []
     await _load(engine, db, now, 100)
-    [o] = (await _run(qstore, settings, now=now)).outcomes
+    [o] = (await run_checks(qstore, settings, now=now)).outcomes
     assert (o.state, o.value) == ("warn", 100)
     [f] = await _open(qstore, "volume_anomaly")
     assert f["details"]["direction"] == "drop" and f["details"]["baseline_points"] == 7
@@ -78,11 +73,11 @@ async def test_a_normal_load_and_the_absolute_floor(qstore, settings, pg_db):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     for days, rows in enumerate(USUAL[:4], start=1):
         await _load("postgres", db, now - timedelta(days=days), rows)
-        await _run(qstore, settings, now=now - timedelta(days=days))
+        await run_checks(qstore, settings, now=now - timedelta(days=days))
     await _load("postgres", db, now, 1005)
-    [o] = (await _run(qstore, settings, now=now)).outcomes
+    [o] = (await run_checks(qstore, settings, now=now)).outcomes
     assert o.state == "pass"
-    [o] = (await _run(qstore, settings, now=now + timedelta(hours=1))).outcomes
+    [o] = (await run_checks(qstore, settings, now=now + timedelta(hours=1))).outcomes
     assert (o.state, o.value) == ("error", 0)
     [f] = await _open(qstore, "volume_anomaly")
     assert f["severity"] == "critical" and f["details"]["direction"] == "below floor"
@@ -97,7 +92,7 @@ async def test_null_shares_give_completeness_low(qstore, settings, pg_db, maria_
     await register(qstore, "crm", engine, db)
     await define(qstore, {"name": "customers_complete", "kind": "completeness", "tables": ["customers"],
                           "columns": ["email", "country", "phone"], "max_null_share": 0.5})
-    outcomes = (await _run(qstore, settings)).outcomes
+    outcomes = (await run_checks(qstore, settings)).outcomes
     assert [o.state for o in outcomes] == ["warn"]
     [f] = await _open(qstore, "completeness_low")
     assert f["details"]["column"] == "phone" and f["details"]["null_share"] == 0.75
@@ -122,7 +117,7 @@ async def test_an_assertion_returning_rows_fails_with_capped_evidence(qstore, se
                            "where c.id is null order by o.id", "labels": {"pipeline": "orders_etl"}},
                  {"name": "customers_unique", "kind": "assertion",
                   "query": "select id, count(*) from customers group by id having count(*) > 1"})
-    summary = await _run(qstore, settings)
+    summary = await run_checks(qstore, settings)
     assert {o.check: o.state for o in summary.outcomes} == {"orders_orphans": "error", "customers_unique": "pass"}
     assert [o.check for o in summary.failures()] == ["orders_orphans"]
     [f] = await _open(qstore, "assertion_failed")
@@ -147,16 +142,16 @@ async def test_a_column_dropped_between_runs_is_schema_drift(qstore, settings, p
                  {"name": "dim_declared", "kind": "schema", "tables": ["dim_customer"],
                   "expected_columns": {"id": None, "name": "varchar(50)" if engine == "mariadb"
                                        else "character varying(50)", "valid_from": None, "is_current": None}})
-    first = await _run(qstore, settings)
+    first = await run_checks(qstore, settings)
     assert [o.state for o in first.outcomes] == ["pass", "pass"]
     await run_ddl(db, "alter table dim_customer drop column valid_from")
-    await _run(qstore, settings)
+    await run_checks(qstore, settings)
     drift = {f["object"]: f for f in await _open(qstore, "schema_drift")}
     assert len(drift) == 2
     for f in drift.values():
         assert (f["details"]["dropped"], f["details"]["added"]) == (["valid_from"], [])
     # The first-run baseline is kept: the drift stays open while the column is missing.
-    await _run(qstore, settings)
+    await run_checks(qstore, settings)
     assert len(await _open(qstore, "schema_drift")) == 2
 
 
@@ -164,11 +159,11 @@ async def test_a_dropped_table_is_schema_drift_until_it_returns(qstore, settings
     db = await pg_db("create table dim_store (id int primary key, name text)")
     await register(qstore, "dw", "postgres", db)
     await define(qstore, {"name": "store_shape", "kind": "schema", "tables": ["public.dim_store"]})
-    assert [o.state for o in (await _run(qstore, settings)).outcomes] == ["pass"]
+    assert [o.state for o in (await run_checks(qstore, settings)).outcomes] == ["pass"]
     await pg_exec(db, "drop table dim_store")
-    assert [o.state for o in (await _run(qstore, settings)).outcomes] == ["error"]
+    assert [o.state for o in (await run_checks(qstore, settings)).outcomes] == ["error"]
     [f] = await _open(qstore, "schema_drift")
     assert f["severity"] == "critical" and f["details"]["dropped"] == ["id", "name"] and f["details"]["table_gone"]
     await pg_exec(db, "create table dim_store (id int primary key, name text)")
-    assert [o.state for o in (await _run(qstore, settings)).outcomes] == ["pass"]
+    assert [o.state for o in (await run_checks(qstore, settings)).outcomes] == ["pass"]
     assert await _open(qstore, "schema_drift") == []

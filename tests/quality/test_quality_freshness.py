@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from app.quality.runner import QualityRunner
-from tests.quality.conftest import define, pg_exec, register
+from tests.quality.conftest import define, findings_of, pg_exec, register
 
 PG_TABLES = """
 create table public.orders (id int primary key, loaded_at timestamptz not null);
@@ -16,13 +16,6 @@ insert into orders values (1, now() - interval '20 minutes');
 create table public.payments (id int primary key, loaded_at timestamp not null);
 insert into payments values (1, localtimestamp - interval '5 minutes');
 """
-
-
-async def _findings(store, check: str) -> list[dict]:
-    async with store.raw() as conn:
-        return [dict(r) for r in await conn.fetch(
-            "select f.object, f.severity, f.state, f.details, i.name as instance from findings f "
-            "join instances i on i.id = f.instance_id where f.check = $1 order by f.object", check)]
 
 
 @pytest.mark.parametrize("engine", ["postgres", "mariadb"])
@@ -49,7 +42,7 @@ async def test_twenty_minutes_behind_a_fifteen_minute_sla_is_breached(qstore, se
     assert states == {tables[0]: "error", tables[1]: "pass"}
     lag = {o.object: o.value for o in summary.outcomes}
     assert 19 * 60 < lag[tables[0]] < 22 * 60 and 4 * 60 < lag[tables[1]] < 7 * 60
-    [f] = await _findings(qstore, "freshness_sla_breached")
+    [f] = await findings_of(qstore, "freshness_sla_breached")
     assert (f["object"], f["severity"], f["state"]) == (f"{tables[0]} [shop_fresh]", "critical", "open")
     assert (f["details"]["source"], f["details"]["pipeline"]) == ("shop", "orders_etl")
     async with qstore.raw() as conn:
@@ -70,14 +63,14 @@ async def test_warning_at_warn_after_critical_at_error_after_and_resolved_by_a_n
     try:
         [o] = (await runner.run()).outcomes
         assert o.state == "warn"
-        [f] = await _findings(qstore, "freshness_sla_breached")
+        [f] = await findings_of(qstore, "freshness_sla_breached")
         assert f["severity"] == "warning"
         await pg_exec(db, "insert into orders values (2, now())")
         [o] = (await runner.run()).outcomes
         assert o.state == "pass" and o.value < 60
     finally:
         await runner.close()
-    [f] = await _findings(qstore, "freshness_sla_breached")
+    [f] = await findings_of(qstore, "freshness_sla_breached")
     assert f["state"] == "resolved"
 
 

@@ -6,17 +6,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from app.quality.runner import QualityRunner
 from app.settings import Settings
-from tests.quality.conftest import define, pg_exec, register
-
-
-async def _run(store, settings, **kw):
-    runner = QualityRunner(store, settings)
-    try:
-        return await runner.run(**kw)
-    finally:
-        await runner.close()
+from tests.quality.conftest import define, pg_exec, register, run_checks
 
 
 async def test_read_only_session_and_statement_timeout(qstore, pg_db):
@@ -26,7 +17,7 @@ async def test_read_only_session_and_statement_timeout(qstore, pg_db):
                  {"name": "slow", "kind": "assertion", "query": "select 1 from pg_sleep(2)"},
                  {"name": "fine", "kind": "assertion", "query": "select id from t"})
     settings = Settings(worker={"backoff_base_s": 0, "connect_timeout_s": 2, "statement_timeout_ms": 300})
-    outcomes = {o.check: o for o in (await _run(qstore, settings)).outcomes}
+    outcomes = {o.check: o for o in (await run_checks(qstore, settings)).outcomes}
     assert outcomes["writes"].state == "failed" and "read-only transaction" in outcomes["writes"].title
     assert outcomes["slow"].state == "failed" and "statement timeout" in outcomes["slow"].title
     assert outcomes["fine"].state == "pass"
@@ -41,8 +32,8 @@ async def test_insert_counter_volume(qstore, settings, pg_db):
     await register(qstore, "wh", "postgres", db)
     await define(qstore, {"name": "loads_inserts", "kind": "volume", "method": "inserts", "tables": ["loads"]})
     now = datetime.now(timezone.utc)
-    [first] = (await _run(qstore, settings, now=now - timedelta(hours=1))).outcomes
+    [first] = (await run_checks(qstore, settings, now=now - timedelta(hours=1))).outcomes
     assert (first.state, first.value) == ("pass", None)  # the first reading is the counter's baseline
     await pg_exec(db, "insert into loads select g from generate_series(1, 500) g")
-    [second] = (await _run(qstore, settings, now=now)).outcomes
+    [second] = (await run_checks(qstore, settings, now=now)).outcomes
     assert second.state == "pass" and second.value == 500.0
