@@ -33,7 +33,8 @@ def url_of(cluster: PgCluster, db: str = "postgres") -> str:
 
 @pytest.fixture(scope="session")
 async def store_cluster() -> AsyncIterator[PgCluster]:
-    cluster = _cluster({"cluster_name": "'dbf_fault18_store'"})
+    # The whole text of the sweep's long run statements in pg_stat_activity (the SIGKILL test finds them).
+    cluster = _cluster({"cluster_name": "'dbf_fault18_store'", "track_activity_query_size": "'64kB'"})
     await _template(cluster)
     yield cluster
     cluster.stop()
