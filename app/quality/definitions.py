@@ -54,7 +54,7 @@ def parse_definitions(raw: list[Any], where: str = "checks") -> tuple[list[Any],
             problems += [f"{where}[{i}].{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
             continue
         except CheckRefused as e:
-            problems.append(f"{where}[{i}] ({item.get('name', '?')}): {e}")
+            problems.append(f"{where}[{i}]: check {item.get('name', '?')}: {e}")
             continue
         if check.name in names:
             problems.append(f"{where}[{i}].name: {check.name!r} is declared twice")

@@ -143,3 +143,25 @@ async def test_import_dbt_with_an_unmapped_source_imports_nothing(env, qstore, t
     assert r.exit_code == 1 and "nothing was imported" in r.output and "no --map for clicks" in r.output
     async with qstore.raw() as conn:
         assert await conn.fetchval("select count(*) from quality_checks") == 0
+
+
+async def test_config_checks_are_validated_and_stored_by_run(env, qstore, pg_db, tmp_path, monkeypatch):
+    db = await pg_db("create table orders (id int, loaded_at timestamptz); create index on orders (loaded_at);"
+                     "insert into orders values (1, now())")
+    await register(qstore, "shop-db", "postgres", db)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"checks": [{"name": "x", "kind": "freshness", "tables": ["orders"],
+                                               "loaded_at_field": "loaded_at", "filter": "a = 1; drop table orders"}]}))
+    monkeypatch.setenv("DBFLEET_CONFIG", str(bad))
+    get_settings.cache_clear()
+    r = await invoke("checks", "run")
+    assert r.exit_code == 2 and "line 2: checks[0]: check x: filter must be one statement" in r.output
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"checks": [{"name": "orders_fresh", "kind": "freshness", "tables": ["orders"],
+                                                "loaded_at_field": "loaded_at"}]}))
+    monkeypatch.setenv("DBFLEET_CONFIG", str(good))
+    get_settings.cache_clear()
+    r = await invoke("checks", "run")
+    assert r.exit_code == 0, r.output
+    async with qstore.raw() as conn:
+        assert await conn.fetchval("select origin from quality_checks where name = 'orders_fresh'") == "config"
