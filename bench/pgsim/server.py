@@ -1,6 +1,7 @@
 """The simulator: one listener, any number of connections, answers from bench/pgsim/recording.json.
 
     .venv/bin/python -m bench.pgsim.server --port 0      # prints "listening on 127.0.0.1:PORT"
+    .venv/bin/python -m bench.pgsim.server --servers 40  # 40 simulated servers: "127.0.0.1:P1,P2,..."
 
 Every connection is told it is the recorded server (any database name, any user, no password);
 a statement is answered by its exact SQL text with the recorded rows, or with the recorded error.
@@ -70,6 +71,8 @@ class Recorded:
     def __init__(self, path: Path = RECORDING) -> None:
         data = json.loads(path.read_text())
         self.server: dict[str, str] = data["server"]
+        self.identity_sql: str = data["identity_sql"]
+        self._identity = next(e for e in data["statements"] if e["sql"] == self.identity_sql)
         # By SQL text (the last recorded answer), and by SQL text and bound arguments (each answer):
         # asyncpg's type introspection asks one text about different types.
         self.answers: dict[str, Answer] = {}
@@ -83,15 +86,25 @@ class Recorded:
         status = {**self.server, "application_name": "", "is_superuser": "on", "session_authorization": "dbfleet"}
         self.greeting = wire.AUTH_OK + b"".join(wire.parameter_status(k, v) for k, v in status.items())
 
+    def identity_of_server(self, n: int) -> Answer:
+        """The identity statement's answer for simulated server n: its own system identifier, so
+        that n servers are n servers to the topology, not one set of split-brain primaries."""
+        entry = json.loads(json.dumps(self._identity))
+        at = [c[0] for c in entry["columns"]].index("server_id")
+        for row in entry["rows"]:
+            row[at] = str(int(row[at] or 0) + n)
+        return Answer.of(entry)
+
 
 class Session(asyncio.Protocol):
     """One client connection: startup, then simple and extended queries until Terminate."""
 
-    __slots__ = ("buf", "failed", "pid", "portals", "recorded", "started", "statements", "transport")
+    __slots__ = ("buf", "failed", "identity", "pid", "portals", "recorded", "started", "statements", "transport")
     _pids = itertools.count(1000)
 
-    def __init__(self, recorded: Recorded) -> None:
+    def __init__(self, recorded: Recorded, identity: Answer | None = None) -> None:
         self.recorded = recorded
+        self.identity = identity  # this listener's own answer to the identity statement
         self.buf = bytearray()
         self.started = False
         self.statements: dict[bytes, Answer | None] = {}
@@ -178,6 +191,8 @@ class Session(asyncio.Protocol):
         name, rest = body[:end], body[end + 1:]
         sql = rest[:rest.index(b"\0")].decode()
         answer = self.recorded.answers.get(sql)
+        if self.identity is not None and sql == self.recorded.identity_sql:
+            answer = self.identity
         if answer is None:
             return self._fail(wire.error("0A000", f"pgsim has no recorded answer for: {sql[:200]}"), out)
         if answer.error is not None and answer.error_at == "parse":
@@ -231,6 +246,7 @@ class Session(asyncio.Protocol):
 
 
 async def serve(host: str = "127.0.0.1", port: int = 0, recording: Path = RECORDING) -> asyncio.Server:
+    """One listener: one simulated server, every session the recorded one."""
     recorded = Recorded(recording)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Session(recorded), host, port, backlog=4096)
@@ -238,12 +254,23 @@ async def serve(host: str = "127.0.0.1", port: int = 0, recording: Path = RECORD
     return server
 
 
+async def serve_servers(count: int, host: str = "127.0.0.1", recording: Path = RECORDING) -> list[asyncio.Server]:
+    """`count` simulated servers in this process, one listener each on a free port, each with its
+    own system identifier (the fleet's shape: many servers of many databases)."""
+    recorded, loop, out = Recorded(recording), asyncio.get_running_loop(), []
+    for n in range(count):
+        identity = recorded.identity_of_server(n)
+        out.append(await loop.create_server(lambda identity=identity: Session(recorded, identity), host, 0,
+                                            backlog=4096))
+    return out
+
+
 async def _main(args: argparse.Namespace) -> None:
-    server = await serve(args.host, args.port, args.recording)
-    host, port = server.sockets[0].getsockname()[:2]
-    print(f"listening on {host}:{port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    servers = await serve_servers(args.servers, args.host, args.recording) if args.servers > 1 else [
+        await serve(args.host, args.port, args.recording)]
+    ports = ",".join(str(s.sockets[0].getsockname()[1]) for s in servers)
+    print(f"listening on {args.host}:{ports}", flush=True)
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 def main() -> None:
@@ -251,6 +278,7 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--recording", type=Path, default=RECORDING)
+    p.add_argument("--servers", type=int, default=1, help="simulated servers, one listener each on a free port")
     args = p.parse_args()
     try:
         asyncio.run(_main(args))

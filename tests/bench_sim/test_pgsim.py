@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from bench.pgsim.collect import Sweep, found
-from bench.pgsim.server import RECORDING, serve
+from bench.pgsim.server import RECORDING, serve, serve_servers
 from collectors.engines.base import SessionLimits, Target
 from collectors.engines.pg import connect_pg
 
@@ -65,3 +65,18 @@ async def test_a_statement_it_never_recorded_is_an_error_and_the_session_goes_on
         assert (await conn.fetch(RECORDED["identity_sql"]))[0]["standby"] is False
     finally:
         await conn.close()
+
+
+async def test_several_simulated_servers_tell_apart_by_system_identifier():
+    servers = await serve_servers(2)
+    try:
+        ports = [s.sockets[0].getsockname()[1] for s in servers]
+        conns = [await connect_pg(_target(p, n, "disable"), SessionLimits()) for n, p in enumerate(ports)]
+        identities = [await c.identify() for c in conns]
+        assert ports[0] != ports[1] and identities[0].server_id != identities[1].server_id
+        assert all(i.role == "primary" for i in identities)
+        await asyncio.gather(*(c.close() for c in conns))
+    finally:
+        for s in servers:
+            s.close()
+            await s.wait_closed()
