@@ -74,14 +74,18 @@ def _param_time(family: str, at: datetime) -> datetime:
 
 async def freshness(conn: Connection, family: str, check: FreshnessCheck, table: Table | None) -> Verdict:
     if check.loaded_at_query is not None:
-        rows = await conn.fetch(sql.freshness_query_sql(family, check.loaded_at_query))
+        text = sql.freshness_query_sql(family, check.loaded_at_query)
+        rows = await conn.fetch(text)
         row = rows[0] if rows else {}
         newest = next(iter(row.values()), None) if row else None
         label = table.label if table else check.name
-        return verdicts.freshness(check, label, newest, row.get("dbfleet_now_tz"), row.get("dbfleet_now_local"))
+        return _shown_by(verdicts.freshness(check, label, newest, row.get("dbfleet_now_tz"),
+                                            row.get("dbfleet_now_local")), text)
     assert table is not None and check.loaded_at_field is not None
-    [row] = await conn.fetch(sql.freshness_sql(family, table.quoted(family), check.loaded_at_field, check.filter))
-    return verdicts.freshness(check, table.label, row["newest"], row.get("now_tz"), row.get("now_local"))
+    text = sql.freshness_sql(family, table.quoted(family), check.loaded_at_field, check.filter)
+    [row] = await conn.fetch(text)
+    return _shown_by(verdicts.freshness(check, table.label, row["newest"], row.get("now_tz"), row.get("now_local")),
+                     text)
 
 
 async def volume(conn: Connection, family: str, check: VolumeCheck, table: Table, inputs: RunInputs) -> Verdict:
@@ -89,10 +93,9 @@ async def volume(conn: Connection, family: str, check: VolumeCheck, table: Table
     if check.method == "count":
         assert check.loaded_at_field is not None
         start = inputs.now - timedelta(seconds=check.per.seconds)
-        [row] = await conn.fetch(sql.volume_count_sql(family, table.quoted(family), check.loaded_at_field,
-                                                      check.filter),
-                                 _param_time(family, start), _param_time(family, inputs.now))
-        return verdicts.volume(check, table.label, float(row["n"]), base)
+        text = sql.volume_count_sql(family, table.quoted(family), check.loaded_at_field, check.filter)
+        [row] = await conn.fetch(text, _param_time(family, start), _param_time(family, inputs.now))
+        return _shown_by(verdicts.volume(check, table.label, float(row["n"]), base), text)
     rows = await conn.fetch(sql.insert_counter_sql(family), table.schema, table.name)
     counter = float(rows[0]["n"] or 0) if rows else 0.0
     prev = inputs.previous or {}
@@ -114,7 +117,7 @@ async def completeness(conn: Connection, family: str, check: CompletenessCheck, 
                                 check.loaded_at_field, check.filter)
     args = [_param_time(family, inputs.now - timedelta(seconds=check.window.seconds))] if check.window else []
     [row] = await conn.fetch(text, *args)
-    return verdicts.completeness(check, table.label, row)
+    return _shown_by(verdicts.completeness(check, table.label, row), text)
 
 
 async def assertion(conn: Connection, family: str, check: AssertionCheck, table: Table | None) -> Verdict:
@@ -128,6 +131,14 @@ async def schema(conn: Connection, family: str, check: SchemaCheck, table: Table
     columns = {r["col"]: str(r["typ"]) for r in rows}
     previous = (inputs.previous or {}).get("baseline")
     return verdicts.schema_drift(check, table.label, columns, previous)
+
+
+def _shown_by(verdict: Verdict, text: str) -> Verdict:
+    """Each finding's evidence carries the SQL that shows it (a DBA re-runs it to see for himself)."""
+    for f in verdict.findings:
+        if isinstance(f.details, dict):
+            f.details.setdefault("sql", text)
+    return verdict
 
 
 async def run_check(conn: Connection, family: str, check: Any, table: Table | None,
