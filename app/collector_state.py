@@ -3,7 +3,8 @@
 Each (instance, collector) has a row in `collector_state`: a base snapshot and the number of the
 newest change (`seq`); `collector_state_patches` holds the changes since the base. A run writes one
 patch (what changed since the previous run: a few counters and one window entry per active query),
-in the same statement as the run's results, so results and state never disagree. The base is
+in the same statement as the run's results (`rebase_states` / `append_state_patches` in
+app/write_statements.py), so results and state never disagree. The base is
 rewritten when the patches outgrow it.
 
 Exactly one process advances a state at a time: the sweep holds the (instance, collector) advisory
@@ -14,11 +15,12 @@ processes never diff against the same baseline twice.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+
+from app.store_codec import dumps_exact, loads
 
 # How far a list may have moved at its front (old entries folded away) and still be sent as a
 # change rather than whole: rolling windows drop at most a few entries per run.
@@ -128,10 +130,6 @@ class StateWrite:
     base: str | None = None  # JSON text
     patch: str | None = None  # JSON text
 
-    def as_json_text(self) -> str:
-        """One element of the write statement's state array; base and patch go in as they are."""
-        return (f'{{"c":{json.dumps(self.collector)},"q":{self.seq},"b":{self.base or "null"},'
-                f'"p":{self.patch or "null"},"n":{len(self.patch or "")}}}')
 
 
 _LOAD = """
@@ -167,8 +165,8 @@ class CollectorStates:
         """Read the base and the patches since it, for the collectors whose copy is stale."""
         found = set()
         for r in await conn.fetch(_LOAD, instance_id, collectors):
-            state = json.loads(r["base"]) if r["base"] is not None else None
-            patches = json.loads(r["patches"])
+            state = loads(r["base"]) if r["base"] is not None else None
+            patches = loads(r["patches"])
             for patch in patches:
                 state = apply(state, patch)
             self._held[(instance_id, r["collector"])] = Held(
@@ -182,14 +180,14 @@ class CollectorStates:
         """The write that takes the stored state to `state`; None when nothing changed."""
         held = self._held.get((instance_id, collector))
         if held is None or held.state is None:
-            return StateWrite(collector, (held.seq if held else 0) + 1, base=_dumps(state))
+            return StateWrite(collector, (held.seq if held else 0) + 1, base=dumps_exact(state))
         patch = diff(held.state, state)
         if patch is None:
             return None
-        text = _dumps(patch)
+        text = dumps_exact(patch)
         if (held.patch_bytes + len(text) > COMPACT_RATIO * max(held.base_bytes, 1024)
                 or held.patches + 1 > COMPACT_MAX_PATCHES):
-            return StateWrite(collector, held.seq + 1, base=_dumps(state))
+            return StateWrite(collector, held.seq + 1, base=dumps_exact(state))
         return StateWrite(collector, held.seq + 1, patch=text)
 
     def written(self, instance_id: int, write: StateWrite | None, collector: str, state: Any) -> None:
@@ -211,10 +209,6 @@ class CollectorStates:
     def forget(self, instance_id: int) -> None:
         for key in [k for k in self._held if k[0] == instance_id]:
             del self._held[key]
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 # Session advisory locks per (instance, collector), then the stored seq of the ones we got. A

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["decoded", "dumps", "install", "loads"]
+__all__ = ["decoded", "dumps", "dumps_exact", "install", "loads"]
 
 
 # One encoder, built once: json.dumps with any option builds a new JSONEncoder per call (the write
@@ -24,6 +24,15 @@ def dumps(value: Any) -> str:
     """JSON text for the store. No NaN or Infinity (jsonb refuses them, so refuse them here,
     naming the value); values JSON has no type for (datetime, Decimal, UUID) go in as their str()."""
     return _ENCODER.encode(value)
+
+
+_EXACT = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+
+
+def dumps_exact(value: Any) -> str:
+    """JSON text for values that must read back equal (collector state diffed against its last
+    copy): a value JSON has no type for is an error, not its str()."""
+    return _EXACT.encode(value)
 
 
 def loads(text: str | bytes) -> Any:

@@ -32,6 +32,14 @@ def test_dumps_refuses_what_jsonb_would(bad):
         store_codec.dumps(bad)
 
 
+def test_dumps_exact_refuses_what_would_not_read_back_equal():
+    assert store_codec.dumps_exact({"w": [1, 2.5]}) == '{"w":[1,2.5]}'
+    with pytest.raises(TypeError, match="datetime"):
+        store_codec.dumps_exact({"at": datetime(2026, 1, 2, tzinfo=UTC)})
+    with pytest.raises(ValueError, match="JSON compliant"):
+        store_codec.dumps_exact([float("nan")])
+
+
 def test_decoded_accepts_text_or_python():
     assert store_codec.decoded('{"a": 1}') == {"a": 1} == store_codec.decoded({"a": 1})
     assert store_codec.decoded(b"[1]") == [1]
