@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import fields
@@ -232,3 +233,34 @@ async def test_a_finding_that_moves_to_another_collector_is_not_resolved_by_the_
         row = await conn.fetchrow("select collector, state, fingerprint from findings")
         assert (row["collector"], row["state"]) == ("indexes_v2", "open")
         assert row["fingerprint"] == fingerprint(inst.id, "unused_index", "public.i")
+
+
+async def test_a_bump_raced_by_a_concurrent_writer_is_written_in_full_after_the_rest(clean_store):
+    """Resolved by hand while the write waits for the row: the statement saw it live, the bump
+    finds it resolved, and the finding is written in full right after (reopened, firing)."""
+    async with clean_store.raw() as conn, clean_store.raw() as other:
+        inst = await _new_instance(conn, "pg-a")
+        f = Finding("unused_index", "public.i", Severity.warning, "unused", {"scans": 0})
+        first = RunRecord("index_advice", T0, 1.0, Result(findings=[f]))
+        await record_runs(conn, inst, [first])
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("update findings set state = 'resolved', state_by = 'alice'")
+        again = RunRecord("index_advice", T0 + timedelta(minutes=1), 1.0, Result(findings=[f]),
+                          known=Written(first.started_at, first.seen))
+        sent: list[str] = []
+
+        def logger(record) -> None:
+            sent.append(record.query)
+
+        conn.add_query_logger(logger)
+        write = asyncio.ensure_future(record_runs(conn, inst, [again]))
+        while not await other.fetchval("select count(*) from pg_locks where not granted"):
+            await asyncio.sleep(0.02)  # the bump is waiting for the row
+        await tx.commit()
+        assert await write == (1, 0)
+        conn.remove_query_logger(logger)
+        assert sent == [ws.composed()[0], ws.separate(ws.by_name("upsert_findings"))[0]]
+        assert await conn.fetchval("select state from findings") == "open"
+        assert [r[0] for r in await conn.fetch("select status from outbox order by id")] == ["firing", "firing"]
+        assert await conn.fetchval("select count(*) from collector_runs") == 2
