@@ -155,19 +155,22 @@ class _Write:
     def _add(self, r: RunRecord, full: set[str], all_full: bool) -> None:
         rows, c, at = self.rows, r.collector, r.started_at.isoformat()  # formatted once per run
         error = r.error[:2000] if r.error is not None else None
-        rows[ws.CollectorRun].append(ws.CollectorRun(c, at, r.duration_ms, r.status, error, len(r.seen)))
+        rows[ws.CollectorRun].append(ws.CollectorRun(collector=c, started_at=at, duration_ms=r.duration_ms,
+                                                     status=r.status, error=error, findings=len(r.seen)))
         if (w := r.state) is not None:
             if w.base is not None:
-                rows[ws.StateBase].append(ws.StateBase(c, w.seq, w.base))
+                rows[ws.StateBase].append(ws.StateBase(collector=c, seq=w.seq, base=w.base))
             else:
-                rows[ws.StatePatch].append(ws.StatePatch(c, w.seq, w.patch, len(w.patch)))
+                rows[ws.StatePatch].append(ws.StatePatch(collector=c, seq=w.seq, patch=w.patch,
+                                                         patch_bytes=len(w.patch)))
         if r.result is None:
             return
         if r.resolves and r.status == "ok":
-            rows[ws.ResolvingRun].append(ws.ResolvingRun(c, at))
+            rows[ws.ResolvingRun].append(ws.ResolvingRun(collector=c, resolved_at=at))
         unchanged = [] if r.known is None or all_full else [fp for fp in r.known.unchanged(r.seen) if fp not in full]
         if unchanged:
-            rows[ws.LastSeenBump].append(ws.LastSeenBump(c, at, r.known.at.isoformat(), unchanged))
+            rows[ws.LastSeenBump].append(ws.LastSeenBump(collector=c, last_seen=at,
+                                                         expected_last_seen=r.known.at.isoformat(), fingerprint=unchanged))
             self._bumped.update((fp, r) for fp in unchanged)
         skip = set(unchanged)
         rows[ws.FindingUpsert] += [self._upsert(r, fp, f, at) for fp, f in r.seen.items() if fp not in skip]
@@ -179,8 +182,10 @@ class _Write:
         return self._upsert(r, fp, r.seen[fp], r.started_at.isoformat())
 
     def _upsert(self, r: RunRecord, fp: str, f: Finding, at: str) -> ws.FindingUpsert:
-        return ws.FindingUpsert(fp, r.collector, f.check, f.object, str(f.severity), f.title, f.details,
-                                f.recommendation, at, _labels(self.inst, f), _annotations(f))
+        return ws.FindingUpsert(fingerprint=fp, collector=r.collector, check=f.check, object=f.object,
+                                severity=str(f.severity), title=f.title, details=f.details,
+                                recommendation=f.recommendation, last_seen=at, labels=_labels(self.inst, f),
+                                annotations=_annotations(f))
 
     def _series(self, r: RunRecord, at: str) -> None:
         result, c = r.result, r.collector
@@ -188,8 +193,9 @@ class _Write:
             values = [float(s.value) for s in result.samples]
             # JSON has no NaN/Infinity; COPY carries them (and takes a datetime).
             copy = len(values) >= COPY_MIN_ROWS or not all(map(math.isfinite, values))
-            series = ws.SampleSeries(c, r.started_at if copy else at, [s.metric for s in result.samples],
-                                     [s.object for s in result.samples], values)
+            series = ws.SampleSeries(collector=c, ts=r.started_at if copy else at,
+                                     metric=[s.metric for s in result.samples],
+                                     object=[s.object for s in result.samples], value=values)
             if copy:
                 self.copies.append(ws.copy_records(series, self.inst.id))
             else:
@@ -197,7 +203,7 @@ class _Write:
         if stats := result.query_stats:
             copy = len(stats) >= COPY_MIN_ROWS
             series = ws.QueryStatSeries(
-                r.started_at if copy else at, query_id=[q.query_id for q in stats], username=[q.user for q in stats],
+                ts=r.started_at if copy else at, query_id=[q.query_id for q in stats], username=[q.user for q in stats],
                 dbname=[q.database for q in stats], interval_s=[q.interval_s for q in stats],
                 calls=[q.calls for q in stats], total_ms=[q.total_ms for q in stats], rows=[q.rows for q in stats],
                 shared_blks_hit=[q.shared_blks_hit for q in stats], shared_blks_read=[q.shared_blks_read for q in stats],
@@ -208,7 +214,7 @@ class _Write:
                 self.rows[ws.QueryStatSeries].append(series)
             if texts := [q for q in stats if q.text]:
                 self.rows[ws.QueryTextSeries].append(ws.QueryTextSeries(
-                    [q.query_id for q in texts], [q.text[:QUERY_TEXT_MAX] for q in texts]))
+                    query_id=[q.query_id for q in texts], text=[q.text[:QUERY_TEXT_MAX] for q in texts]))
 
     def args(self, order: list[str]) -> list[Any]:
         inst = self.inst
