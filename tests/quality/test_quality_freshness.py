@@ -1,11 +1,13 @@
 """Freshness on real tables: 20 minutes behind a 15-minute SLA is breached, 5 minutes is not
 (PostgreSQL and MariaDB), warning at warn_after, critical at error_after, lag kept as samples,
-and the finding resolves once a fresh row lands."""
+the finding routes by its pipeline label, and resolves once a fresh row lands."""
 
 from __future__ import annotations
 
 import pytest
 
+from app.alerting.config import load_config
+from app.alerting.routing import RoutingTree
 from app.quality.runner import QualityRunner
 from tests.quality.conftest import define, findings_of, pg_exec, register
 
@@ -50,6 +52,11 @@ async def test_twenty_minutes_behind_a_fifteen_minute_sla_is_breached(qstore, se
         labels = await conn.fetchval("select labels from outbox where status = 'firing'")
         lags = await conn.fetch("select object, value from samples where metric = 'quality_freshness_lag_seconds'")
     assert (labels["source"], labels["pipeline"], labels["env"]) == ("shop", "orders_etl", "prod")
+    # A route on the pipeline's labels reaches the team that owns it.
+    tree = RoutingTree(load_config({
+        "route": {"receiver": "dba", "routes": [{"matchers": ["pipeline=orders_etl"], "receiver": "orders-team"}]},
+        "receivers": [{"type": "webhook", "name": n, "url": "http://127.0.0.1:9/"} for n in ("dba", "orders-team")]}))
+    assert tree.receivers(labels) == ["orders-team"]
     assert {r["object"] for r in lags} == {f"{t} [shop_fresh]" for t in tables}
     assert summary.failures() and summary.failures()[0].object == tables[0]
 
