@@ -15,7 +15,7 @@ State shape (plain JSON so the store can keep it)::
 
     {"v": 1, "at": epoch_s, "stats_reset": iso | None, "dealloc": int | None,
      "ev": [[epoch_s, deallocation passes], ...],                  # runs of the last hour that saw any
-     "counters": {"<queryid>|<user>": [calls, total_ms, rows, hit, read, temp, io_ms, since, text_pending]},
+     "counters": {"<queryid>|<user>": "calls|total_ms|rows|hit|read|temp|io_ms|since|text_pending"},
      "queries": {"<queryid>": {"r": [[epoch_s, calls, ms], ...],   # deltas of the last hour
                                "d": [[day, calls, ms], ...],       # older deltas, one bucket a day
                                "t": "first 200 chars of the text"}}}
@@ -129,6 +129,23 @@ def _same_view(rows: Sequence[Mapping[str, Any]], prev: Mapping[str, Any]) -> bo
     return reset == prev.get("stats_reset")
 
 
+def counter_row(value: str | list | None) -> list | None:
+    """A stored counter row as [calls, total_ms, rows, hit, read, temp, io_ms, since, text_pending].
+
+    Kept as one string per statement ("10|50.0|...|since|1"): a worker holds one for every statement
+    of every instance, and a string is a tenth of a list of nine numbers and never walked by the
+    garbage collector. States written before keep their lists; both read the same."""
+    if not isinstance(value, str):
+        return value
+    p = value.split("|")
+    return [*(float(x) if x else None for x in p[:7]), p[7] or None, p[8] == "1"]
+
+
+def _counter_text(values: tuple, since: str | None, pending: bool) -> str:
+    return "|".join([*("" if v is None else repr(v) if type(v) is float else str(v) for v in values),
+                     since or "", "1" if pending else "0"])
+
+
 def _previous_counters(rows: Sequence[Mapping[str, Any]], prev: dict[str, Any] | None) -> dict[str, list]:
     """The counters to diff against; empty when there is no baseline or the view was reset."""
     if prev is None or not _same_view(rows, prev):
@@ -188,7 +205,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
     result, counters, per_query = Result(), {}, {}
     for row in rows:
         key = key_of(row)
-        old = old_counters.get(key)
+        old = counter_row(old_counters.get(key))
         values, since = _ROW_COUNTERS(row), _iso(row["stats_since"])
         delta = [float(v or 0) for v in values] if old is None and regrown else _delta(old, values, since)
         pending = True if delta is None or old is None else bool(old[8])
@@ -198,7 +215,7 @@ def transform(rows: Sequence[Mapping[str, Any]], ctx: Context) -> Result:
             result.query_stats.append(_query_stat(row, delta, interval_s, text))
             pending = pending and text is None
             _add_delta(per_query, row["queryid"], delta[0], delta[1], text)
-        counters[key] = [*values, since, pending]
+        counters[key] = _counter_text(values, since, pending)
     queries = _advance(prev.get("queries", {}) if prev else {}, per_query, now)
     sums = {qid: _sums(q) for qid, q in queries.items()}
     evicted = _eviction_window(prev, _evictions(rows, prev), now)
@@ -370,7 +387,7 @@ def keys_needing_text(rows: Sequence[Mapping[str, Any]], previous: Any) -> list[
     old, regrown = previous.get("counters", {}), _regrowth_visible(rows, previous)
     need = set()
     for r in rows:
-        o, calls = old.get(key_of(r)), r["calls"] or 0
+        o, calls = counter_row(old.get(key_of(r))), r["calls"] or 0
         if (o is None and regrown and calls > 0) or (o is not None and o[8] and calls > (o[0] or 0)):
             need.add(r["queryid"])
     return sorted(need)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -14,11 +14,11 @@ from collectors.engines import connect
 from collectors.engines.base import Target
 from collectors.postgres import query_stats as qs
 from collectors.runner import run_collector
-from tests.collectors.spec_context import spec_context
 from tests.collectors.postgres.conftest import PG15_BIN, start_cluster
+from tests.collectors.spec_context import spec_context
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "postgres"
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def recorded(tag: str) -> dict:
@@ -55,7 +55,7 @@ def test_recorded_snapshots_give_exact_deltas(tag):
     assert (point.calls, point.rows, scan.calls, scan.rows) == (5, 4, 3, 3)  # ids 0..4, id 0 does not exist
     assert point.interval_s == 300.0 and point.total_ms > 0 and point.database == "dbf_pgq_rec"
     # Texts were not fetched in the recorded rows, so they stay pending for the next run.
-    assert point.text is None and all(c[8] for c in second.state["counters"].values())
+    assert point.text is None and all(qs.counter_row(c)[8] for c in second.state["counters"].values())
 
 
 @pytest.mark.parametrize("case, before, after, expect_calls", [
@@ -88,7 +88,7 @@ def test_first_run_and_unusable_previous_are_baselines():
     for previous in (None, {"v": 99}, "garbage", {"v": 1, "at": (T0 + timedelta(hours=1)).timestamp()}):
         result = run([row(calls=10, total_ms=5000)], previous)
         assert result.query_stats == [] and result.findings == []
-        assert result.state["counters"]["1|app"][0] == 10
+        assert qs.counter_row(result.state["counters"]["1|app"])[0] == 10
 
 
 def test_text_is_sent_once_and_capped():
@@ -107,9 +107,19 @@ def test_text_stays_pending_until_it_arrives_and_users_are_separate_keys():
     assert sorted((s.user, s.text) for s in results[2].query_stats) == [("a", "select 2"), ("b", "select 2")]
 
 
+def test_a_counter_row_is_one_string_and_reads_back_as_the_list_it_was():
+    state = run([row(calls=10, total_ms=5.5)]).state
+    text = state["counters"]["1|app"]
+    assert isinstance(text, str) and json.loads(json.dumps(state)) == state
+    assert qs.counter_row(text)[:2] == [10.0, 5.5] and qs.counter_row(text)[8] is True
+    # A state written before (lists) still gives deltas.
+    old = {**state, "counters": {"1|app": qs.counter_row(text)}}
+    assert run([row(calls=15, total_ms=8.0)], old, T0 + timedelta(minutes=5)).query_stats[0].calls == 5
+
+
 def test_keys_needing_text_asks_only_for_pending_keys_with_new_calls():
     state = runs([row("1", calls=1), row("2", calls=1), row("3", calls=1)])[0].state
-    state["counters"]["3|app"][8] = False
+    state["counters"]["3|app"] = state["counters"]["3|app"][:-1] + "0"  # its text is stored
     assert qs.keys_needing_text([row("1", calls=2), row("2", calls=1), row("3", calls=9)], state) == ["1"]
     assert qs.keys_needing_text([row("1", calls=2)], None) == []
 
@@ -315,7 +325,7 @@ async def test_real_server_deltas_text_and_slow_query(cluster_fixture, request):
         again = next(s for s in third.query_stats if s.query_id == sleep.query_id)
         assert again.calls == 1 and again.text is None
         if cluster_fixture == "pg18_cluster":  # 17+ carries per-entry stats_since
-            assert second.state["counters"][f"{sleep.query_id}|postgres"][7] is not None
+            assert qs.counter_row(second.state["counters"][f"{sleep.query_id}|postgres"])[7] is not None
         # We never reset anybody's statistics.
         assert await app.fetchval("select stats_reset from pg_stat_statements_info") == reset_before
     finally:
