@@ -47,3 +47,10 @@ def setup_logging(level: str = "INFO", json_logs: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Wire traces that print credentials at DEBUG: botocore the signed request headers (the AWS
+    # access key id), httpcore the response headers (cookies). Never below INFO, never above root.
+    for name in WIRE_TRACES:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+
+
+WIRE_TRACES = ("botocore", "boto3", "urllib3", "httpcore", "azure.core.pipeline.policies.http_logging_policy")
