@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
 
 from app.alerting.config import config_for
 from app.alerting.ingest import as_dict
@@ -15,9 +16,11 @@ from app.alerting.pipeline.finding_mute import finding_mute
 from app.alerting.pipeline.mute import muted
 from app.alerting.pipeline.silence import active_silences, silenced_by
 from app.alerting.routing import RoutingTree
+from app.api import errors
 from app.api.deps import SettingsDep, StoreDep, ViewerDep
+from app.api.params import WORD_PATTERN, Matcher, StrictJsonRoute
 
-router = APIRouter(prefix="/api/v1", tags=["alerts"])
+router = APIRouter(prefix="/api/v1", tags=["alerts"], route_class=StrictJsonRoute)
 
 _FIRING = """
 select a.fingerprint, a.status, a.severity, a.labels, a.annotations, a.starts_at, a.ends_at, a.updated_at,
@@ -25,6 +28,31 @@ select a.fingerprint, a.status, a.severity, a.labels, a.annotations, a.starts_at
 from alerts a left join findings f on f.fingerprint = a.fingerprint
 where a.status = 'firing' order by a.starts_at
 """
+
+
+class AlertOut(BaseModel):
+    fingerprint: str
+    status: str
+    labels: dict[str, Any]
+    annotations: dict[str, Any]
+    starts_at: datetime
+    state: Literal["active", "suppressed"]
+    silenced_by: list[str] = Field(description="ids of the silences that match it")
+    inhibited_by: list[str] = Field(description="fingerprints of the alerts that inhibit it")
+    muted: bool = Field(description="the route's mute time interval is on now")
+    finding_muted: str | None = Field(description="acknowledged or silenced: the finding behind it is")
+
+
+class AlertGroupOut(BaseModel):
+    group_key: str
+    receiver: str
+    labels: dict[str, str]
+    alerts: list[AlertOut]
+
+
+class AlertsOut(BaseModel):
+    groups: list[AlertGroupOut]
+    total: int = Field(description="distinct alerts in all groups")
 
 
 def _alert(row: dict[str, Any], silenced: list[str], inhibited: list[str], is_muted: bool,
@@ -37,11 +65,11 @@ def _alert(row: dict[str, Any], silenced: list[str], inhibited: list[str], is_mu
             "silenced_by": silenced, "inhibited_by": inhibited, "muted": is_muted, "finding_muted": by_finding}
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertsOut, responses=errors.VIEWER)
 async def list_alerts(store: StoreDep, settings: SettingsDep, _: ViewerDep,
-                      filter: list[str] = Query([], description="matchers, e.g. instance=db1"),
-                      receiver: str | None = None, silenced: bool = True, inhibited: bool = True,
-                      active: bool = True) -> dict[str, Any]:
+                      filter: Annotated[list[Matcher], Query(description="matchers, e.g. instance=db1")] = [],  # noqa: B006
+                      receiver: Annotated[str | None, Query(pattern=WORD_PATTERN)] = None, silenced: bool = True,
+                      inhibited: bool = True, active: bool = True) -> dict[str, Any]:
     try:
         wanted = parse_matchers(filter)
     except ValueError as e:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from app.api import errors
+from app.api.params import StrictJsonRoute
 from app.api.deps import OperatorDep, SettingsDep, StoreDep, ViewerDep
 from app.api.errors import ApiError
 from app.quality.definitions import delete_check, validate_sql
@@ -19,7 +20,7 @@ from app.quality.refusals import define_checks
 from collectors.quality.checks import KINDS, NAME_PATTERN, Check
 from collectors.quality.sql import CheckRefused
 
-router = APIRouter(prefix="/api/v1", tags=["checks"])
+router = APIRouter(prefix="/api/v1", tags=["checks"], route_class=StrictJsonRoute)
 CheckName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=56, description="the check's name")]
 
 

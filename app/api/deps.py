@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.params import refuse_invalid_body
 from app.auth import Role, principal_for
 from app.db import Store
 from app.settings import Settings
@@ -40,6 +41,7 @@ _bearer = HTTPBearer(auto_error=False)
 class Principal:
     name: str
     role: Role
+    key_id: int | None = None  # the API key this request is signed with
 
 
 async def get_principal(
@@ -53,16 +55,17 @@ async def get_principal(
     if key is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked API key",
                             headers={"WWW-Authenticate": "Bearer"})
-    return Principal(name=key.name, role=Role[key.role])
+    return Principal(name=key.name, role=Role[key.role], key_id=key.id)
 
 
 def require(role: Role):
     """A dependency that admits callers with at least `role`."""
 
-    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)], request: Request) -> Principal:
         if principal.role < role:
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"this needs the {role.name} role; key '{principal.name}' is {principal.role.name}")
+        refuse_invalid_body(request)  # the caller is admitted: now a 422 for a body the document refuses
         return principal
 
     return check

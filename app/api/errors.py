@@ -14,6 +14,7 @@ database now.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -63,7 +64,7 @@ def line_errors(status_code: int, summary: str, lines: Sequence[str], kind: str)
 
 
 DESCRIPTIONS = {
-    400: "the request body is not what this route reads",
+    400: "the body is not what this route reads (not JSON, not UTF-8 text)",
     401: "no API key, or an unknown or revoked one (or a bad webhook signature)",
     403: "the key's role may not do this, or a setting turns it off",
     404: "no such object",
@@ -114,7 +115,32 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
     if exc.status_code < 400:  # the console's redirects (303 to /signin) stay as they are
         return await http_exception_handler(request, exc)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, detail, getattr(exc, "errors", ()), headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405 and (methods := allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": ", ".join(methods)}
+    return problem(exc.status_code, detail, getattr(exc, "errors", ()), headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the document lists for this path: Starlette's 405 names only the first
+    matching route's (GET /instances/{name} hides its PATCH and DELETE)."""
+    path = request.scope["path"]
+    return sorted({m for pattern, methods in _path_methods(request.app) if pattern.match(path) for m in methods})
+
+
+def _path_methods(app: FastAPI) -> list[tuple[re.Pattern[str], set[str]]]:
+    """The document's paths as regexes (an integer parameter matches digits only) with their methods."""
+    cached = getattr(app.state, "path_methods", None)
+    if cached is None:
+        cached = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            integers = {p["name"] for op in operations.values() for p in op.get("parameters", [])
+                        if p.get("in") == "path" and p.get("schema", {}).get("type") == "integer"}
+            regex = re.sub(r"\\\{(\w+)\\\}", lambda m, ints=integers: "[0-9]+" if m.group(1) in ints else "[^/]+",
+                           re.escape(template))
+            cached.append((re.compile(f"^{regex}$"), {m.upper() for m in operations}))
+        app.state.path_methods = cached
+    return cached
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
@@ -123,13 +149,19 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal error; the server log has the details")
 
 
-def _problem_media_type(document: dict[str, Any]) -> dict[str, Any]:
-    """Error responses are documented as application/problem+json, which is what they are sent as."""
+def _document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Error responses are documented as application/problem+json, which is what they are sent as;
+    every route that reads a JSON body can answer 400 to one that is not JSON (FastAPI's own answer)."""
     for path in document.get("paths", {}).values():
         for operation in path.values():
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                operation["responses"].setdefault("400", {
+                    "description": "the body is not JSON",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
             for code, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
-                if code[:1] in "45" and "application/json" in content:
+                schema = content.get("application/json", {}).get("schema", {})
+                if code[:1] in "45" and schema.get("$ref", "").endswith("/Problem"):
                     content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
     return document
 
@@ -142,7 +174,7 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _problem_media_type(get_openapi(
+            app.openapi_schema = _document_errors(get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes))
         return app.openapi_schema
 

@@ -16,12 +16,13 @@ from sqlalchemy import func, select, tuple_, update
 from app.alerting.config import parse_duration
 from app.api import errors
 from app.api.deps import OperatorDep, SessionDep, ViewerDep
-from app.api.params import NO_NULL_BODY, FindingId, InstanceFilter, Note, TagSelectors, WordFilter
+from app.api.params import (FindingId, InstanceFilter, Note, OptionalBody, StrictJsonRoute, TagSelectors, Timestamp,
+                            WordFilter)
 from app.findings import STATES, finding_json, resolved_outbox
 from app.inventory.store import parse_tag_selectors
 from app.models import AlertGroup, AlertGroupMember, AuditLog, Finding, Instance
 
-router = APIRouter(prefix="/api/v1", tags=["findings"])
+router = APIRouter(prefix="/api/v1", tags=["findings"], route_class=StrictJsonRoute)
 
 SEVERITY_RANK = Finding.severity_rank  # stored and indexed (migration 0010): 1 info, 2 warning, 3 critical
 SORTS = {"-last_seen": (Finding.last_seen, True), "last_seen": (Finding.last_seen, False),
@@ -39,9 +40,9 @@ class StateChange(BaseModel):
 
 
 class SilenceChange(StateChange):
-    until: datetime | None = Field(None, description="when the silence ends, with a time zone")
-    duration: Annotated[str, StringConstraints(min_length=2, max_length=40, pattern=DURATION_PATTERN)] | Annotated[int, Field(ge=1, le=7_776_000)] \
-        | None = Field(None, description="or how long it lasts: 30m, 4h, 7d (a number is seconds), at most 90d",
+    until: Timestamp | None = Field(None, description="when the silence ends, with a time zone")
+    duration: Annotated[str, StringConstraints(min_length=2, max_length=40, pattern=DURATION_PATTERN)] \
+        | Annotated[int, Field(ge=1, le=7_776_000)] | None = Field(None, description="or how long it lasts: 30m, 4h, 7d (a number is seconds), at most 90d",
                        examples=["4h"])
 
     @field_validator("until")
@@ -201,7 +202,7 @@ async def _flush_alert_groups_now(session: SessionDep, fingerprint: str, now: da
                           .values(next_flush_at=func.least(AlertGroup.next_flush_at, now)))
 
 
-@router.get("/findings/{finding_id}", response_model=FindingOut, responses=errors.VIEWER | errors.responses(404))
+@router.get("/findings/{finding_id:int}", response_model=FindingOut, responses=errors.VIEWER | errors.responses(404))
 async def get_finding(finding_id: FindingId, session: SessionDep, _: ViewerDep) -> dict:
     row = (await session.execute(select(Finding, Instance.name).join(Instance).where(Finding.id == finding_id))).first()
     if row is None:
@@ -209,16 +210,16 @@ async def get_finding(finding_id: FindingId, session: SessionDep, _: ViewerDep) 
     return finding_json(row.Finding, row.name)
 
 
-@router.post("/findings/{finding_id}:ack", response_model=FindingOut, responses=STATE_CHANGE,
-             dependencies=[NO_NULL_BODY])
-async def acknowledge(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+@router.post("/findings/{finding_id:int}:ack", response_model=FindingOut, responses=STATE_CHANGE)
+async def acknowledge(finding_id: FindingId, session: SessionDep, who: OperatorDep,
+                      body: OptionalBody[StateChange] = None) -> dict:
     """Someone is on it: the alert is muted until the finding resolves or gets worse (a higher severity)."""
     return await _change_state(session, finding_id, "acknowledged", who.name, body.note if body else None)
 
 
-@router.post("/findings/{finding_id}:silence", response_model=FindingOut, responses=STATE_CHANGE,
-             dependencies=[NO_NULL_BODY])
-async def silence(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: SilenceChange | None = None) -> dict:
+@router.post("/findings/{finding_id:int}:silence", response_model=FindingOut, responses=STATE_CHANGE)
+async def silence(finding_id: FindingId, session: SessionDep, who: OperatorDep,
+                  body: OptionalBody[SilenceChange] = None) -> dict:
     """Hide a known, accepted finding and mute its alert, for `duration` or `until` a time, or until it
     resolves when neither is given; then it is open again (label-matching alert silences: /silences)."""
     now = datetime.now(timezone.utc)
@@ -226,16 +227,16 @@ async def silence(finding_id: FindingId, session: SessionDep, who: OperatorDep, 
                                until=body.ends_at(now) if body else None, now=now)
 
 
-@router.post("/findings/{finding_id}:reopen", response_model=FindingOut, responses=STATE_CHANGE,
-             dependencies=[NO_NULL_BODY])
-async def reopen(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+@router.post("/findings/{finding_id:int}:reopen", response_model=FindingOut, responses=STATE_CHANGE)
+async def reopen(finding_id: FindingId, session: SessionDep, who: OperatorDep,
+                 body: OptionalBody[StateChange] = None) -> dict:
     """End an acknowledgement or silence now: the finding is open and its alert fires again."""
     return await _change_state(session, finding_id, "open", who.name, body.note if body else None)
 
 
-@router.post("/findings/{finding_id}:resolve", response_model=FindingOut, responses=STATE_CHANGE,
-             dependencies=[NO_NULL_BODY])
-async def resolve(finding_id: FindingId, session: SessionDep, who: OperatorDep, body: StateChange | None = None) -> dict:
+@router.post("/findings/{finding_id:int}:resolve", response_model=FindingOut, responses=STATE_CHANGE)
+async def resolve(finding_id: FindingId, session: SessionDep, who: OperatorDep,
+                  body: OptionalBody[StateChange] = None) -> dict:
     """Resolve by hand; if the problem is still there, the next run opens it again."""
     return await _change_state(session, finding_id, "resolved", who.name, body.note if body else None)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from app import telemetry
 from app.api.deps import StoreDep
@@ -13,19 +17,28 @@ from app.db import StoreNotReady
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+class Alive(BaseModel):
+    status: Literal["ok"] = "ok"
 
 
-@router.get("/readyz")
-async def readyz(store: StoreDep, response: Response) -> dict[str, str]:
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    reason: str | None = Field(None, description="why the store is not ready (unreachable, not migrated)")
+
+
+@router.get("/healthz", response_model=Alive)
+async def healthz() -> Alive:
+    return Alive()
+
+
+@router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
+            responses={503: {"model": Readiness, "description": "the store is unreachable or not migrated"}})
+async def readyz(store: StoreDep) -> Readiness | JSONResponse:
     try:
         await store.check_ready()
     except StoreNotReady as e:
-        response.status_code = 503
-        return {"status": "not ready", "reason": str(e)}
-    return {"status": "ready"}
+        return JSONResponse(Readiness(status="not ready", reason=str(e)).model_dump(), status_code=503)
+    return Readiness(status="ready")
 
 
 async def refresh_fleet_gauges(store) -> None:

@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from app.api import errors
 from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
+from app.api.params import InstanceName, ServerFilter, TagSelectors, StrictJsonRoute
 from app.findings import retire_findings
 from app.inventory import io
 from app.inventory.credentials import refusal
-from app.inventory.schemas import InstanceIn, InstanceOut, InstancePatch
-from app.inventory.store import InventoryConflict, filtered, parse_tag_selectors, upsert_instances, upsert_inventory
+from app.inventory.schemas import Engine, InstanceIn, InstanceOut, InstancePatch
+from app.inventory.store import (
+    InventoryConflict,
+    filtered,
+    parse_tag_selectors,
+    upsert_instances,
+    upsert_inventory,
+)
 from app.models import AuditLog, Instance, Server
 
-router = APIRouter(prefix="/api/v1", tags=["instances"])
+router = APIRouter(prefix="/api/v1", tags=["instances"], route_class=StrictJsonRoute)
+# An inventory file: YAML with `servers:` and/or `instances:` lists (app/inventory/io.py), or the instance CSV.
+_YAML_FILE = {"type": "object", "properties": {"servers": {"type": "array", "items": {"type": "object"}},
+                                               "instances": {"type": "array", "items": {"type": "object"}}}}
+_FILE_BODY = {"content": {"application/yaml": {"schema": _YAML_FILE}, "text/csv": {"schema": {"type": "string"}}}}
+
+
+class ServerCounts(BaseModel):
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+
+
+class ImportReportOut(ServerCounts):
+    """What an import did, by instance name (and by server name, when the file had servers)."""
+
+    servers: ServerCounts | None = Field(None, description="the servers' own rows, when the file had servers")
 
 
 async def _get(session: SessionDep, name: str) -> Instance:
@@ -50,12 +74,9 @@ def check_credential(reference: str | None, settings: SettingsDep) -> None:
         raise RequestValidationError([{"type": "value_error", "loc": ("body", "credential"), "msg": reason}])
 
 
-@router.get("/instances", response_model=list[InstanceOut])
-async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None = None,
-                         tag: Annotated[list[str] | None, Query(description="key=value, repeatable")] = None,
-                         enabled: bool | None = None,
-                         server: Annotated[str | None, Query(description="only the entries of this server")] = None,
-                         ) -> list[InstanceOut]:
+@router.get("/instances", response_model=list[InstanceOut], responses=errors.VIEWER)
+async def list_instances(session: SessionDep, _: ViewerDep, engine: Engine | None = None, tag: TagSelectors = None,
+                         enabled: bool | None = None, server: ServerFilter = None) -> list[InstanceOut]:
     try:
         tags = parse_tag_selectors(tag)
     except ValueError as e:
@@ -67,7 +88,7 @@ async def list_instances(session: SessionDep, _: ViewerDep, engine: str | None =
     return [await instance_out(session, inst, name) for inst, name in await session.execute(stmt)]
 
 
-@router.post("/instances", response_model=InstanceOut, status_code=201)
+@router.post("/instances", response_model=InstanceOut, status_code=201, responses=errors.ADMIN | errors.responses(409))
 async def create_instance(body: InstanceIn, session: SessionDep, settings: SettingsDep,
                           who: AdminDep) -> InstanceOut:
     check_credential(body.credential, settings)
@@ -77,13 +98,13 @@ async def create_instance(body: InstanceIn, session: SessionDep, settings: Setti
     return await instance_out(session, await _get(session, body.name))
 
 
-@router.get("/instances/{name}", response_model=InstanceOut)
-async def get_instance(name: str, session: SessionDep, _: ViewerDep) -> InstanceOut:
+@router.get("/instances/{name}", response_model=InstanceOut, responses=errors.VIEWER | errors.responses(404))
+async def get_instance(name: InstanceName, session: SessionDep, _: ViewerDep) -> InstanceOut:
     return await instance_out(session, await _get(session, name))
 
 
-@router.patch("/instances/{name}", response_model=InstanceOut)
-async def update_instance(name: str, body: InstancePatch, session: SessionDep, settings: SettingsDep,
+@router.patch("/instances/{name}", response_model=InstanceOut, responses=errors.ADMIN | errors.responses(404, 409))
+async def update_instance(name: InstanceName, body: InstancePatch, session: SessionDep, settings: SettingsDep,
                           who: AdminDep) -> InstanceOut:
     # Only a reference this request sends is checked: a stored one outside the allow-list is
     # refused when it is resolved, and must not block fixing the instance's other fields.
@@ -99,8 +120,9 @@ async def update_instance(name: str, body: InstancePatch, session: SessionDep, s
     return await instance_out(session, inst)
 
 
-@router.delete("/instances/{name}", status_code=204)
-async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Response:
+@router.delete("/instances/{name}", status_code=204, response_class=Response,
+               responses=errors.ADMIN | errors.responses(404))
+async def delete_instance(name: InstanceName, session: SessionDep, who: AdminDep) -> Response:
     inst = await _get(session, name)
     # Its findings go with it (cascade); the alerts they raised are resolved in the same
     # transaction, or the dispatcher would keep them firing for an instance that no longer exists.
@@ -111,28 +133,47 @@ async def delete_instance(name: str, session: SessionDep, who: AdminDep) -> Resp
     return Response(status_code=204)
 
 
-@router.post("/instances:import")
+IMPORT_MAX_BYTES = 10_000_000  # a 5,000-instance YAML file is about 1 MB
+
+
+@router.post("/instances:import", response_model=ImportReportOut, response_model_exclude_none=True,
+             openapi_extra={"requestBody": {
+                 "required": True, "description": "the YAML (servers and/or instances) or CSV file", **_FILE_BODY}},
+             responses=errors.ADMIN | errors.responses(400, 409, 413))
 async def import_instances(request: Request, session: SessionDep, settings: SettingsDep, who: AdminDep,
-                           format: Annotated[str | None, Query(pattern="^(yaml|csv)$")] = None) -> dict:
+                           format: Literal["yaml", "csv"] | None = None) -> ImportReportOut:
     """Body: the YAML (servers and/or instances) or CSV file. All or nothing; re-importing the same
-    file changes nothing."""
-    text = (await request.body()).decode("utf-8", errors="replace")
+    file changes nothing. `errors` in a 422 or 409 names each line and field."""
+    body = await request.body()
+    if len(body) > IMPORT_MAX_BYTES:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body: over {IMPORT_MAX_BYTES} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body: not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "the inventory file is empty"}])
+    if "\x00" in text:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: a NUL byte is not text")
     fmt = format or io.format_for("", request.headers.get("content-type", ""))
     try:
         inventory = io.parse_inventory(text, fmt, settings.credentials)
+        if not inventory.servers and not inventory.instances:
+            raise RequestValidationError([{"type": "value_error", "loc": ("body",),
+                                           "msg": "the file lists no servers and no instances"}])
         report = await upsert_inventory(session, inventory, who.name)
     except io.InventoryFileError as e:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, {"errors": e.errors}) from None
+        raise errors.line_errors(status.HTTP_422_UNPROCESSABLE_CONTENT, "the file is refused", e.errors,
+                                 "inventory_file") from None
     except InventoryConflict as e:
-        raise HTTPException(status.HTTP_409_CONFLICT, {"errors": e.errors}) from None
+        raise errors.line_errors(status.HTTP_409_CONFLICT, "the store conflicts", e.errors, "conflict") from None
     except IntegrityError:
         raise HTTPException(status.HTTP_409_CONFLICT, "a concurrent change conflicted; nothing was imported") from None
-    return report.as_dict()
+    return ImportReportOut.model_validate(report.as_dict())
 
 
-@router.get("/instances:export")
-async def export_instances(session: SessionDep, _: ViewerDep,
-                           format: Annotated[str, Query(pattern="^(yaml|csv)$")] = "yaml") -> Response:
+@router.get("/instances:export", response_class=Response, responses={200: _FILE_BODY} | errors.VIEWER)
+async def export_instances(session: SessionDep, _: ViewerDep, format: Literal["yaml", "csv"] = "yaml") -> Response:
     """YAML: servers with their databases (entries that connect differently under `instances:`);
     CSV: one row per instance."""
     insts = list((await session.execute(select(Instance).order_by(Instance.name))).scalars())

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlglot import exp
 
 from app.api import errors
+from app.api.params import StrictJsonRoute
 from app.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
 from app.auth import Role
 from app.inventory.credentials import resolve_credential
@@ -37,7 +38,7 @@ from collectors.common.live import (
 from collectors.engines.base import ConnectFailed, SessionLimits, Target, connect
 from collectors.spec import Connection
 
-router = APIRouter(prefix="/api/v1", tags=["live"])
+router = APIRouter(prefix="/api/v1", tags=["live"], route_class=StrictJsonRoute)
 # Every live route: no such instance (404), the per-instance rate limit (429), the database unreachable
 # (502), its credential unavailable (503), the statement timeout reached (504).
 RATE_LIMITED = {429: errors.responses(429)[429] | {"headers": {"Retry-After": {
@@ -70,7 +71,7 @@ async def _database_errors(inst: Instance) -> AsyncIterator[None]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{inst.engine}: {e}") from None
     except PlanRefused as e:
         raise HTTPException(UNPROCESSABLE, f"refused: {e}") from None
-    except OSError as e:  # a kill's own connection refused before any driver error class applies
+    except (OSError, UnicodeError) as e:  # a kill's own connection refused, or a host no resolver takes
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"{inst.name} is unreachable: {e}") from None
     except Exception as e:
         if not is_statement_timeout(e):

@@ -6,10 +6,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel
 
+from app.api import errors
 from app.api.deps import StoreDep, ViewerDep
+from app.api.params import InstanceName, Since, Until, StrictJsonRoute
 
-router = APIRouter(prefix="/api/v1", tags=["queries"])
+router = APIRouter(prefix="/api/v1", tags=["queries"], route_class=StrictJsonRoute)
 
 ORDER = {"total_time": "total_ms", "mean_time": "mean_ms", "calls": "calls", "rows": "rows",
          "io": "shared_blks_read + temp_blks_written"}
@@ -34,6 +37,21 @@ limit $4
 """
 
 
+class QueryStatOut(BaseModel):
+    """One statement's totals over the window (interval deltas summed)."""
+
+    instance: str
+    query_id: str
+    calls: int
+    total_ms: float
+    mean_ms: float | None
+    rows: int
+    shared_blks_hit: int
+    shared_blks_read: int
+    temp_blks_written: int
+    query: str | None
+
+
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     until = until or datetime.now(timezone.utc)
     since = since or until - timedelta(hours=1)
@@ -52,16 +70,17 @@ async def _top(store, instance: str | None, since, until, order: Order, limit: i
     return [dict(r) for r in rows]
 
 
-@router.get("/instances/{name}/queries")
-async def instance_queries(name: str, store: StoreDep, _: ViewerDep, since: datetime | None = None,
-                           until: datetime | None = None, order: Order = "total_time",
+@router.get("/instances/{name}/queries", response_model=list[QueryStatOut],
+            responses=errors.VIEWER | errors.responses(404))
+async def instance_queries(name: InstanceName, store: StoreDep, _: ViewerDep, since: Since = None,
+                           until: Until = None, order: Order = "total_time",
                            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     return await _top(store, name, since, until, order, limit)
 
 
-@router.get("/queries/top")
-async def fleet_top_queries(store: StoreDep, _: ViewerDep, since: datetime | None = None,
-                            until: datetime | None = None, order: Order = "total_time",
+@router.get("/queries/top", response_model=list[QueryStatOut], responses=errors.VIEWER)
+async def fleet_top_queries(store: StoreDep, _: ViewerDep, since: Since = None,
+                            until: Until = None, order: Order = "total_time",
                             limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
     """The fleet's heaviest statements, per instance and query."""
     return await _top(store, None, since, until, order, limit)

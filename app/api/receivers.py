@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field
 
 from app.alerting.config import config_for
 from app.alerting.finding_states import acknowledge_group
@@ -16,10 +17,12 @@ from app.alerting.notification import Notification
 from app.alerting.pipeline.record import Outcome, record_receivers
 from app.alerting.sinks import SinkError, build_sink
 from app.alerting.webhooks import provider_for
+from app.api import errors
 from app.api.deps import OperatorDep, SettingsDep, StoreDep, ViewerDep
+from app.api.params import WORD_PATTERN, ReceiverName, StrictJsonRoute
 from app.inventory.credentials import CredentialError
 
-router = APIRouter(prefix="/api/v1", tags=["receivers"])
+router = APIRouter(prefix="/api/v1", tags=["receivers"], route_class=StrictJsonRoute)
 log = logging.getLogger(__name__)
 WEBHOOK_MAX_BYTES = 1_000_000  # PagerDuty and Opsgenie deliveries are a few KB
 
@@ -33,10 +36,49 @@ select id, receiver, group_key, dedup_key, kind, status, state, attempts, last_e
 from notifications where ($1::text is null or state = $1) and ($2::text is null or receiver = $2)
 order by id desc limit $3
 """
+class ReceiverOut(BaseModel):
+    name: str
+    type: str
+    send_resolved: bool
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    sent_total: int
+    failed_total: int
+    pending: int = Field(description="notifications waiting to be sent")
+
+
+class NotificationOut(BaseModel):
+    id: int
+    receiver: str
+    group_key: str
+    dedup_key: str | None
+    kind: str
+    status: str
+    state: str = Field(description="pending, sent or failed")
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime | None
+    alerts: int | None = Field(description="alerts in the notification")
+
+
+class TestSent(BaseModel):
+    receiver: str
+    ok: bool
+    dedup_key: str
+
+
+class WebhookHandled(BaseModel):
+    receiver: str
+    acknowledged: list[int] = Field(description="ids of the findings acknowledged")
+
+
 _PENDING = "select receiver, count(*) as pending from notifications where state = 'pending' group by receiver"
 
 
-@router.get("/receivers")
+@router.get("/receivers", response_model=list[ReceiverOut], responses=errors.VIEWER)
 async def list_receivers(store: StoreDep, settings: SettingsDep, _: ViewerDep) -> list[dict[str, Any]]:
     config = config_for(settings)
     async with store.raw() as conn:
@@ -52,17 +94,18 @@ async def list_receivers(store: StoreDep, settings: SettingsDep, _: ViewerDep) -
     return out
 
 
-@router.get("/notifications")
+@router.get("/notifications", response_model=list[NotificationOut], responses=errors.VIEWER)
 async def list_notifications(store: StoreDep, _: ViewerDep, state: Literal["pending", "sent", "failed"] | None = None,
-                             receiver: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+                             receiver: Annotated[str | None, Query(pattern=WORD_PATTERN)] = None, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
     """The send queue and its history, newest first: permanent failures stay here with their error."""
     async with store.raw() as conn:
         rows = await conn.fetch(_NOTIFICATIONS, state, receiver, limit)
     return [dict(r) for r in rows]
 
 
-@router.post("/receivers/{name}:test")
-async def test_receiver(name: str, store: StoreDep, settings: SettingsDep, who: OperatorDep) -> dict[str, Any]:
+@router.post("/receivers/{name}:test", response_model=TestSent,
+             responses=errors.OPERATOR | errors.responses(404, 502))
+async def test_receiver(name: ReceiverName, store: StoreDep, settings: SettingsDep, who: OperatorDep) -> dict[str, Any]:
     """Send a test notification now (not queued) and say whether the receiver took it."""
     rcfg = next((r for r in config_for(settings).receivers if r.name == name), None)
     if rcfg is None:
@@ -90,8 +133,11 @@ async def test_receiver(name: str, store: StoreDep, settings: SettingsDep, who: 
     return {"receiver": name, "ok": True, "dedup_key": n.dedup_key}
 
 
-@router.post("/receivers/{name}/webhook")
-async def receiver_webhook(name: str, request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+@router.post("/receivers/{name}/webhook", response_model=WebhookHandled,
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"type": "object", "description": "the provider's delivery"}}}}},
+             responses=errors.responses(400, 401, 404, 413, 422, 503))
+async def receiver_webhook(name: ReceiverName, request: Request, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
     """PagerDuty (webhooks v3) or Opsgenie acknowledgements acknowledge the findings behind the group.
     No API key: the provider's signature (or shared token header) is the credential; 401 without it."""
     rcfg = next((r for r in config_for(settings).receivers if r.name == name), None)

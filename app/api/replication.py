@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from app.api import errors
+from app.api.params import StrictJsonRoute
 from app.api.deps import StoreDep, ViewerDep
 from app.topology import Topology, members_json
 
-router = APIRouter(prefix="/api/v1", tags=["replication"])
+router = APIRouter(prefix="/api/v1", tags=["replication"], route_class=StrictJsonRoute)
 
 LATEST_LAG = """
 select distinct on (s.instance_id, s.object, s.metric)
@@ -33,7 +35,16 @@ async def latest_lag(store) -> list[dict[str, Any]]:
     return sorted(merged.values(), key=lambda x: -(x["lag_seconds"] or 0))
 
 
-@router.get("/replication")
+class LagOut(BaseModel):
+    instance: str
+    engine: str
+    standby: str = Field(description="the standby or replica, as the primary names it")
+    lag_seconds: float | None
+    lag_bytes: float | None
+    observed_at: str = Field(description="when the sample was taken (RFC 3339)")
+
+
+@router.get("/replication", response_model=list[LagOut], responses=errors.VIEWER)
 async def replication(store: StoreDep, _: ViewerDep) -> list[dict[str, Any]]:
     """Each standby/replica's latest lag (seconds and bytes), worst first."""
     return await latest_lag(store)
@@ -52,7 +63,7 @@ class TopologyMember(BaseModel):
     checked_at: str | None
 
 
-@router.get("/topology", response_model=list[TopologyMember])
+@router.get("/topology", response_model=list[TopologyMember], responses=errors.VIEWER)
 async def topology(store: StoreDep, _: ViewerDep) -> list[dict[str, Any]]:
     """Replication sets as detected on every run: each instance's role, upstream and set, no tags needed."""
     async with store.raw() as conn:

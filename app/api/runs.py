@@ -12,23 +12,37 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api import errors
 from app.api.deps import OperatorDep, SessionDep, StoreDep, ViewerDep
+from app.api.params import (NAME_PATTERN, TAG_PATTERN, WORD_PATTERN, InstanceFilter, Since, StrictJsonRoute, SweepId,
+                            WordFilter)
 from app.db import Store
 from app.inventory.store import filtered, parse_tag_selectors
 from app.models import AuditLog, CollectorRun, Instance, SweepRequest, SweepRequestItem
 from collectors.registry import collector_names
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=StrictJsonRoute)
 
 
-@router.get("/runs")
-async def list_runs(session: SessionDep, _: ViewerDep, instance: str | None = None, collector: str | None = None,
-                    status_: Annotated[str | None, Query(alias="status", pattern="^(ok|error|timeout|skipped)$")] = None,
-                    since: datetime | None = None,
+class RunOut(BaseModel):
+    id: int
+    instance: str
+    collector: str
+    started_at: datetime
+    duration_ms: float
+    status: Literal["ok", "error", "timeout", "skipped"]
+    error: str | None
+    findings: int = Field(description="findings the run reported")
+
+
+@router.get("/runs", response_model=list[RunOut], responses=errors.VIEWER)
+async def list_runs(session: SessionDep, _: ViewerDep, instance: InstanceFilter = None, collector: WordFilter = None,
+                    status_: Annotated[Literal["ok", "error", "timeout", "skipped"] | None, Query(alias="status")] = None,
+                    since: Since = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
     return await recent_runs(session, instance, collector, status_, since, limit)
 
@@ -59,9 +73,12 @@ WAIT_MAX_S = 30.0
 class SweepIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    collectors: list[str] | None = Field(None, description="collector names; all when omitted")
-    instances: list[str] = Field(default_factory=list, description="instance names; all when empty")
-    tags: list[str] = Field(default_factory=list, description="key=value selectors")
+    collectors: list[Annotated[str, StringConstraints(pattern=WORD_PATTERN)]] | None = Field(
+        None, max_length=100, description="collector names; all when omitted")
+    instances: list[Annotated[str, StringConstraints(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, max_length=10_000, description="instance names; all when empty")
+    tags: list[Annotated[str, StringConstraints(pattern=TAG_PATTERN, max_length=500)]] = Field(
+        default_factory=list, max_length=100, description="key=value selectors")
     wait: bool = Field(False, description="hold the response until the workers finish the sweep or wait_s "
                                           "passes, then return its state")
     wait_s: float = Field(WAIT_MAX_S, gt=0, le=WAIT_MAX_S, description="how long `wait` holds the response")
@@ -200,7 +217,7 @@ async def _wait_until_finished(store: Store, sweep_id: int, timeout_s: float) ->
         await asyncio.sleep(min(0.25, left))
 
 
-@router.post("/sweeps", status_code=status.HTTP_202_ACCEPTED, response_model=SweepOut)
+@router.post("/sweeps", status_code=status.HTTP_202_ACCEPTED, response_model=SweepOut, responses=errors.OPERATOR)
 async def request_sweep(body: SweepIn, session: SessionDep, store: StoreDep, who: OperatorDep,
                         response: Response) -> SweepOut:
     """Queue a sweep for the workers that own the selected instances; `wait` holds the answer."""
@@ -223,15 +240,15 @@ async def request_sweep(body: SweepIn, session: SessionDep, store: StoreDep, who
         return await _load(fresh, req.id)
 
 
-@router.get("/sweeps", response_model=list[SweepOut])
+@router.get("/sweeps", response_model=list[SweepOut], responses=errors.VIEWER)
 async def list_sweeps(session: SessionDep, _: ViewerDep,
                       limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[SweepOut]:
     rows = (await session.execute(_summaries().order_by(SweepRequest.id.desc()).limit(limit))).all()
     return [_sweep_out(r) for r in rows]
 
 
-@router.get("/sweeps/{sweep_id}", response_model=SweepDetail)
-async def get_sweep(sweep_id: int, session: SessionDep, _: ViewerDep) -> SweepDetail:
+@router.get("/sweeps/{sweep_id:int}", response_model=SweepDetail, responses=errors.VIEWER | errors.responses(404))
+async def get_sweep(sweep_id: SweepId, session: SessionDep, _: ViewerDep) -> SweepDetail:
     """The sweep's status and each instance's result, as far as the workers have got."""
     out = await _load(session, sweep_id)
     i = SweepRequestItem
@@ -244,8 +261,9 @@ async def get_sweep(sweep_id: int, session: SessionDep, _: ViewerDep) -> SweepDe
     return SweepDetail(**out.model_dump(), results=results)
 
 
-@router.post("/sweeps/{sweep_id}:cancel", response_model=SweepOut)
-async def cancel_sweep(sweep_id: int, session: SessionDep, who: OperatorDep) -> SweepOut:
+@router.post("/sweeps/{sweep_id:int}:cancel", response_model=SweepOut,
+             responses=errors.OPERATOR | errors.responses(404, 409))
+async def cancel_sweep(sweep_id: SweepId, session: SessionDep, who: OperatorDep) -> SweepOut:
     """Cancel the instances no worker has started; those running finish."""
     await _load(session, sweep_id)
     i = SweepRequestItem

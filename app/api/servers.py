@@ -7,14 +7,16 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Response, status
 from sqlalchemy import func, select
 
+from app.api import errors
 from app.api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
 from app.api.instances import check_credential, merged_body
+from app.api.params import ServerName, StrictJsonRoute
 from app.findings import retire_findings
-from app.inventory.schemas import DatabaseEntryOut, ServerIn, ServerOut, ServerPatch
+from app.inventory.schemas import DatabaseEntryOut, Engine, ServerIn, ServerOut, ServerPatch
 from app.inventory.store import ImportReport, InventoryConflict, save_server, server_at, upsert_entries
 from app.models import AuditLog, Finding, Instance, Server
 
-router = APIRouter(prefix="/api/v1", tags=["servers"])
+router = APIRouter(prefix="/api/v1", tags=["servers"], route_class=StrictJsonRoute)
 
 
 async def _get(session: SessionDep, name: str) -> Server:
@@ -55,16 +57,16 @@ async def _one(session: SessionDep, server: Server) -> ServerOut:
     return _out(server, (await _entries(session, [server.id])).get(server.id, []))
 
 
-@router.get("/servers", response_model=list[ServerOut])
-async def list_servers(session: SessionDep, _: ViewerDep, engine: str | None = None) -> list[ServerOut]:
+@router.get("/servers", response_model=list[ServerOut], responses=errors.VIEWER)
+async def list_servers(session: SessionDep, _: ViewerDep, engine: Engine | None = None) -> list[ServerOut]:
     stmt = select(Server).order_by(Server.name)
     servers = list((await session.execute(stmt if engine is None else stmt.where(Server.engine == engine))).scalars())
     entries = await _entries(session, [s.id for s in servers])
     return [_out(s, entries.get(s.id, [])) for s in servers]
 
 
-@router.get("/servers/{name}", response_model=ServerOut)
-async def get_server(name: str, session: SessionDep, _: ViewerDep) -> ServerOut:
+@router.get("/servers/{name}", response_model=ServerOut, responses=errors.VIEWER | errors.responses(404))
+async def get_server(name: ServerName, session: SessionDep, _: ViewerDep) -> ServerOut:
     return await _one(session, await _get(session, name))
 
 
@@ -75,11 +77,11 @@ async def _save(session: SessionDep, item: ServerIn, who: str, action: str, with
             await upsert_entries(session, server, item.entries(), who, action.replace("server.", "instance."),
                                  f"server {item.name}")
         except InventoryConflict as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, {"errors": e.errors}) from None
+            raise errors.line_errors(status.HTTP_409_CONFLICT, "the store conflicts", e.errors, "conflict") from None
     return await _one(session, server)
 
 
-@router.post("/servers", response_model=ServerOut, status_code=201)
+@router.post("/servers", response_model=ServerOut, status_code=201, responses=errors.ADMIN | errors.responses(409))
 async def create_server(body: ServerIn, session: SessionDep, settings: SettingsDep, who: AdminDep) -> ServerOut:
     """A server and its entries (`databases` omitted: one entry, the server's default database)."""
     check_credential(body.credential, settings)
@@ -97,8 +99,8 @@ def _current(server: Server) -> dict[str, Any]:
             "enabled": server.enabled, "databases": server.databases}
 
 
-@router.patch("/servers/{name}", response_model=ServerOut)
-async def update_server(name: str, body: ServerPatch, session: SessionDep, settings: SettingsDep,
+@router.patch("/servers/{name}", response_model=ServerOut, responses=errors.ADMIN | errors.responses(404, 409))
+async def update_server(name: ServerName, body: ServerPatch, session: SessionDep, settings: SettingsDep,
                         who: AdminDep) -> ServerOut:
     """Only the fields sent change. Connection fields and tags follow to the entries that had the
     old values; `databases` adds or updates the entries it lists (an entry goes with DELETE
@@ -113,8 +115,9 @@ async def update_server(name: str, body: ServerPatch, session: SessionDep, setti
     return await _save(session, merged, who.name, "server.update", with_entries="databases" in sent)
 
 
-@router.delete("/servers/{name}", status_code=204)
-async def delete_server(name: str, session: SessionDep, who: AdminDep) -> Response:
+@router.delete("/servers/{name}", status_code=204, response_class=Response,
+               responses=errors.ADMIN | errors.responses(404))
+async def delete_server(name: ServerName, session: SessionDep, who: AdminDep) -> Response:
     """The server and its entries; their findings go with them, and their alerts are resolved."""
     server = await _get(session, name)
     entries = list((await session.execute(select(Instance).where(Instance.server_id == server.id))).scalars())

@@ -10,18 +10,21 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 
 from app.alerting.matchers import parse_matcher
+from app.api import errors
 from app.api.deps import OperatorDep, SessionDep, ViewerDep
+from app.api.params import Matcher, SilenceId, Timestamp, text, StrictJsonRoute
 from app.models import AuditLog, Silence
 
-router = APIRouter(prefix="/api/v1", tags=["silences"])
+router = APIRouter(prefix="/api/v1", tags=["silences"], route_class=StrictJsonRoute)
 
 
 class SilenceIn(BaseModel):
-    matchers: list[str] = Field(min_length=1, examples=[["instance=db1", "alertname=~replication_.*"]])
-    starts_at: datetime | None = Field(None, description="default now; later schedules the silence ahead")
-    ends_at: datetime
-    comment: str = Field(min_length=1, max_length=2000)
-    created_by: str | None = Field(None, max_length=200, description="default: the API key's name")
+    matchers: list[Matcher] = Field(min_length=1, max_length=100,
+                                                     examples=[["instance=db1", "alertname=~replication_.*"]])
+    starts_at: Timestamp | None = Field(None, description="default now; later schedules the silence ahead")
+    ends_at: Timestamp
+    comment: text(2000, min_length=1)
+    created_by: text(200) | None = Field(None, description="default: the API key's name")
 
     @field_validator("matchers")
     @classmethod
@@ -52,13 +55,24 @@ def silence_state(s: Silence, now: datetime) -> Literal["pending", "active", "ex
     return "pending" if s.starts_at > now else "active"
 
 
+class SilenceOut(BaseModel):
+    id: str
+    matchers: list[str]
+    starts_at: datetime
+    ends_at: datetime
+    created_by: str
+    comment: str
+    state: Literal["pending", "active", "expired"]
+    reminded_at: datetime | None = Field(description="when the owner was last told it is about to end")
+
+
 def silence_json(s: Silence, now: datetime) -> dict[str, Any]:
     return {"id": s.id, "matchers": s.matchers, "starts_at": s.starts_at, "ends_at": s.ends_at,
             "created_by": s.created_by, "comment": s.comment, "state": silence_state(s, now),
             "reminded_at": s.reminded_at}
 
 
-@router.post("/silences", status_code=status.HTTP_201_CREATED)
+@router.post("/silences", status_code=status.HTTP_201_CREATED, response_model=SilenceOut, responses=errors.OPERATOR)
 async def create_silence(body: SilenceIn, session: SessionDep, who: OperatorDep) -> dict[str, Any]:
     now = datetime.now(timezone.utc)
     s = Silence(matchers=body.matchers, starts_at=body.starts_at or now, ends_at=body.ends_at,
@@ -70,7 +84,7 @@ async def create_silence(body: SilenceIn, session: SessionDep, who: OperatorDep)
     return silence_json(s, now)
 
 
-@router.get("/silences")
+@router.get("/silences", response_model=list[SilenceOut], responses=errors.VIEWER)
 async def list_silences(session: SessionDep, _: ViewerDep,
                         state: Literal["pending", "active", "expired"] | None = Query(None)) -> list[dict[str, Any]]:
     now = datetime.now(timezone.utc)
@@ -85,13 +99,14 @@ async def _get(session: SessionDep, silence_id: str) -> Silence:
     return s
 
 
-@router.get("/silences/{silence_id}")
-async def get_silence(silence_id: str, session: SessionDep, _: ViewerDep) -> dict[str, Any]:
+@router.get("/silences/{silence_id}", response_model=SilenceOut, responses=errors.VIEWER | errors.responses(404))
+async def get_silence(silence_id: SilenceId, session: SessionDep, _: ViewerDep) -> dict[str, Any]:
     return silence_json(await _get(session, silence_id), datetime.now(timezone.utc))
 
 
-@router.delete("/silences/{silence_id}")
-async def expire_silence(silence_id: str, session: SessionDep, who: OperatorDep) -> dict[str, Any]:
+@router.delete("/silences/{silence_id}", response_model=SilenceOut,
+               responses=errors.OPERATOR | errors.responses(404, 409))
+async def expire_silence(silence_id: SilenceId, session: SessionDep, who: OperatorDep) -> dict[str, Any]:
     """Expire now (kept for the record, like Alertmanager); a pending silence never starts."""
     s = await _get(session, silence_id)
     now = datetime.now(timezone.utc)

@@ -177,7 +177,7 @@ class InstanceIn(BaseModel):
 class InstancePatch(BaseModel):
     """A partial update; only the fields sent change."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")  # stripped when merged into InstanceIn/ServerIn
 
     # null only where the stored field may be null (port: the engine's default; credential: none)
     engine: Engine = None  # type: ignore[assignment]
@@ -344,7 +344,7 @@ DEFAULT_DATABASE = {"postgres": "postgres", "aurora-postgres": "postgres", "sqls
 class ServerPatch(BaseModel):
     """A partial update of a server; connection fields follow to the entries that shared them."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")  # stripped when merged into InstanceIn/ServerIn
 
     # null only where the stored field may be null (port, credential; databases: the default entry)
     engine: Engine = None  # type: ignore[assignment]

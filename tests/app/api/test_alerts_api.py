@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -109,7 +110,8 @@ async def test_silence_lifecycle_and_roles(api):
     r = await client.delete(f"/api/v1/silences/{sid}", headers=keys["operator"])
     assert r.json()["state"] == "expired"
     assert (await client.delete(f"/api/v1/silences/{sid}", headers=keys["operator"])).status_code == 409
-    assert (await client.get("/api/v1/silences/nope", headers=keys["viewer"])).status_code == 404
+    assert (await client.get("/api/v1/silences/nope", headers=keys["viewer"])).status_code == 422  # not a UUID
+    assert (await client.get(f"/api/v1/silences/{uuid.uuid4()}", headers=keys["viewer"])).status_code == 404
 
 
 @pytest.mark.parametrize("patch,field", [

@@ -191,7 +191,7 @@ async def test_state_changes_need_the_operator_role_and_an_existing_finding(clie
         assert (await client.post(f"{URL}/{item['id']}{action}")).status_code == 401
         assert (await client.post(f"{URL}/999999{action}", headers=auth["operator"])).status_code == 404
     r = await client.post(f"{URL}/{item['id']}:ack", json={"note": "x" * 2001}, headers=auth["operator"])
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "note"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "note"]
     assert (await client.get(f"{URL}/{item['id']}", headers=auth["viewer"])).json()["state"] == "open"
     assert (await client.get(f"{URL}/999999", headers=auth["viewer"])).status_code == 404
 
@@ -230,7 +230,7 @@ async def test_silence_for_a_while_or_until_a_time_then_reopen(client, auth, pla
 async def test_bad_silence_ends_are_422_naming_the_field(client, auth, planted, body, field):
     item = await _one(client, auth, "xid_wraparound")
     r = await client.post(f"{URL}/{item['id']}:silence", json=body, headers=auth["operator"])
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], r.text
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"][:2] == ["body", field], r.text
     assert (await client.get(f"{URL}/{item['id']}", headers=auth["viewer"])).json()["state"] == "open"
 
 

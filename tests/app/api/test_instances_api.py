@@ -70,7 +70,7 @@ async def test_list_filters(client, auth):
     assert await names(enabled="false") == ["c"]
     assert await names(enabled="true", engine="postgres") == ["a"]
     r = await client.get(BASE, params={"tag": "nonsense"}, headers=auth["viewer"])
-    assert r.status_code == 422 and "nonsense" in r.json()["detail"]
+    assert r.status_code == 422 and [e["loc"] for e in r.json()["errors"]] == [["query", "tag", 0]]
 
 
 async def test_duplicate_name_is_409(client, auth, clean_store):
@@ -93,7 +93,7 @@ async def test_duplicate_name_is_409(client, auth, clean_store):
 async def test_bad_bodies_are_422_with_the_field_path(client, auth, clean_store, bad, loc):
     r = await client.post(BASE, json={**body(), **bad}, headers=auth["admin"])
     assert r.status_code == 422
-    assert loc in [e["loc"] for e in r.json()["detail"]]
+    assert loc in [e["loc"] for e in r.json()["errors"]]
     assert SECRET not in r.text, "a password pasted in the wrong place must not be echoed"
     assert await count(clean_store, "select count(*) from instances") == 0
 
@@ -105,13 +105,13 @@ OUTSIDE = ["env:HOME", "env:DBFLEET_DATABASE_URL", "file:/etc/passwd", "file:/va
 async def test_a_credential_outside_the_allow_list_is_422_on_create_and_patch(client, auth, clean_store, reference):
     r = await client.post(BASE, json=body(credential=reference), headers=auth["admin"])
     assert r.status_code == 422
-    [error] = r.json()["detail"]
+    [error] = r.json()["errors"]
     assert error["loc"] == ["body", "credential"]
     assert "DBFLEET_CRED_" in error["msg"] or "/var/run/secrets/dbfleet" in error["msg"]
     assert await count(clean_store, "select count(*) from instances") == 0
     await client.post(BASE, json=body(credential="env:DBFLEET_CRED_T_PW"), headers=auth["admin"])
     r = await client.patch(f"{BASE}/pg-a", json={"credential": reference, "port": 6432}, headers=auth["admin"])
-    assert r.status_code == 422 and [e["loc"] for e in r.json()["detail"]] == [["body", "credential"]]
+    assert r.status_code == 422 and [e["loc"] for e in r.json()["errors"]] == [["body", "credential"]]
     assert await count(clean_store, "select count(*) from instances where credential = 'env:DBFLEET_CRED_T_PW' "
                                     "and port = 5432") == 1
 
@@ -122,7 +122,7 @@ async def test_the_allow_list_is_the_services_configuration(client, auth, settin
     assert (await client.post(BASE, json=body("b", credential="file:/srv/team-a/pw"),
                               headers=auth["admin"])).status_code == 201
     r = await client.post(BASE, json=body("c", credential="env:DBFLEET_CRED_PW"), headers=auth["admin"])
-    assert r.status_code == 422 and "TEAM_A_" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and "TEAM_A_" in r.json()["errors"][0]["msg"]
     r = await client.post(f"{BASE}:import", content="- {name: d, engine: postgres, host: h, credential: 'env:TEAM_A_X'}\n",
                           headers={**auth["admin"], "Content-Type": "application/yaml"})
     assert r.status_code == 200, r.text
@@ -132,7 +132,7 @@ async def test_patch_validates_too(client, auth):
     await client.post(BASE, json=body(), headers=auth["admin"])
     r = await client.patch(f"{BASE}/pg-a", json={"port": 0, "name": "renamed"}, headers=auth["admin"])
     assert r.status_code == 422
-    assert {tuple(e["loc"]) for e in r.json()["detail"]} == {("body", "port"), ("body", "name")}
+    assert {tuple(e["loc"]) for e in r.json()["errors"]} == {("body", "port"), ("body", "name")}
 
 
 async def test_auth_and_roles(client, auth):
@@ -199,7 +199,7 @@ async def test_a_bad_import_writes_nothing(client, auth, clean_store, content_ty
     before = await count(clean_store, "select count(*) from audit_log")
     r = await client.post(f"{BASE}:import", content=text, headers={**auth["admin"], "Content-Type": content_type})
     assert r.status_code == 422
-    errors = r.json()["detail"]["errors"]
+    errors = [e["msg"] for e in r.json()["errors"]]
     assert any(e.startswith(expected) for e in errors), errors
     assert await count(clean_store, "select count(*) from instances") == 1
     assert await count(clean_store, "select count(*) from audit_log") == before
@@ -284,4 +284,4 @@ async def test_each_instance_names_its_server_and_mysql_entries_carry_their_sche
     assert r.json()["server"] == "db3.internal:3306"
     await client.post(BASE, json=body("pg"), headers=auth["admin"])
     r = await client.patch(f"{BASE}/pg", json={"schemas": ["a", "b"]}, headers=auth["admin"])
-    assert r.status_code == 422 and ["body", "schemas"] in [e["loc"] for e in r.json()["detail"]]
+    assert r.status_code == 422 and ["body", "schemas"] in [e["loc"] for e in r.json()["errors"]]

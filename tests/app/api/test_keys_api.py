@@ -36,5 +36,5 @@ async def test_keys_are_for_admins(client, auth):
         r = await client.post("/api/v1/keys", json={"name": "x", "role": "admin"}, headers=auth[role])
         assert r.status_code == 403
     r = await client.post("/api/v1/keys", json={"name": "x", "role": "root"}, headers=auth["admin"])
-    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "role"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "role"]
     assert (await client.delete("/api/v1/keys/999999", headers=auth["admin"])).status_code == 404
