@@ -288,9 +288,9 @@ async def _api(store, settings, admin_key) -> dict[str, str]:
     texts: dict[str, str] = {}
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30, follow_redirects=False) as client:
-            for method, path, headers, body in calls:
+            for n, (method, path, headers, body) in enumerate(calls):
                 r = await client.request(method, path, headers=headers, json=body)
-                texts[f"{method} {path} ({r.status_code})"] = f"{r.headers}\n{r.text}"
+                texts[f"#{n} {method} {path} ({r.status_code})"] = f"{r.headers}\n{r.text}"
             # The console: a wrong key, then a right one (its session cookie is a secret too).
             bad = await client.post("/signin", data={"key": SECRETS["bad_api_key"]})
             texts[f"POST /signin bad ({bad.status_code})"] = f"{bad.headers}\n{bad.text}"
@@ -308,6 +308,7 @@ async def _api(store, settings, admin_key) -> dict[str, str]:
         await asyncio.wait_for(task, 30)
     statuses = {int(k.rsplit("(", 1)[1].rstrip(")")) for k in texts if k.endswith(")")}
     assert {200, 303, 401, 404, 422, 502} <= statuses, statuses
+    assert "unknown or revoked API key" in texts["#15 GET /api/v1/instances (401)"], "the wrong key was tried"
     assert "console_session" in SECRETS, "the right key signed in"
     return texts
 
