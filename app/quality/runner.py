@@ -185,7 +185,12 @@ class QualityRunner:
             inputs = RunInputs(now=at, previous=prev["details"] if prev else None,
                                history=await _history(store, inst.id, check, label, at) if check.kind == "volume" else ())
             try:
-                verdict = await quality_run.run_check(conn, family, check, table, inputs)
+                verdict = await asyncio.wait_for(quality_run.run_check(conn, family, check, table, inputs),
+                                                 check.timeout_s)
+            except TimeoutError:  # the check's own timeout_s (an OSError too: caught first); the query is cancelled
+                errors.append(f"{label}: timed out after {check.timeout_s}s")
+                outcomes.append(CheckOutcome(check.name, check.kind, inst.name, label, FAILED, None, errors[-1]))
+                continue
             except (ConnectFailed, OSError, ConnectionError):
                 raise
             except Exception as e:  # noqa: BLE001 - one broken check must not stop the others

@@ -69,6 +69,8 @@ class _Check(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict,
                                    description="added to the finding's labels and details: source, pipeline, team")
     allow_scan: bool = Field(False, description="run even where the query would scan a large table")
+    timeout_s: float | None = Field(None, gt=0, le=3600, description="cancel the check's query after this long; "
+                                    "the session's statement_timeout applies as well")
 
     @model_validator(mode="before")
     @classmethod
