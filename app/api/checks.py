@@ -11,9 +11,9 @@ from fastapi import APIRouter, Path, Query, status
 from pydantic import BaseModel, Field
 
 from app.api import errors
-from app.api.params import StrictJsonRoute
 from app.api.deps import OperatorDep, SettingsDep, StoreDep, ViewerDep
 from app.api.errors import ApiError
+from app.api.params import StrictJsonRoute
 from app.quality.definitions import delete_check, validate_sql
 from app.quality.freshness import freshness_by_source
 from app.quality.refusals import define_checks
