@@ -146,6 +146,8 @@ class BlackHole:
         self.loop = asyncio.new_event_loop()
         self.accepted = 0
         self.heard_while_swallowing = 0  # connections and chunks that went nowhere: someone is waiting
+        self.held = 0  # client chunks held back by hold(): a query is in flight
+        self._go: asyncio.Event | None = None
         self._ready = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
         self._ready.wait(10)
@@ -160,20 +162,35 @@ class BlackHole:
     def swallow(self) -> None:
         self.swallowing = True
 
+    def hold(self) -> None:
+        """From now on, what clients send waits at the door until release() (a query in flight)."""
+        self.loop.call_soon_threadsafe(lambda: setattr(self, "_go", asyncio.Event()))
+
+    def release(self) -> None:
+        def go() -> None:
+            if self._go is not None:
+                self._go.set()
+                self._go = None
+        self.loop.call_soon_threadsafe(go)
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         if self.swallowing:
             await self._drain_forever(reader)
             return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+        await asyncio.gather(self._pipe(reader, up_writer, upstream=True), self._pipe(up_reader, writer),
+                             return_exceptions=True)
         writer.close()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool = False) -> None:
         while data := await reader.read(65536):
             if self.swallowing:
                 await self._drain_forever(reader)
                 return
+            if upstream and (go := self._go) is not None:
+                self.held += 1
+                await go.wait()
             writer.write(data)
             await writer.drain()
         writer.close()
