@@ -56,13 +56,17 @@ def parse_duration(value: Any) -> timedelta:
     """Prometheus-style durations: 30s, 5m, 4h, 1d, 1h30m; a number is seconds."""
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, (int, float)):
-        return timedelta(seconds=value)
-    m = _DURATION.match(str(value).strip())
-    if not m or not any(m.groups()):
-        raise ValueError(f"{value!r} is not a duration like 30s, 5m, 4h or 1d")
-    d, h, mi, s, ms = (int(x or 0) for x in m.groups())
-    return timedelta(days=d, hours=h, minutes=mi, seconds=s, milliseconds=ms)
+    try:
+        if isinstance(value, (int, float)):
+            return timedelta(seconds=value)
+        m = _DURATION.match(str(value).strip())
+        if not m or not any(m.groups()):
+            raise ValueError(f"{value!r} is not a duration like 30s, 5m, 4h or 1d")
+        d, h, mi, s, ms = (int(x or 0) for x in m.groups())
+        return timedelta(days=d, hours=h, minutes=mi, seconds=s, milliseconds=ms)
+    except OverflowError:
+        # pydantic reports only ValueError as a field error; this would be a traceback.
+        raise ValueError("too long for a duration (at most 999999999 days)") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]

@@ -148,6 +148,7 @@ WRONG = [
     (("credentials", "env_prefixes", 0), "DBFLEET_"), (("collectors", "health", "interval_s"), 1),
     (("collectors", "health", "by_tag"), {"noequals": {"x": 1}}), (("alerting", "route", "receiver"), "nobody"),
     (("alerting", "receivers", 0, "type"), "carrier-pigeon"), (("alerting", "route", "group_wait"), "soon"),
+    (("alerting", "route", "group_wait"), 10 ** 20),
     (("alerting", "receivers", 0, "hmac_secret_ref"), 5), (("partitions", "policies"), 5),
     (("partitions", "policies", 0, "instances"), "pg-*"), (("cloud", "aws", "interval_s"), 1),
     (("cloud", "azure", "client_secret"), SECRET), (("cloud", "nimbus"), {"x": 1}), (("frobnicate",), 1),
