@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import sqlglot
 from fastapi import APIRouter, HTTPException, status
@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlglot import exp
 
 from app.api import errors
-from app.api.params import StrictJsonRoute
+from app.api.params import InstanceName, StrictJsonRoute
 from app.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
 from app.auth import Role
 from app.inventory.credentials import resolve_credential
@@ -117,16 +117,40 @@ async def _live(inst: Instance, settings: Settings) -> AsyncIterator[Connection]
             await conn.close()
 
 
-@router.get("/instances/{name}/activity", responses=LIVE)
-async def activity(name: str, session: SessionDep, settings: SettingsDep, _: ViewerDep) -> dict[str, Any]:
+class ActivityOut(BaseModel):
+    instance: str
+    sessions: list[dict[str, Any]] = Field(description="every session, as the activity collector reads it")
+
+
+class LocksOut(BaseModel):
+    instance: str
+    trees: list[dict[str, Any]] = Field(description="nested lock trees, rooted at blockers that wait on nobody")
+
+
+class ExplainOut(BaseModel):
+    instance: str
+    analyze: bool
+    plan: Any = Field(description="the server's JSON plan")
+    text: str = Field(description="the plan as text")
+
+
+class KillOut(BaseModel):
+    instance: str
+    session_id: int
+    action: Literal["cancel", "terminate"]
+    done: bool
+
+
+@router.get("/instances/{name}/activity", response_model=ActivityOut, responses=LIVE)
+async def activity(name: InstanceName, session: SessionDep, settings: SettingsDep, _: ViewerDep) -> dict[str, Any]:
     """What every session on the instance is doing now."""
     inst, ops = await _instance(session, name)
     async with _live(inst, settings) as conn:
         return {"instance": name, "sessions": await ops.sessions(conn)}
 
 
-@router.get("/instances/{name}/locks", responses=LIVE)
-async def locks(name: str, session: SessionDep, settings: SettingsDep, _: ViewerDep) -> dict[str, Any]:
+@router.get("/instances/{name}/locks", response_model=LocksOut, responses=LIVE)
+async def locks(name: InstanceName, session: SessionDep, settings: SettingsDep, _: ViewerDep) -> dict[str, Any]:
     """Who blocks whom now, as nested trees rooted at the sessions that block but wait on nobody."""
     inst, ops = await _instance(session, name)
     async with _live(inst, settings) as conn:
@@ -173,8 +197,8 @@ async def _query_text(session: SessionDep, inst: Instance, body: ExplainIn) -> s
     return text
 
 
-@router.post("/instances/{name}/explain", responses=LIVE | errors.responses(400, 403))
-async def explain(name: str, body: ExplainIn, session: SessionDep, settings: SettingsDep,
+@router.post("/instances/{name}/explain", response_model=ExplainOut, responses=LIVE | errors.responses(400, 403))
+async def explain(name: InstanceName, body: ExplainIn, session: SessionDep, settings: SettingsDep,
                   principal: ViewerDep) -> dict[str, Any]:
     """The plan of one SELECT, never committed: PostgreSQL in a read-only transaction that is rolled back,
     MySQL EXPLAIN FORMAT=JSON, SQL Server SET SHOWPLAN_XML, Oracle EXPLAIN PLAN + DBMS_XPLAN (rolled back)."""
@@ -232,16 +256,16 @@ async def _kill_route(name: str, pid: int, body: KillIn, session: SessionDep, se
 KILL = LIVE | errors.OPERATOR | errors.responses(400, 409)
 
 
-@router.post("/instances/{name}/sessions/{pid}:cancel", responses=KILL)
-async def cancel_session(name: str, pid: int, body: KillIn, session: SessionDep, settings: SettingsDep,
+@router.post("/instances/{name}/sessions/{pid}:cancel", response_model=KillOut, responses=KILL)
+async def cancel_session(name: InstanceName, pid: int, body: KillIn, session: SessionDep, settings: SettingsDep,
                          principal: OperatorDep) -> dict[str, Any]:
     """Cancel the session's running statement (pg_cancel_backend / KILL QUERY / Oracle 18c+ ALTER SYSTEM
     CANCEL SQL); SQL Server has none (400)."""
     return await _kill_route(name, pid, body, session, settings, principal.name, terminate=False)
 
 
-@router.post("/instances/{name}/sessions/{pid}:terminate", responses=KILL)
-async def terminate_session(name: str, pid: int, body: KillIn, session: SessionDep, settings: SettingsDep,
+@router.post("/instances/{name}/sessions/{pid}:terminate", response_model=KillOut, responses=KILL)
+async def terminate_session(name: InstanceName, pid: int, body: KillIn, session: SessionDep, settings: SettingsDep,
                             principal: OperatorDep) -> dict[str, Any]:
     """End the session (pg_terminate_backend / KILL / Oracle ALTER SYSTEM KILL SESSION 'sid,serial#')."""
     return await _kill_route(name, pid, body, session, settings, principal.name, terminate=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Body, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BeforeValidator, StringConstraints, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints, TypeAdapter, ValidationError
 
 INT64_MAX = 2**63 - 1
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}$"  # app/inventory/schemas.py's _NAME
@@ -97,7 +97,9 @@ class StrictJsonRoute(APIRoute):
         handler = super().get_route_handler()
         if self.body_field is None:
             return handler
-        adapter = TypeAdapter(self.body_field.field_info.annotation)
+        info = self.body_field.field_info  # its metadata too: a discriminator lives there, not in the type
+        metadata = [*info.metadata, *([Field(discriminator=info.discriminator)] if info.discriminator else [])]
+        adapter = TypeAdapter(Annotated[(info.annotation, *metadata)] if metadata else info.annotation)
 
         async def strict_handler(request: Request) -> Response:
             raw = await request.body()
