@@ -41,6 +41,10 @@ __all__ = ["CONNECTIVITY", "Selector", "Shard", "SweepSummary", "Sweeper"]
 log = logging.getLogger(__name__)
 
 
+class SessionLost(Exception):
+    """The held session died under the sweep's identity read (the server restarting)."""
+
+
 @dataclass(frozen=True)
 class Selector:
     names: tuple[str, ...] = ()
@@ -210,6 +214,12 @@ class Sweeper:
                 for spec in specs:
                     failures += not await self._run_one(store, conn, spec, ref, inst, summary, runs)
                 runs += [RunRecord(name, started, 0.0, Result()) for name in work.elsewhere]
+        except SessionLost as e:
+            # The server went away under the identity read (a restart): these runs failed, resolving nothing.
+            for spec in specs:
+                self._failed(ref, spec, "error", str(e), started, t0, summary, runs)
+            await self.recorder.write_runs(store, ref, runs)
+            return "failed"
         except ConnectFailed as e:
             await self.recorder.write_runs(store, ref, runs)
             await self._unreachable(store, work, ref, inst, connectivity, e, specs, started, t0, summary)
@@ -226,6 +236,10 @@ class Sweeper:
             await self.identities.refresh(store, instance_id, conn, answer_timeout_s=limit)
         except TimeoutError:
             raise Unreachable(target, f"no answer on its session within {limit:g}s") from None
+        except Exception as e:
+            if not (callable(closed := getattr(conn, "is_closed", None)) and closed()):
+                raise  # not the session (the store write that follows the read)
+            raise SessionLost(f"session lost: {type(e).__name__}: {e}") from None
 
     async def _unreachable(self, store: asyncpg.Connection, work: _Work, ref: InstanceRef, inst: Instance,
                            connectivity: str, e: ConnectFailed, specs: list[CollectorSpec], started: datetime,

@@ -35,7 +35,11 @@ where r.collector = 'health' and r.started_at > to_timestamp($1) group by i.name
 """
 
 
-async def test_monitored_database_restarted_mid_run(fault_store, monitored_cluster, tmp_path):
+# identity_ttl_s 3600: the identity is read once per session, so what is in flight at the restart
+# is a collector's query; 0: every sweep starts with the identity read, which is then what is cut.
+@pytest.mark.parametrize("in_flight, identity_ttl_s", [("collector_query", 3600), ("identity_read", 0)])
+async def test_monitored_database_restarted_mid_run(fault_store, monitored_cluster, tmp_path, in_flight,
+                                                    identity_ttl_s):
     dbs = await monitored_databases(monitored_cluster, PROXIED + DIRECT)
     proxies = [BlackHole(monitored_cluster.port) for _ in range(PROXIED)]
     hook = Receiver().start()
@@ -43,8 +47,7 @@ async def test_monitored_database_restarted_mid_run(fault_store, monitored_clust
     proxied = [pg_instance(f"via-proxy-{i}", p.port, dbs[i]) for i, p in enumerate(proxies)]
     direct = [pg_instance(f"pg-{i}", monitored_cluster.port, db) for i, db in enumerate(dbs[PROXIED:])]
     await register(fault_store, proxied + direct)
-    # Identity read once per session: what is in flight at the restart is a collector's query.
-    worker = Worker(fault_store.url, worker_config(tmp_path / "dbfleet.yaml", hook.url, identity_ttl_s=3600),
+    worker = Worker(fault_store.url, worker_config(tmp_path / "dbfleet.yaml", hook.url, identity_ttl_s=identity_ttl_s),
                     tmp_path / "worker.log").start()
     try:
         before = await wait_for(lambda: _open(fault_store, at_least=PROXIED + 1), 60, "health findings")
@@ -74,7 +77,8 @@ async def test_monitored_database_restarted_mid_run(fault_store, monitored_clust
             p.close()
     told_resolved = sum(d.status == "resolved" for d in hook.deliveries)
     failed = sum(r[2] for r in runs)
-    write_figures("monitored_restart", {
+    assert "raised an exception" not in (tmp_path / "worker.log").read_text()  # no sweep job died of it
+    write_figures(f"monitored_restart_{in_flight}", {
         "instances": PROXIED + DIRECT, "collector_runs_cut": failed, "restart_s": round(restart_s, 2),
         "reconnected": len(runs), "reconnect_s_max": round(max(r[3].timestamp() for r in runs) - t_restart, 2),
         "findings_before": len(before), "findings_after": len(after & before), "false_resolved": resolved,
