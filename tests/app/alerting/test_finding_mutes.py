@@ -22,6 +22,14 @@ from collectors.spec import Finding, Result, Severity
 BASE = datetime.now(timezone.utc).replace(microsecond=0)  # state changes are stamped with the real clock
 
 
+@pytest.fixture(autouse=True)
+def _base_is_now():
+    """Each test's BASE is its own start: a BASE from collection time falls behind the real clock
+    that stamps state changes when the suite runs long before this module."""
+    global BASE
+    BASE = datetime.now(timezone.utc).replace(microsecond=0)
+
+
 def lag(obj: str, severity: Severity = Severity.critical) -> Finding:
     return Finding("replication_lag", obj, severity, f"{obj} is 900 s behind", {"lag_seconds": 900},
                    "check the standby's replay")

@@ -52,7 +52,7 @@ async def test_existing_instances_get_servers_and_findings_are_untouched(store_b
         await conn.execute(INSTANCES)
         await conn.execute(FINDINGS)
         findings_before = [dict(r) for r in await conn.fetch("select * from findings order by id")]
-        await asyncio.to_thread(migrate, url)
+        await asyncio.to_thread(migrate, url, "0008")  # later migrations add columns of their own
         servers = {r["name"]: dict(r) for r in await conn.fetch("select * from servers")}
         linked = {r["name"]: r["server"] for r in await conn.fetch(
             "select i.name, s.name as server from instances i join servers s on s.id = i.server_id")}
