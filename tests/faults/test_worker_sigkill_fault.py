@@ -1,7 +1,7 @@
 """Fault: `dbfleet worker` killed with SIGKILL in the middle of writing a run. The test holds a
-lock on the outbox so the worker's run statements stop half-way (findings upserted, outbox not
-yet), kills the worker there, then lets the orphaned statements either finish (round A) or
-terminates them (round B). After each kill the store must hold each run whole or not at all;
+lock on the outbox, so the worker's run statements (findings, outbox and run row together) are
+sent but stuck in the server, kills the worker there, then lets the orphaned statements either
+finish (round A) or terminates them (round B). After each kill the store must hold each run whole or not at all;
 after a restart the outbox must match the findings and every alert must arrive once."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from findings f
 
 
 async def kill_mid_write(store_url: str, worker: Worker, finish: bool) -> dict[str, int]:
-    """Stop the worker's run writes half-way on a lock, SIGKILL it, then let them finish or end them."""
+    """Stop the worker's run writes in the server on a lock, SIGKILL it, then let them finish or end them."""
     locker = await asyncpg.connect(store_url)
     try:
         tx = locker.transaction()
