@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Body, Path, Query, Request, Response
@@ -61,14 +62,19 @@ Note = text(2000)
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,127}"
 TableName = Annotated[str, StringConstraints(max_length=400, pattern=rf"^({IDENTIFIER}\.)?{IDENTIFIER}$")]
 Matcher = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=MATCHER_PATTERN)]
-RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _rfc3339(v: Any) -> Any:
     """Only an RFC 3339 date-time, as the document's format says: pydantic alone would also take
     a number of seconds since 1970 or a date without a time zone."""
-    if isinstance(v, str) and not RFC3339.match(v):
-        raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. 2026-12-01T18:00:00Z")
+    if isinstance(v, str):
+        if not RFC3339.match(v):
+            raise ValueError("must be an RFC 3339 date-time with a time zone, e.g. 2026-12-01T18:00:00Z")
+        try:  # microseconds are Python's precision; a datetime on, as strict mode takes no text after this
+            return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", v.upper()))
+        except ValueError:
+            raise ValueError("is not a date-time that exists (month 1-12, day of the month, hour 0-23)") from None
     if isinstance(v, (int, float)):
         raise ValueError("must be an RFC 3339 date-time text, not a number")  # noqa: TRY004 (pydantic wants ValueError)
     return v

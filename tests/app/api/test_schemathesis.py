@@ -41,7 +41,7 @@ from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
 DBFLEET = Path(sys.executable).parent / "dbfleet"
 PREFIX = "dbf_st18_"
 SEED = 18
-MAX_EXAMPLES = int(os.environ.get("DBFLEET_ST_EXAMPLES", "15"))  # per operation and phase; the run reports how many cases it sent in all
+MAX_EXAMPLES = int(os.environ.get("DBFLEET_ST_EXAMPLES", "25"))  # per operation and phase; the run reports how many cases it sent in all
 MIN_CASES = 1000
 
 
