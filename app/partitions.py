@@ -16,11 +16,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.inventory.credentials import resolve_credential
+from app.inventory.targets import target_for
 from app.models import AuditLog, Instance
 from app.settings import Settings
 from collectors.common.maintenance import MaintenanceSpec, Outcome, Statement
-from collectors.engines.base import SessionLimits, Target, connect
+from collectors.engines.base import SessionLimits, connect
 from collectors.registry import maintenance_for
 
 
@@ -62,17 +62,10 @@ def _engine(inst: Instance) -> MaintenanceSpec:
     return spec
 
 
-async def _target(inst: Instance) -> Target:
-    password = await resolve_credential(inst.credential, {"name": inst.name, "host": inst.host, "port": inst.port,
-                                                           "user": inst.user, "cloud": inst.cloud})
-    return Target(name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname,
-                  user=inst.user, password=password, tls_mode=inst.tls_mode, options=dict(inst.cloud or {}))
-
-
 async def plan_for(settings: Settings, inst: Instance, table: str | None = None) -> list[Statement]:
     """The exact DDL the policies call for now; reads the catalog read-only and changes nothing."""
     engine = _engine(inst)
-    target = await _target(inst)
+    target = await target_for(inst, settings)
     conn = await connect(target, SessionLimits(statement_timeout_ms=settings.worker.statement_timeout_ms))
     try:
         return await engine.plan(conn, policies_for(settings, inst), datetime.now(timezone.utc), table)
@@ -114,7 +107,7 @@ async def apply_for(session: AsyncSession, settings: Settings, inst: Instance, a
         statements = await plan_for(settings, inst, table)
     covered = policy_covers(settings, inst)
     chosen = [s for s in statements if covered(s)]
-    outcomes = await _engine(inst).apply(await _target(inst), chosen, lock_timeout_ms) if chosen else []
+    outcomes = await _engine(inst).apply(await target_for(inst, settings), chosen, lock_timeout_ms) if chosen else []
     for o in outcomes:
         session.add(AuditLog(actor=actor, action="partitions.apply", target=f"{inst.name}/{o.statement.table}",
                              details={"sql": o.sql, "message": o.message}, outcome=o.status))

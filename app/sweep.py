@@ -23,7 +23,7 @@ from app.db import Store
 from app.findings import InstanceRef, RunRecord
 from app.inventory import aws_credentials  # also registers the aws-sm and aws-iam credential schemes
 from app.inventory.cloud_settings import CloudSettings, targets_for_cloud
-from app.inventory.credentials import resolve_credential
+from app.inventory.targets import password_for, target_of
 from app.inventory.store import filtered
 from app.models import Instance
 from app.run_context import RunInputs, extra_for, merged_thresholds
@@ -180,7 +180,7 @@ class Sweeper:
         Azure Monitor) on the cloud targets its identity gives it."""
         ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
         elsewhere: list[str] = []
-        work = [_Work(_sql_target(inst), _password_for(inst, self.settings),
+        work = [_Work(target_of(inst), password_for(inst, self.settings),
                       self._specs(inst.engine, inst, collectors, due_only, elsewhere), sql=True, elsewhere=elsewhere)]
         if inst.cloud:
             for cloud_target in await targets_for_cloud(inst.name, inst.cloud, self.settings):
@@ -294,20 +294,3 @@ class Sweeper:
         telemetry.RUNS.labels(spec.name, status).inc()
         telemetry.RUN_DURATION.labels(spec.name).observe(ms / 1000)
         return False
-
-
-def _sql_target(inst: Instance) -> Target:
-    return Target(name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname,
-                  user=inst.user, tls_mode=inst.tls_mode, options=dict(inst.cloud or {}))
-
-
-def _password_for(inst: Instance, settings: Settings) -> Callable[[], Any]:
-    """Resolved only when a connection must be opened: secrets are fetched at connect time, and
-    only from where this service's credential allow-list says they may come from."""
-    info = {"name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "user": inst.user,
-            "cloud": inst.cloud}
-
-    async def password() -> str | None:
-        return await resolve_credential(inst.credential, info, allowed=settings.credentials)
-
-    return password

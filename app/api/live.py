@@ -24,7 +24,7 @@ from app.api import errors
 from app.api.params import InstanceName, StrictJsonRoute
 from app.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
 from app.auth import Role
-from app.inventory.credentials import resolve_credential
+from app.inventory.targets import target_for
 from app.models import AuditLog, Instance, QueryText
 from app.settings import Settings
 from collectors.common.blocking import cap_query, lock_trees
@@ -91,14 +91,10 @@ def _throttle(name: str, settings: Settings) -> None:
 
 
 async def _target(inst: Instance, settings: Settings) -> Target:
-    info = {"name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "user": inst.user,
-            "cloud": inst.cloud}
     try:
-        password = await resolve_credential(inst.credential, info, allowed=settings.credentials)
+        return await target_for(inst, settings)
     except Exception as e:  # a refused or missing credential is the instance's problem, not a 500
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"credential for {inst.name}: {e}") from None
-    return Target(name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname,
-                  user=inst.user, password=password, tls_mode=inst.tls_mode, options=dict(inst.cloud or {}))
 
 
 @asynccontextmanager

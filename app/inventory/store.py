@@ -1,4 +1,4 @@
-"""Inventory writes and reads on the store: upsert by name, filters, and the adapter's Target."""
+"""Inventory writes and reads on the store: upsert by name and filters (the adapter's Target: targets.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.findings import retire_findings
-from app.inventory.credentials import resolve_credential
 from app.inventory.schemas import DatabaseIn, InstanceIn, ServerIn, entry_name
 from app.models import AuditLog, Instance, Server
-from collectors.engines.base import Target
 from collectors.registry import ENGINE_FAMILY
 
 _FIELDS = ("engine", "host", "port", "dbname", "user", "credential", "tls_mode", "tags", "enabled", "overrides",
@@ -232,12 +230,3 @@ def parse_tag_selectors(selectors: list[str] | None) -> dict[str, str]:
             raise ValueError(f"tag selector {sel!r} must be key=value")
         out[key] = value
     return out
-
-
-async def target_for(inst: Instance) -> Target:
-    """The adapter's view of an instance, with the credential resolved now (never stored)."""
-    password = await resolve_credential(inst.credential, {
-        "name": inst.name, "engine": inst.engine, "host": inst.host, "port": inst.port, "user": inst.user,
-        "cloud": inst.cloud})
-    return Target(name=inst.name, engine=inst.engine, host=inst.host, port=inst.port, dbname=inst.dbname,
-                  user=inst.user, password=password, tls_mode=inst.tls_mode, options=dict(inst.cloud or {}))

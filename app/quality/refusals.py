@@ -15,7 +15,7 @@ from typing import Any
 from app.db import Store
 from app.quality.runner import list_tables, pool_for, scoped_instances
 from app.settings import Settings
-from app.sweep import _password_for, _sql_target
+from app.inventory.targets import password_for, target_of
 from collectors.engines.base import ConnectFailed
 from collectors.quality.run import SCAN_ROWS_LIMIT, scan_refusal
 from collectors.quality.sql import family_of
@@ -37,7 +37,7 @@ async def review_scans(store: Store, settings: Settings, check: Any,
     try:
         for inst in await scoped_instances(store, check):
             try:
-                async with pool.session(_sql_target(inst), _password_for(inst, settings)) as conn:
+                async with pool.session(target_of(inst), password_for(inst, settings)) as conn:
                     for table in await list_tables(conn, inst):
                         if check.matches_table(table.schema, table.name):
                             try:

@@ -25,7 +25,7 @@ from app.models import Instance
 from app.quality.definitions import stored_checks
 from app.settings import Settings
 from app.shard import Shard
-from app.sweep import _password_for, _sql_target
+from app.inventory.targets import password_for, target_of
 from collectors.engines.base import ConnectFailed, SessionLimits
 from collectors.engines.pool import ConnectionPool
 from collectors.quality import run as quality_run
@@ -150,7 +150,7 @@ class QualityRunner:
                 return []
             outcomes: list[CheckOutcome] = []
             try:
-                async with self.pool.session(_sql_target(inst), _password_for(inst, self.settings)) as conn:
+                async with self.pool.session(target_of(inst), password_for(inst, self.settings)) as conn:
                     tables = await list_tables(conn, inst)
                     for cid, check in checks:
                         outcomes += await self._check(store, conn, ref, inst, cid, check, tables, previous, at)

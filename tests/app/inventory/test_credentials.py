@@ -9,7 +9,8 @@ import pytest
 
 from app.inventory.credentials import CredentialError, refusal, resolve_credential
 from app.inventory.schemas import InstanceIn
-from app.inventory.store import target_for, upsert_instances
+from app.inventory.store import upsert_instances
+from app.inventory.targets import target_for
 from app.models import Instance
 from app.settings import CredentialSettings, Settings
 from app.sweep import Sweeper
