@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlglot import exp
 
 from app.api import errors
-from app.api.params import InstanceName, StrictJsonRoute
+from app.api.params import InstanceName, SessionId, StrictJsonRoute
 from app.api.deps import OperatorDep, SessionDep, SettingsDep, ViewerDep
 from app.auth import Role
 from app.inventory.targets import target_for
@@ -253,7 +253,7 @@ KILL = LIVE | errors.OPERATOR | errors.responses(400, 409)
 
 
 @router.post("/instances/{name}/sessions/{pid}:cancel", response_model=KillOut, responses=KILL)
-async def cancel_session(name: InstanceName, pid: int, body: KillIn, session: SessionDep, settings: SettingsDep,
+async def cancel_session(name: InstanceName, pid: SessionId, body: KillIn, session: SessionDep, settings: SettingsDep,
                          principal: OperatorDep) -> dict[str, Any]:
     """Cancel the session's running statement (pg_cancel_backend / KILL QUERY / Oracle 18c+ ALTER SYSTEM
     CANCEL SQL); SQL Server has none (400)."""
@@ -261,7 +261,7 @@ async def cancel_session(name: InstanceName, pid: int, body: KillIn, session: Se
 
 
 @router.post("/instances/{name}/sessions/{pid}:terminate", response_model=KillOut, responses=KILL)
-async def terminate_session(name: InstanceName, pid: int, body: KillIn, session: SessionDep, settings: SettingsDep,
+async def terminate_session(name: InstanceName, pid: SessionId, body: KillIn, session: SessionDep, settings: SettingsDep,
                             principal: OperatorDep) -> dict[str, Any]:
     """End the session (pg_terminate_backend / KILL / Oracle ALTER SYSTEM KILL SESSION 'sid,serial#')."""
     return await _kill_route(name, pid, body, session, settings, principal.name, terminate=True)

@@ -42,6 +42,8 @@ def object_id(what: str, maximum: int = INT64_MAX):
 FindingId = object_id("finding")
 SweepId = object_id("sweep")
 KeyId = object_id("API key", INT32_MAX)
+SessionId = Annotated[int, Path(ge=1, le=INT64_MAX, description="the session's id on the server (PostgreSQL pid, "
+                                                           "MySQL connection id)")]
 SilenceId = Annotated[str, Path(pattern=UUID_PATTERN, max_length=36, description="the silence's id (a UUID)")]
 
 InstanceFilter = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=200, description="an instance name")]
