@@ -261,7 +261,7 @@ async def cancel_session(name: InstanceName, pid: SessionId, body: KillIn, sessi
 
 
 @router.post("/instances/{name}/sessions/{pid}:terminate", response_model=KillOut, responses=KILL)
-async def terminate_session(name: InstanceName, pid: SessionId, body: KillIn, session: SessionDep, settings: SettingsDep,
-                            principal: OperatorDep) -> dict[str, Any]:
+async def terminate_session(name: InstanceName, pid: SessionId, body: KillIn, session: SessionDep,
+                            settings: SettingsDep, principal: OperatorDep) -> dict[str, Any]:
     """End the session (pg_terminate_backend / KILL / Oracle ALTER SYSTEM KILL SESSION 'sid,serial#')."""
     return await _kill_route(name, pid, body, session, settings, principal.name, terminate=True)
