@@ -10,6 +10,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -63,14 +64,36 @@ async def drop_database(name: str) -> None:
         await admin.close()
 
 
-@pytest.fixture(scope="session")
-async def store_url() -> AsyncIterator[str]:
-    name = f"dbf_test_store_{os.getpid()}"
+@asynccontextmanager
+async def migrated_database(name: str) -> AsyncIterator[str]:
+    """A store database of its own, migrated to head; dropped afterwards."""
     url = await create_database(name)
     # Alembic's env.py runs its own event loop, so it cannot run on this one.
     await asyncio.to_thread(migrate, url)
-    yield url
-    await drop_database(name)
+    try:
+        yield url
+    finally:
+        await drop_database(name)
+
+
+@asynccontextmanager
+async def own_store(name: str, pool_size: int = 10, premake_days: int = 2,
+                    retention_days: int = 14) -> AsyncIterator[Store]:
+    """A migrated store database of its own with its time-series partitions made, as a Store."""
+    async with migrated_database(name) as url:
+        store = Store(url, pool_size=pool_size)
+        try:
+            async with store.raw() as conn:
+                await maintain_store_partitions(conn, premake_days=premake_days, retention_days=retention_days)
+            yield store
+        finally:
+            await store.dispose()
+
+
+@pytest.fixture(scope="session")
+async def store_url() -> AsyncIterator[str]:
+    async with migrated_database(f"dbf_test_store_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -27,17 +27,16 @@ import uvicorn
 from app.alerting.config import load_config
 from app.alerting.dispatcher import dispatch_once
 from app.auth import Role, create_key
-from app.db import Store, migrate
+from app.db import Store
 from app.inventory.schemas import InstanceIn
 from app.inventory.store import upsert_instances
 from app.main import create_app
 from app.scheduler import run_worker
 from app.settings import Settings, get_settings
-from app.store_partitions import maintain_store_partitions
 from app.sweep import Selector, Sweeper
 from app.telemetry import WIRE_TRACES, setup_logging
 from tests.app.alerting.alerting_helpers import Receiver
-from tests.conftest import create_database, drop_database, pg_url
+from tests.conftest import own_store, pg_url
 
 SECRETS = {
     "pg_password": "pgPw-fz18-7c1d9e",
@@ -117,15 +116,8 @@ def _closed_port() -> int:
 
 @pytest.fixture
 async def secret_store():
-    name = f"dbf_fz18_sec_{os.getpid()}"
-    url = await create_database(name)
-    await asyncio.to_thread(migrate, url)
-    store = Store(url, pool_size=10)
-    async with store.raw() as conn:
-        await maintain_store_partitions(conn, premake_days=2, retention_days=14)
-    yield store
-    await store.dispose()
-    await drop_database(name)
+    async with own_store(f"dbf_fz18_sec_{os.getpid()}") as store:
+        yield store
 
 
 def _hits(texts: dict[str, str]) -> list[str]:

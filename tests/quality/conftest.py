@@ -13,22 +13,16 @@ import asyncpg
 import pytest
 
 from app.db import Store
-from tests.conftest import create_database, drop_database, pg_url
+from tests.conftest import create_database, drop_database, migrated_database, pg_url
 
 MARIA = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "autocommit": True}
 
 
 @pytest.fixture(scope="session")
 async def store_url() -> AsyncIterator[str]:
-    import asyncio
-
-    from app.db import migrate
-
-    name = f"dbf_q17_store_{os.getpid()}"
-    url = await create_database(name)
-    await asyncio.to_thread(migrate, url)
-    yield url
-    await drop_database(name)
+    """The quality tests' own store: they count findings and samples, which other tests' runs would add to."""
+    async with migrated_database(f"dbf_q17_store_{os.getpid()}") as url:
+        yield url
 
 
 async def past_partitions(conn: asyncpg.Connection, days: int) -> None:

@@ -3,17 +3,14 @@ write the write path and a DBA make, the counters equal a recount from scratch."
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from app.db import Store, migrate
 from app.findings import InstanceRef, record_failure, record_run
-from app.store_partitions import maintain_store_partitions
 from collectors.spec import Finding, Result, Severity
-from tests.conftest import create_database, drop_database
+from tests.conftest import own_store
 
 RECOUNT = """
 select i.id as instance_id,
@@ -35,15 +32,9 @@ from instances i left join instance_health h on h.instance_id = i.id order by i.
 
 @pytest.fixture
 async def store():
-    name = f"dbf_con15_health_{uuid.uuid4().hex[:8]}"
-    url = await create_database(name)
-    await asyncio.to_thread(migrate, url)
-    s = Store(url, pool_size=2)
-    async with s.raw() as conn:
-        await maintain_store_partitions(conn, premake_days=1, retention_days=2)
-    yield s
-    await s.dispose()
-    await drop_database(name)
+    async with own_store(f"dbf_con15_health_{uuid.uuid4().hex[:8]}", pool_size=2, premake_days=1,
+                         retention_days=2) as s:
+        yield s
 
 
 def _f(check: str, obj: str, sev: Severity) -> Finding:
