@@ -86,8 +86,9 @@ async def list_checks(store: StoreDep, who: ViewerDep,
 @router.post("/checks", status_code=status.HTTP_201_CREATED, response_model=CheckOut,
              responses=errors.OPERATOR | errors.responses(409))
 async def create_check(body: Check, store: StoreDep, settings: SettingsDep, who: OperatorDep) -> dict[str, Any]:
-    """Define a check. A freshness check whose query would scan a large table without an index on
-    loaded_at_field is refused (409, with the CREATE INDEX to add) unless allow_scan is true."""
+    """Define a check. A freshness, volume, completeness or assertion check whose statement would scan
+    a large table in full is refused (409, naming the table and, where one column would fix it, the
+    CREATE INDEX to add) unless allow_scan is true."""
     try:
         validate_sql(body)
     except CheckRefused as e:

@@ -1,15 +1,15 @@
 """Stored check definitions: create, replace, delete, list; the config's `checks:` kept in step.
 
 A definition is refused before it is stored when its SQL does not parse as one read-only
-expression or SELECT, or when a freshness check would scan a large table without an index on
-its loaded_at_field (see refusals.py); nothing is half-written.
+expression or SELECT, or when its statement would scan a large table in full on every run (see
+refusals.py); nothing is half-written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -121,7 +121,7 @@ async def delete_check(conn: asyncpg.Connection, name: str) -> bool:
         rows = await conn.fetch(
             "select distinct i.id, i.name, i.engine, i.tags from findings f join instances i on i.id = f.instance_id "
             "where f.collector = $1 and f.state <> 'resolved'", collector)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for r in rows:
             await record_run(conn, InstanceRef(r["id"], r["name"], r["engine"], dict(r["tags"] or {})), collector,
                              Result(), now, 0.0)

@@ -31,5 +31,5 @@ def quality_checks_job(store: Store, settings: Settings, shard: Shard) -> dict[s
         if failed := summary.failures():
             log.info("quality checks: %d of %d failing", len(failed), len(summary.outcomes))
 
-    return dict(func=run_due_checks, trigger="interval", seconds=TICK_S, id="quality-checks", max_instances=1,
-                coalesce=True)
+    return {"func": run_due_checks, "trigger": "interval", "seconds": TICK_S, "id": "quality-checks",
+            "max_instances": 1, "coalesce": True}

@@ -1,6 +1,7 @@
-"""Definition-time refusal: a freshness check whose max(loaded_at_field) would read a large table
-in full on every run is not stored; the refusal names the index to add. `allow_scan: true`
-overrides it.
+"""Definition-time refusal: a freshness, volume, completeness or assertion check whose statement
+would read a large table in full on every run is not stored; the refusal names the table, the
+estimate and, where one column would fix it, the index to add (collectors/quality/plans.py).
+`allow_scan: true` overrides it.
 
 The plan is read with EXPLAIN on the collectors' read-only session of every instance in the
 check's scope, for every table it matches; an instance that cannot be reached is reported as not
@@ -13,12 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.db import Store
+from app.inventory.targets import password_for, target_of
 from app.quality.runner import list_tables, pool_for, scoped_instances
 from app.settings import Settings
-from app.inventory.targets import password_for, target_of
 from collectors.engines.base import ConnectFailed
-from collectors.quality.run import SCAN_ROWS_LIMIT, scan_refusal
+from collectors.quality.plans import SCAN_ROWS_LIMIT, scan_refusal
+from collectors.quality.run import Table
 from collectors.quality.sql import family_of
+
+REVIEWED_KINDS = ("freshness", "volume", "completeness", "assertion")
 
 
 @dataclass
@@ -29,30 +33,35 @@ class ScanReview:
 
 async def review_scans(store: Store, settings: Settings, check: Any,
                        rows_limit: int = SCAN_ROWS_LIMIT) -> ScanReview:
-    """What the check's freshness query would cost on each instance and table in its scope."""
+    """What the check's statement would cost on each instance and table in its scope."""
     review = ScanReview()
-    if check.kind != "freshness" or check.allow_scan or not check.loaded_at_field:
+    if check.kind not in REVIEWED_KINDS or check.allow_scan:
         return review
     pool = pool_for(settings)
     try:
         for inst in await scoped_instances(store, check):
             try:
                 async with pool.session(target_of(inst), password_for(inst, settings)) as conn:
-                    for table in await list_tables(conn, inst):
-                        if check.matches_table(table.schema, table.name):
-                            try:
-                                why = await scan_refusal(conn, family_of(inst.engine), check, table, rows_limit)
-                            except (ConnectFailed, OSError, ConnectionError):
-                                raise
-                            except Exception as e:  # noqa: BLE001 - e.g. no such column: the check cannot run
-                                why = f"check {check.name} cannot be planned on {table.label}: {e}"
-                            if why:
-                                review.refused.append(f"{inst.name}: {why}")
+                    targets: list[Table | None] = [None]
+                    if check.tables:
+                        targets = [t for t in await list_tables(conn, inst) if check.matches_table(t.schema, t.name)]
+                    for table in targets:
+                        if why := await _refusal(conn, family_of(inst.engine), check, table, rows_limit):
+                            review.refused.append(f"{inst.name}: {why}")
             except ConnectFailed as e:
                 review.unverified.append(f"{inst.name}: {e}")
     finally:
         await pool.close()
     return review
+
+
+async def _refusal(conn: Any, family: str, check: Any, table: Table | None, rows_limit: int) -> str | None:
+    try:
+        return await scan_refusal(conn, family, check, table, rows_limit)
+    except (ConnectFailed, OSError, ConnectionError):
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. no such column: the check cannot run
+        return f"check {check.name} cannot be planned on {table.label if table else 'the instance'}: {e}"
 
 
 @dataclass

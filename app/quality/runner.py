@@ -4,6 +4,9 @@ Each check is its own collector (`quality:<name>`): its findings go through the 
 path (upsert by fingerprint, auto-resolve, outbox, routing, silences) with the check's labels
 (source, pipeline...) added to the instance's tags, its measurements are samples, and its latest
 result per table is a quality_check_results row, all in one transaction per check and instance.
+
+Due checks run at their own phase within their period (collectors/quality/schedule.py), and at
+most PER_INSTANCE checks of one instance run at once, each on a session of its own.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,16 +24,17 @@ from sqlalchemy import select
 
 from app.db import Store
 from app.findings import InstanceRef, RunRecord, record_failure, record_runs
+from app.inventory.targets import password_for, target_of
 from app.models import Instance
 from app.quality.definitions import stored_checks
 from app.settings import Settings
 from app.shard import Shard
-from app.inventory.targets import password_for, target_of
 from collectors.engines.base import ConnectFailed, SessionLimits
 from collectors.engines.pool import ConnectionPool
 from collectors.quality import run as quality_run
 from collectors.quality.checks import collector_name
 from collectors.quality.run import RunInputs, Table
+from collectors.quality.schedule import is_due, phase_s
 from collectors.quality.sql import CheckRefused, family_of, tables_sql
 from collectors.quality.verdicts import Verdict, table_gone
 from collectors.spec import Connection, Result
@@ -38,6 +42,9 @@ from collectors.spec import Connection, Result
 log = logging.getLogger(__name__)
 FAILED, NO_TABLES = "failed", "no_tables"
 WHOLE_FLEET = Shard()
+# One check at a time on a monitored database, as a DBA expects of a monitoring tool: the checks
+# of one instance run one after another on its one session.
+PER_INSTANCE = 1
 
 
 @dataclass
@@ -105,12 +112,13 @@ async def list_tables(conn: Connection, inst: Instance) -> list[Table]:
 
 
 class QualityRunner:
-    """Runs checks; holds one read-only session per instance across runs (like the Sweeper)."""
+    """Runs checks; holds read-only sessions per instance across runs (like the Sweeper)."""
 
-    def __init__(self, store: Store, settings: Settings, shard: Shard = WHOLE_FLEET):
+    def __init__(self, store: Store, settings: Settings, shard: Shard = WHOLE_FLEET, per_instance: int = PER_INSTANCE):
         self.store = store
         self.settings = settings
         self.shard = shard
+        self.per_instance = max(1, per_instance)
         self.pool = pool_for(settings)
 
     async def close(self) -> None:
@@ -123,6 +131,7 @@ class QualityRunner:
         summary = ChecksSummary()
         async with self.store.raw() as conn:
             checks = await stored_checks(conn, select_)
+            defined = dict(await conn.fetch("select id, updated_at from quality_checks")) if due_only else {}
         if not checks:
             return summary
         sem = asyncio.Semaphore(self.settings.worker.concurrency)
@@ -131,26 +140,35 @@ class QualityRunner:
             mine = [(cid, c) for cid, c in checks if c.applies(inst.name, inst.tags or {})]
             if mine:
                 async with sem:
-                    summary.outcomes += await self._instance(inst, mine, due_only, now)
+                    summary.outcomes += await self._instance(inst, mine, due_only, now, defined)
 
         await asyncio.gather(*(one(i) for i in await scoped_instances(self.store, None, self.shard, instances)))
         summary.wall_s = time.perf_counter() - t0
         return summary
 
     async def _instance(self, inst: Instance, checks: list[tuple[int, Any]], due_only: bool,
-                        now: datetime | None) -> list[CheckOutcome]:
-        at = now or datetime.now(timezone.utc)
-        ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
+                        now: datetime | None, defined: dict[int, datetime]) -> list[CheckOutcome]:
+        at = now or datetime.now(UTC)
         async with self.store.raw() as store:
             previous = {(r["check_id"], r["object"]): r for r in await store.fetch(
                 "select check_id, object, ran_at, details from quality_check_results where instance_id = $1", inst.id)}
-            if due_only:
-                checks = [(cid, c) for cid, c in checks if _due(cid, c, previous, at)]
-            if not checks:
-                return []
-            outcomes: list[CheckOutcome] = []
+        if due_only:
+            checks = [(cid, c) for cid, c in checks if _due(cid, c, inst.name, previous, defined.get(cid), at)]
+        lanes = max(1, min(self.per_instance, len(checks)))
+        done = await asyncio.gather(*(self._lane(inst, n, checks[n::lanes], previous, at) for n in range(lanes)
+                                      if checks[n::lanes]))
+        return [o for outcomes in done for o in outcomes]
+
+    async def _lane(self, inst: Instance, n: int, checks: list[tuple[int, Any]], previous: dict,
+                    at: datetime) -> list[CheckOutcome]:
+        """Some of the instance's due checks, one after another on one session (the pool holds one
+        session per name: a further lane's session has a name of its own)."""
+        ref = InstanceRef(inst.id, inst.name, inst.engine, dict(inst.tags or {}))
+        target = target_of(inst) if n == 0 else replace(target_of(inst), name=f"{inst.name} (session {n + 1})")
+        outcomes: list[CheckOutcome] = []
+        async with self.store.raw() as store:
             try:
-                async with self.pool.session(target_of(inst), password_for(inst, self.settings)) as conn:
+                async with self.pool.session(target, password_for(inst, self.settings)) as conn:
                     tables = await list_tables(conn, inst)
                     for cid, check in checks:
                         outcomes += await self._check(store, conn, ref, inst, cid, check, tables, previous, at)
@@ -158,12 +176,12 @@ class QualityRunner:
                 # Unreachable, or the session broke under a check (the pool reopens it next time):
                 # every check not yet run here failed this time, and resolves nothing.
                 error = str(e) or type(e).__name__
-                done = {o.check for o in outcomes}
+                ran = {o.check for o in outcomes}
                 for cid, check in checks:
-                    if check.name not in done:
+                    if check.name not in ran:
                         await record_failure(store, ref, collector_name(check.name), "error", error, at, 0.0)
                         outcomes.append(CheckOutcome(check.name, check.kind, inst.name, "", FAILED, None, error))
-            return outcomes
+        return outcomes
 
     async def _check(self, store: asyncpg.Connection, conn: Connection, ref: InstanceRef, inst: Instance, cid: int,
                      check: Any, tables: list[Table], previous: dict, at: datetime) -> list[CheckOutcome]:
@@ -229,10 +247,12 @@ def _gone_tables(cid: int, check: Any, targets: list[Table | None], previous: di
             if c == cid and label not in present and (r["details"] or {}).get("baseline")]
 
 
-def _due(cid: int, check: Any, previous: dict, at: datetime) -> bool:
-    """Due when any of its tables last ran `every` ago (a little slack: job ticks are not exact)."""
-    last = [r["ran_at"] for (c, _), r in previous.items() if c == cid]
-    return not last or (at - min(last)).total_seconds() >= 0.9 * check.every.seconds
+def _due(cid: int, check: Any, instance: str, previous: dict, defined_at: datetime | None, at: datetime) -> bool:
+    """Due when it has not run on this instance since its current slot began (never run: since it
+    was defined). The latest of its tables' runs counts: a check runs all its tables together."""
+    last = max((r["ran_at"] for (c, _), r in previous.items() if c == cid), default=defined_at)
+    period = check.every.seconds
+    return is_due(at, last, period, phase_s(check.name, instance, period))
 
 
 async def _history(store: asyncpg.Connection, instance_id: int, check: Any, label: str,

@@ -168,14 +168,27 @@ class VolumeCheck(_Check):
         return self
 
 
+# A completeness check reads only its latest window unless it asks for the whole table: with a
+# loaded_at_field, the rows loaded in the last `window` (by default the longer of its schedule and
+# an hour, so no row goes unchecked between runs and a share has enough rows to mean something);
+# without one, the newest `window_rows` rows by primary key (an index backward scan).
+MIN_DEFAULT_WINDOW = Duration(count=1, period=Period.hour)
+DEFAULT_WINDOW_ROWS = 10_000
+
+
 class CompletenessCheck(_Check):
     """The share of NULL or empty values in named columns, over the latest window."""
 
     kind: Literal["completeness"] = "completeness"
     columns: list[str] = Field(min_length=1, max_length=100)
     max_null_share: float = Field(0.0, ge=0, le=1, description="flag a column whose NULL/empty share exceeds this")
-    loaded_at_field: str | None = Field(None, max_length=2000, description="with window: only recent rows")
-    window: Duration | None = None
+    loaded_at_field: str | None = Field(None, max_length=2000,
+                                        description="the column saying when a row was loaded: the window is by time")
+    window: Duration | Literal["all"] | None = Field(
+        None, description="with loaded_at_field: rows loaded this long ago or later (default: the longer of "
+                          "`every` and 1 hour); `all`: the whole table (reviewed for a scan like any check)")
+    window_rows: int = Field(DEFAULT_WINDOW_ROWS, ge=1, le=1_000_000,
+                             description="without loaded_at_field: the newest rows by primary key")
     filter: str | None = Field(None, max_length=2000)
     empty_is_null: bool = True
 
@@ -183,9 +196,23 @@ class CompletenessCheck(_Check):
     def _needs(self) -> CompletenessCheck:
         if not self.tables:
             raise ValueError("a completeness check needs tables")
-        if (self.window is None) != (self.loaded_at_field is None):
-            raise ValueError("window and loaded_at_field go together")
+        if isinstance(self.window, Duration) and self.loaded_at_field is None:
+            raise ValueError("a window of time needs loaded_at_field (the column saying when a row was loaded); "
+                             "without one the newest window_rows rows by primary key are read")
         return self
+
+    @property
+    def whole_table(self) -> bool:
+        return self.window == "all"
+
+    @property
+    def window_seconds(self) -> int | None:
+        """The time window read, or None when the window is rows (or the whole table)."""
+        if self.whole_table or self.loaded_at_field is None:
+            return None
+        if isinstance(self.window, Duration):
+            return self.window.seconds
+        return max(self.every.seconds, MIN_DEFAULT_WINDOW.seconds)
 
 
 class AssertionCheck(_Check):

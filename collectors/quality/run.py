@@ -7,10 +7,9 @@ is handed in by the caller from the store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collectors.quality import sql, verdicts
@@ -24,11 +23,6 @@ from collectors.quality.checks import (
 )
 from collectors.quality.verdicts import Verdict
 from collectors.spec import Connection
-
-# A scan of fewer rows than this is cheap enough to run every few minutes (PgHero calls a table
-# "large" for its missing-index advice from about 10,000 rows; a freshness check runs max() far
-# more often than a report does, so we allow ten times that).
-SCAN_ROWS_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +42,7 @@ class Table:
 class RunInputs:
     """What the store knows for this (check, instance, table): time, last details, volume history."""
 
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
     previous: Mapping[str, Any] | None = None
     history: Sequence[tuple[datetime, float]] = ()
 
@@ -69,32 +63,44 @@ async def matching_tables(conn: Connection, family: str, check: Any,
 
 def _param_time(family: str, at: datetime) -> datetime:
     # MySQL DATETIME has no zone: windows are given in UTC, as the loads are assumed to write them.
-    return at.astimezone(timezone.utc).replace(tzinfo=None) if family == "mysql" else at
+    return at.astimezone(UTC).replace(tzinfo=None) if family == "mysql" else at
+
+
+def freshness_statement(family: str, check: FreshnessCheck, table: Table | None) -> str:
+    if check.loaded_at_query is not None:
+        return sql.freshness_query_sql(family, check.loaded_at_query)
+    assert table is not None and check.loaded_at_field is not None
+    return sql.freshness_sql(family, table.quoted(family), check.loaded_at_field, check.filter)
 
 
 async def freshness(conn: Connection, family: str, check: FreshnessCheck, table: Table | None) -> Verdict:
+    text = freshness_statement(family, check, table)
     if check.loaded_at_query is not None:
-        text = sql.freshness_query_sql(family, check.loaded_at_query)
         rows = await conn.fetch(text)
         row = rows[0] if rows else {}
         newest = next(iter(row.values()), None) if row else None
         label = table.label if table else check.name
         return _shown_by(verdicts.freshness(check, label, newest, row.get("dbfleet_now_tz"),
                                             row.get("dbfleet_now_local")), text)
-    assert table is not None and check.loaded_at_field is not None
-    text = sql.freshness_sql(family, table.quoted(family), check.loaded_at_field, check.filter)
+    assert table is not None
     [row] = await conn.fetch(text)
     return _shown_by(verdicts.freshness(check, table.label, row["newest"], row.get("now_tz"), row.get("now_local")),
                      text)
 
 
+def volume_statement(family: str, check: VolumeCheck, table: Table, now: datetime) -> tuple[str, list[Any]]:
+    """The count of rows loaded in the period ending now (method count)."""
+    assert check.loaded_at_field is not None
+    start = now - timedelta(seconds=check.per.seconds)
+    return (sql.volume_count_sql(family, table.quoted(family), check.loaded_at_field, check.filter),
+            [_param_time(family, start), _param_time(family, now)])
+
+
 async def volume(conn: Connection, family: str, check: VolumeCheck, table: Table, inputs: RunInputs) -> Verdict:
     base = baseline_for(inputs.history, inputs.now, check.min_history)
     if check.method == "count":
-        assert check.loaded_at_field is not None
-        start = inputs.now - timedelta(seconds=check.per.seconds)
-        text = sql.volume_count_sql(family, table.quoted(family), check.loaded_at_field, check.filter)
-        [row] = await conn.fetch(text, _param_time(family, start), _param_time(family, inputs.now))
+        text, args = volume_statement(family, check, table, inputs.now)
+        [row] = await conn.fetch(text, *args)
         return _shown_by(verdicts.volume(check, table.label, float(row["n"]), base), text)
     rows = await conn.fetch(sql.insert_counter_sql(family), table.schema, table.name)
     counter = float(rows[0]["n"] or 0) if rows else 0.0
@@ -111,18 +117,54 @@ async def volume(conn: Connection, family: str, check: VolumeCheck, table: Table
     return verdict
 
 
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """What a check will run on one table: the SQL, its parameters, and the window it reads."""
+
+    text: str
+    args: list[Any]
+    window: str
+    by_key: bool = False  # the newest rows by primary key: a LIMIT-bounded index read
+
+
+async def completeness_statement(conn: Connection, family: str, check: CompletenessCheck, table: Table,
+                                 now: datetime) -> Statement:
+    """The latest window: by loaded_at_field, else the newest rows by primary key; the whole table
+    only when the check asks (`window: all`) or the table has no primary key."""
+    seconds = check.window_seconds
+    if seconds is not None:
+        text = sql.completeness_sql(family, table.quoted(family), check.columns, check.empty_is_null,
+                                    check.loaded_at_field, check.filter)
+        return Statement(text, [_param_time(family, now - timedelta(seconds=seconds))],
+                         f"rows whose {check.loaded_at_field} is in the last {_span(seconds)}")
+    key = [] if check.whole_table else [r["col"] for r in await conn.fetch(sql.primary_key_sql(family),
+                                                                            table.schema, table.name)]
+    text = sql.completeness_sql(family, table.quoted(family), check.columns, check.empty_is_null, None,
+                                check.filter, key, check.window_rows)
+    if key:
+        return Statement(text, [], f"the newest {check.window_rows} rows by {', '.join(key)}", by_key=True)
+    return Statement(text, [], "the whole table" + ("" if check.whole_table else " (it has no primary key)"))
+
+
 async def completeness(conn: Connection, family: str, check: CompletenessCheck, table: Table,
                        inputs: RunInputs) -> Verdict:
-    text = sql.completeness_sql(family, table.quoted(family), check.columns, check.empty_is_null,
-                                check.loaded_at_field, check.filter)
-    args = [_param_time(family, inputs.now - timedelta(seconds=check.window.seconds))] if check.window else []
-    [row] = await conn.fetch(text, *args)
-    return _shown_by(verdicts.completeness(check, table.label, row), text)
+    stmt = await completeness_statement(conn, family, check, table, inputs.now)
+    [row] = await conn.fetch(stmt.text, *stmt.args)
+    verdict = _shown_by(verdicts.completeness(check, table.label, row), stmt.text)
+    verdict.details["window"] = stmt.window
+    for f in verdict.findings:
+        if isinstance(f.details, dict):
+            f.details.setdefault("window", stmt.window)
+    return verdict
+
+
+def assertion_statement(family: str, check: AssertionCheck, table: Table | None) -> str:
+    query = check.query.replace("{table}", table.quoted(family)) if table else check.query
+    return sql.assertion_sql(family, query, check.max_evidence_rows)
 
 
 async def assertion(conn: Connection, family: str, check: AssertionCheck, table: Table | None) -> Verdict:
-    query = check.query.replace("{table}", table.quoted(family)) if table else check.query
-    rows = await conn.fetch(sql.assertion_sql(family, query, check.max_evidence_rows))
+    rows = await conn.fetch(assertion_statement(family, check, table))
     return verdicts.assertion(check, table.label if table else check.name, rows)
 
 
@@ -131,6 +173,16 @@ async def schema(conn: Connection, family: str, check: SchemaCheck, table: Table
     columns = {r["col"]: str(r["typ"]) for r in rows}
     previous = (inputs.previous or {}).get("baseline")
     return verdicts.schema_drift(check, table.label, columns, previous)
+
+
+def _span(seconds: int) -> str:
+    if seconds % 86400 == 0:
+        n, unit = seconds // 86400, "day"
+    elif seconds % 3600 == 0:
+        n, unit = seconds // 3600, "hour"
+    else:
+        n, unit = -(-seconds // 60), "minute"
+    return f"{n} {unit}{'s' if n != 1 else ''}"
 
 
 def _shown_by(verdict: Verdict, text: str) -> Verdict:
@@ -158,52 +210,3 @@ async def run_check(conn: Connection, family: str, check: Any, table: Table | No
     if isinstance(check, AssertionCheck):
         return await assertion(conn, family, check, table)
     return await schema(conn, family, check, table, inputs)
-
-
-async def scan_refusal(conn: Connection, family: str, check: FreshnessCheck, table: Table,
-                       rows_limit: int = SCAN_ROWS_LIMIT) -> str | None:
-    """Why this freshness check would read a large table in full every run, with the index to add; None
-    when its plan reads an index (or the table is small)."""
-    if check.loaded_at_field is None:
-        return None
-    text = sql.freshness_sql(family, table.quoted(family), check.loaded_at_field, check.filter)
-    rows = await conn.fetch(sql.explain_sql(family, text))
-    scanned = _pg_scan(rows, table) if family == "postgres" else _mysql_scan(rows, table)
-    if scanned is None:
-        return None
-    estimate, cost = scanned
-    if family == "postgres":
-        stats = await conn.fetch("select reltuples::float8 as n from pg_class c join pg_namespace n on "
-                                 "n.oid = c.relnamespace where n.nspname = $1 and c.relname = $2",
-                                 table.schema, table.name)
-        if stats and stats[0]["n"] and stats[0]["n"] > 0:
-            estimate = max(estimate, float(stats[0]["n"]))
-    if estimate < rows_limit:
-        return None
-    how = f"a full scan of about {estimate:,.0f} rows" + (f" (plan cost {cost:,.0f})" if cost else "")
-    return (f"check {check.name}: max({check.loaded_at_field}) on {table.label} would need {how} on every run "
-            f"(every {check.every}). Add the index, then define the check again: "
-            f"{sql.create_index_sql(family, table.schema, table.name, check.loaded_at_field)} "
-            f"Or set allow_scan: true to run it anyway.")
-
-
-def _pg_scan(rows: Sequence[Mapping[str, Any]], table: Table) -> tuple[float, float] | None:
-    """(rows, total cost) of a Seq Scan on the table in an EXPLAIN (FORMAT JSON), or None."""
-    raw = next(iter(rows[0].values()))
-    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    stack = [plan]
-    while stack:
-        node = stack.pop()
-        if node.get("Node Type") in ("Seq Scan", "Parallel Seq Scan") and node.get("Relation Name") == table.name \
-                and node.get("Schema", table.schema) == table.schema:
-            return float(node.get("Plan Rows", 0)), float(plan.get("Total Cost", 0))
-        stack += node.get("Plans", [])
-    return None
-
-
-def _mysql_scan(rows: Sequence[Mapping[str, Any]], table: Table) -> tuple[float, float] | None:
-    """(rows, 0) of a full table scan (type ALL) on the table in a MySQL/MariaDB EXPLAIN, or None."""
-    for r in rows:
-        if str(r.get("type") or "").upper() == "ALL" and r.get("table") in (table.name, None):
-            return float(r.get("rows") or 0), 0.0
-    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from collectors.quality.baseline import Baseline, deviation
@@ -48,10 +48,10 @@ def _details(check: Any, table: str, **values: Any) -> dict[str, Any]:
 def _as_utc(value: datetime, naive_now: datetime | None, aware_now: datetime | None) -> tuple[datetime, datetime]:
     """(newest, now) on one clock: a naive load time is compared with the server's local clock."""
     if value.tzinfo is None:
-        return value, (naive_now if naive_now is not None else datetime.now(timezone.utc).replace(tzinfo=None))
-    now = aware_now if aware_now is not None else datetime.now(timezone.utc)
+        return value, (naive_now if naive_now is not None else datetime.now(UTC).replace(tzinfo=None))
+    now = aware_now if aware_now is not None else datetime.now(UTC)
     if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
+        now = now.replace(tzinfo=UTC)
     return value, now
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiomysql
 import asyncpg
@@ -27,7 +27,7 @@ async def store_url() -> AsyncIterator[str]:
 
 async def past_partitions(conn: asyncpg.Connection, days: int) -> None:
     """Daily samples partitions back `days` days: the tests inject earlier times for history."""
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     for n in range(1, days + 1):
         day = today - timedelta(days=n)
         await conn.execute(f'create table if not exists "samples_p{day:%Y%m%d}" partition of samples '
@@ -43,20 +43,27 @@ async def qstore(clean_store: Store) -> Store:
     return clean_store
 
 
-@pytest.fixture
-async def pg_db() -> AsyncIterator:
-    """Factory: a fresh PostgreSQL database (dbf_q17_...) loaded with SQL; dropped afterwards."""
-    made: list[str] = []
+def _pg_databases(prefix: str):
+    async def factory() -> AsyncIterator:
+        made: list[str] = []
 
-    async def make(sql: str | None = None) -> str:
-        name = f"dbf_q17_{uuid.uuid4().hex[:10]}"
-        made.append(name)
-        await create_database(name, sql)
-        return name
+        async def make(sql: str | None = None) -> str:
+            name = f"{prefix}{uuid.uuid4().hex[:10]}"
+            made.append(name)
+            await create_database(name, sql)
+            return name
 
-    yield make
-    for name in made:
-        await drop_database(name)
+        yield make
+        for name in made:
+            await drop_database(name)
+
+    return factory
+
+
+# Factories: a fresh PostgreSQL database loaded with SQL, dropped afterwards (dbf_q17_...; the
+# check-cost tests' own are dbf_qc_...).
+pg_db = pytest.fixture(_pg_databases("dbf_q17_"), name="pg_db")
+pg_qc_db = pytest.fixture(_pg_databases("dbf_qc_"), name="pg_qc_db")
 
 
 async def pg_exec(db: str, *statements: str) -> None:
@@ -68,21 +75,27 @@ async def pg_exec(db: str, *statements: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def maria_db() -> AsyncIterator:
-    """Factory: a fresh MariaDB schema (dbf_q17_...) loaded with statements; dropped afterwards."""
-    made: list[str] = []
+def _maria_schemas(prefix: str):
+    async def factory() -> AsyncIterator:
+        made: list[str] = []
 
-    async def make(*statements: str) -> str:
-        name = f"dbf_q17_{uuid.uuid4().hex[:10]}"
-        made.append(name)
-        await maria_exec(None, f"create database `{name}`")
-        await maria_exec(name, *statements)
-        return name
+        async def make(*statements: str) -> str:
+            name = f"{prefix}{uuid.uuid4().hex[:10]}"
+            made.append(name)
+            await maria_exec(None, f"create database `{name}`")
+            await maria_exec(name, *statements)
+            return name
 
-    yield make
-    for name in made:
-        await maria_exec(None, f"drop database if exists `{name}`")
+        yield make
+        for name in made:
+            await maria_exec(None, f"drop database if exists `{name}`")
+
+    return factory
+
+
+# Factories: a fresh MariaDB schema loaded with statements, dropped afterwards.
+maria_db = pytest.fixture(_maria_schemas("dbf_q17_"), name="maria_db")
+maria_qc_db = pytest.fixture(_maria_schemas("dbf_qc_"), name="maria_qc_db")
 
 
 async def maria_exec(db: str | None, *statements: str) -> list:

@@ -6,7 +6,7 @@ hourly loads of about 1,000 rows, then a load of 10 %.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -24,7 +24,7 @@ USUAL = (1000, 960, 1040, 1010, 990, 1030, 970)
 
 async def _load(engine: str, db: str, at: datetime, rows: int) -> None:
     """`rows` rows loaded in the hour before `at` (UTC)."""
-    stamp = at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     if engine == "postgres":
         await pg_exec(db, f"insert into loads (loaded_at) select timestamptz '{stamp}+00' - (g % 3500) * "
                           f"interval '1 second' - interval '1 second' from generate_series(1, {rows}) g")
@@ -47,7 +47,7 @@ async def test_a_tenth_of_the_usual_load_is_a_volume_anomaly(qstore, settings, p
     await define(qstore, {"name": "loads_volume", "kind": "volume", "tables": ["loads"],
                           "loaded_at_field": "loaded_at", "per": {"count": 1, "period": "hour"},
                           "labels": {"source": "erp"}})
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     for days, rows in enumerate(USUAL, start=1):  # the same hour on each of the seven days before
         at = now - timedelta(days=days)
         await _load(engine, db, at, rows)
@@ -70,7 +70,7 @@ async def test_a_normal_load_and_the_absolute_floor(qstore, settings, pg_db):
     await register(qstore, "wh", "postgres", db)
     await define(qstore, {"name": "loads_volume", "kind": "volume", "tables": ["loads"],
                           "loaded_at_field": "loaded_at", "min_rows": 50})
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)
     for days, rows in enumerate(USUAL[:4], start=1):
         await _load("postgres", db, now - timedelta(days=days), rows)
         await run_checks(qstore, settings, now=now - timedelta(days=days))

@@ -47,7 +47,8 @@ async def test_twenty_minutes_behind_a_fifteen_minute_sla_is_breached(qstore, se
     [f] = await findings_of(qstore, "freshness_sla_breached")
     assert (f["object"], f["severity"], f["state"]) == (f"{tables[0]} [shop_fresh]", "critical", "open")
     assert (f["details"]["source"], f["details"]["pipeline"]) == ("shop", "orders_etl")
-    assert f["details"]["sql"].startswith("select max(") and "orders" in f["details"]["sql"]
+    assert f["details"]["sql"].startswith("/* dbfleet:quality:freshness */ select max(")
+    assert "orders" in f["details"]["sql"]
     async with qstore.raw() as conn:
         labels = await conn.fetchval("select labels from outbox where status = 'firing'")
         lags = await conn.fetch("select object, value from samples where metric = 'quality_freshness_lag_seconds'")

@@ -1,5 +1,6 @@
 """The worker's quality job: the config's checks are stored (origin config), run on the first
-tick, and not again before their `every`; a config check that would scan is not stored."""
+tick after their phase in their period, and not again within it; a config check that would scan is
+not stored."""
 
 from __future__ import annotations
 
@@ -21,8 +22,13 @@ async def test_config_checks_are_stored_and_run_at_their_schedule(qstore, pg_db)
         {"name": "big_fresh", "kind": "freshness", "tables": ["big"], "loaded_at_field": "loaded_at"}])
     job = quality_checks_job(qstore, settings, Shard())
     assert (job["id"], job["seconds"]) == ("quality-checks", 30)
+    await job["func"]()  # stores the config's checks; a new check waits for its slot in the period
+    async with qstore.raw() as conn:
+        assert await conn.fetchval("select count(*) from collector_runs where collector = 'quality:orders_fresh'") == 0
+        # Defined more than one period (10 minutes) ago: its slot has begun since.
+        await conn.execute("update quality_checks set updated_at = now() - interval '11 minutes'")
     await job["func"]()
-    await job["func"]()
+    await job["func"]()  # not again in the same slot
     async with qstore.raw() as conn:
         stored = [tuple(r) for r in await conn.fetch("select name, origin from quality_checks order by name")]
         runs = await conn.fetchval("select count(*) from collector_runs where collector = 'quality:orders_fresh'")

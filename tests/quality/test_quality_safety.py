@@ -4,7 +4,7 @@ volume method measures rows per period from pg_stat_user_tables deltas."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from app.settings import Settings
 from tests.quality.conftest import define, pg_exec, register, run_checks
@@ -33,7 +33,7 @@ async def test_insert_counter_volume(qstore, settings, pg_db):
     db = await pg_db("create table loads (id int)")
     await register(qstore, "wh", "postgres", db)
     await define(qstore, {"name": "loads_inserts", "kind": "volume", "method": "inserts", "tables": ["loads"]})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     [first] = (await run_checks(qstore, settings, now=now - timedelta(hours=1))).outcomes
     assert (first.state, first.value) == ("pass", None)  # the first reading is the counter's baseline
     await pg_exec(db, "insert into loads select g from generate_series(1, 500) g")

@@ -4,7 +4,7 @@ user text parsed), the baseline, and each verdict's state, finding and sample.""
 from __future__ import annotations
 
 import ast
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from collectors.quality import sql, verdicts
 from collectors.quality.baseline import baseline_for
 from collectors.quality.checks import parse_check
 
-NOW = datetime(2026, 12, 3, 14, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
 
 
 def check(**kw):
@@ -25,7 +25,7 @@ def check(**kw):
     ({"kind": "freshness"}, "exactly one of loaded_at_field or loaded_at_query"),
     ({"kind": "freshness", "loaded_at_field": "a", "loaded_at_query": "select 1"}, "exactly one"),
     ({"kind": "volume"}, "method count needs loaded_at_field"),
-    ({"kind": "completeness", "columns": ["a"], "window": {"count": 1, "period": "day"}}, "go together"),
+    ({"kind": "completeness", "columns": ["a"], "window": {"count": 1, "period": "day"}}, "needs loaded_at_field"),
     ({"kind": "freshness", "loaded_at_field": "a", "every": {"count": 0, "period": "minute"}}, "greater than"),
     ({"kind": "freshness", "loaded_at_field": "a", "tables": ["a.b.c"]}, "'schema.table' or 'table'"),
     ({"kind": "freshness", "loaded_at_field": "a", "labels": {"bad-name": "x"}}, "label name"),
@@ -54,7 +54,8 @@ def test_default_sla_is_fifteen_minutes_and_scope_matching():
     ("mysql", "select max(`loaded_at`) as newest, now() as now_local from `we\"ird`.`t` where (status = 1)"),
 ])
 def test_identifiers_are_quoted_per_engine(family, expected):
-    assert sql.freshness_sql(family, sql.qualified(family, 'we"ird', "t"), "loaded_at", "status = 1") == expected
+    assert sql.freshness_sql(family, sql.qualified(family, 'we"ird', "t"), "loaded_at", "status = 1") == (
+        f"/* dbfleet:quality:freshness */ {expected}")
     assert sql.quote_ident("mysql", "a`b") == "`a``b`" and sql.quote_ident("postgres", 'a"b') == '"a""b"'
     # An expression is kept as written once it parses; a column name is quoted.
     assert "max(to_timestamp(epoch))" in sql.freshness_sql(family, "t", "to_timestamp(epoch)", None)
