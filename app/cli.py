@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -103,18 +104,27 @@ def migrate() -> None:
 
 
 @cli.command()
-def serve(host: Optional[str] = None, port: Optional[int] = None) -> None:
-    """Serve the REST API and /metrics."""
+def serve(host: Optional[str] = None, port: Optional[int] = None,
+          workers: Optional[int] = typer.Option(None, min=1, max=64, help="processes sharing the port "
+                                                "(default: api.workers)")) -> None:
+    """Serve the REST API, the console and /metrics."""
     import uvicorn
 
     from app.db import resolve_store_url
-    from app.main import create_app
+    from app.main import SERVE_STORE_URL, create_app
 
     settings = _settings(checked=True)
     url = _run(resolve_store_url(settings.database_url, settings.store.embedded_dir))
     _run(_check_migrated(settings))
-    uvicorn.run(create_app(settings, url), host=host or settings.api.host, port=port or settings.api.port,
-                log_level="info", proxy_headers=False)  # the app applies them itself (app/web/peer.py)
+    workers = workers or settings.api.workers
+    # proxy_headers off: the app applies them itself (app/web/peer.py).
+    where = {"host": host or settings.api.host, "port": port or settings.api.port, "log_level": "info",
+             "proxy_headers": False}
+    if workers == 1:
+        uvicorn.run(create_app(settings, url), **where)
+        return
+    os.environ[SERVE_STORE_URL] = url  # read by each worker's app_for_worker()
+    uvicorn.run("app.main:app_for_worker", factory=True, workers=workers, **where)
 
 
 async def _check_migrated(settings: Settings) -> None:

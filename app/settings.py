@@ -62,6 +62,8 @@ class WorkerSettings(Section):
 class ApiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="`dbfleet serve` processes sharing the port, one event loop "
+                                                      "each; about one per core the API may use")
 
 
 class CredentialSettings(Section):

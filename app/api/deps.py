@@ -16,11 +16,13 @@ from app.db import Store
 from app.settings import Settings
 
 
-def get_store(request: Request) -> Store:
+# async, though they only read app.state: FastAPI runs a plain `def` dependency in a worker
+# thread, two thread hops on every request.
+async def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import Cookie, Depends, Form, HTTPException, Request, Response, status
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import SettingsDep, StoreDep, get_session
@@ -94,6 +94,10 @@ async def sign_in_proxy(session: SessionDep, settings: Settings, name: str) -> s
     proxy = settings.console.proxy_sign_in
     role = proxy.roles.get(name, proxy.role)
     key_name = f"proxy:{name}"
+    # One first sign-in at a time per name: two at once (two tabs, two serve processes) each made
+    # a key row, and the next lookup found two.
+    await session.execute(text("select pg_advisory_xact_lock(hashtext('dbfleet.proxy_key'), hashtext(:name))"),
+                          {"name": key_name})
     key = (await session.execute(select(ApiKey).where(ApiKey.name == key_name).order_by(ApiKey.id.desc())
                                  .limit(1))).scalar_one_or_none()
     if key is None:
