@@ -1,13 +1,14 @@
 """Benchmark (not a test): server time of the console's fleet overview and findings pages.
 
 Plants a fleet of --instances instances and --findings findings (with three collector runs per
-instance) straight into a throwaway store with SQL, starts a real `dbfleet serve`, signs in through
-the form, then has --clients concurrent clients each fetch a page --requests times. Prints p50/p99
-latency per page (loopback, so the figure is the server's time plus queueing in its one process);
---doc also writes it under "## Console" in docs/benchmarks.md. The issue's target: 5,000
-instances, 1 M findings, 20 clients, p99 <= 150 ms.
+instance) straight into a throwaway store with SQL, starts a real `dbfleet serve --workers N` for
+each N of --workers, signs in through the form, then has wrk hold --clients connections on each
+page for --seconds. Prints p50/p99 latency per page (loopback, so the figure is the server's time
+plus queueing in its processes) and the CPU per request of dbfleet and of PostgreSQL; --doc also
+writes it under "## Console" in docs/benchmarks.md. The issue's target: 5,000 instances, 1 M
+findings, 20 clients, p99 <= 150 ms. Needs wrk (apt-get install wrk).
 
-    .venv/bin/python bench/console.py [--instances 5000] [--findings 1000000] [--clients 20] [--requests 25]
+    .venv/bin/python bench/console.py [--instances 5000] [--findings 1000000] [--clients 20] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,65 +88,109 @@ def free_port() -> int:
 
 
 async def wait_ready(base: str) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            try:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            async with httpx.AsyncClient() as client:
                 if (await client.get(f"{base}/healthz")).status_code == 200:
                     return
-            except httpx.TransportError:
-                await asyncio.sleep(0.1)
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
     raise SystemExit("dbfleet serve did not start in 60 s")
 
 
-async def measure(base: str, cookie: str, path: str, clients: int, requests: int) -> list[float]:
-    latencies: list[float] = []
-
-    async def one_client() -> None:
-        async with httpx.AsyncClient(base_url=base, cookies={"dbfleet_session": cookie}, timeout=60) as c:
-            for _ in range(requests):
-                t0 = time.perf_counter()
-                r = await c.get(path)
-                latencies.append((time.perf_counter() - t0) * 1000)
-                if r.status_code != 200:
-                    raise SystemExit(f"{path}: {r.status_code} {r.text[:200]}")
-
-    await asyncio.gather(*(one_client() for _ in range(clients)))
-    return latencies
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in processes:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
-def pct(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+def store_backends(database: str) -> list[psutil.Process]:
+    """The PostgreSQL backends connected to the store (their process title names the database)."""
+    return [p for p in psutil.process_iter(["name", "cmdline"])
+            if p.info["name"] == "postgres" and f" {database} " in " ".join(p.info["cmdline"] or [])]
 
 
-async def main(args: argparse.Namespace) -> None:
-    url = os.environ.get("DBFLEET_DATABASE_URL", STORE)
-    t0 = time.perf_counter()
-    key = await plant(url, args.instances, args.findings)
-    print(f"planted {args.instances} instances, {args.findings} findings in {time.perf_counter() - t0:.1f} s")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * _UNIT_MS[unit]
+
+
+def wrk(base: str, cookie: str, path: str, clients: int, seconds: int) -> dict:
+    """`clients` connections, each sending its next request as soon as the last one is answered, for
+    `seconds`: wrk's latency percentiles and request count. wrk is C: the load costs the 2 cores a
+    few percent, where a Python client took a sixth of the machine."""
+    out = subprocess.run(["wrk", f"-t{min(2, clients)}", f"-c{clients}", f"-d{seconds}s", "--latency",
+                          "-H", f"Cookie: dbfleet_session={cookie}", base + path],
+                         capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{path}: answers other than 200 under load:\n{out}")
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    return {"p50": _ms(pct["50"]), "p99": _ms(pct["99"]),
+            "requests": int(re.search(r"^\s+(\d+) requests in", out, re.M).group(1))}
+
+
+PAGES = ("/", "/?engine=postgres&tag=env%3Dprod&q=db-0", "/?cloud=aws&region=westeurope&team=team-7",
+         "/findings", "/findings?severity=critical&state=open&sort=-last_seen")
+
+
+def measure_workers(url: str, key: str, workers: int, args: argparse.Namespace) -> list[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([str(Path(sys.executable).parent / "dbfleet"), "serve", "--host", "127.0.0.1",
-                               "--port", str(port)], env={**os.environ, "DBFLEET_DATABASE_URL": url},
+                               "--port", str(port), "--workers", str(workers)],
+                              env={**os.environ, "DBFLEET_DATABASE_URL": url},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
     try:
-        await wait_ready(base)
-        async with httpx.AsyncClient(base_url=base) as c:
-            cookie = (await c.post("/signin", data={"key": key})).cookies["dbfleet_session"]
-        rows = []
-        for path in ("/", "/?engine=postgres&tag=env%3Dprod&q=db-0", "/?cloud=aws&region=eu-west-1&team=team-7",
-                     "/findings",
-                     "/findings?severity=critical&state=open&sort=-last_seen"):
-            await measure(base, cookie, path, 2, 3)  # warm the pool and the plans
-            lat = await measure(base, cookie, path, args.clients, args.requests)
-            rows.append(f"| `{path}` | {len(lat)} | {statistics.median(lat):.0f} | {pct(lat, 99):.0f} |")
-            print(rows[-1])
+        asyncio.run(wait_ready(base))
+        cookie = asyncio.run(sign_in(base, key))
+        serving = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+        for path in PAGES:
+            wrk(base, cookie, path, args.clients, 3)  # warm the pools, the plans and the caches
+            pg = store_backends(url.rsplit("/", 1)[1])
+            cpu0, pg0 = cpu_seconds(serving), cpu_seconds(pg)
+            r = wrk(base, cookie, path, args.clients, args.seconds)
+            per = lambda t: (t * 1000 / r["requests"])
+            rows.append(f"| `{path}` | {workers} | {r['requests']} | {r['p50']:.0f} | {r['p99']:.0f} | "
+                        f"{per(cpu_seconds(serving) - cpu0):.1f} | {per(cpu_seconds(pg) - pg0):.1f} |")
+            print(rows[-1], flush=True)
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        server.wait(timeout=30)
+    return rows
+
+
+async def sign_in(base: str, key: str) -> str:
+    async with httpx.AsyncClient(base_url=base) as c:
+        return (await c.post("/signin", data={"key": key})).cookies["dbfleet_session"]
+
+
+def main(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/console.py needs wrk: apt-get install wrk")
+    url = os.environ.get("DBFLEET_DATABASE_URL", STORE)
+    t0 = time.perf_counter()
+    key = asyncio.run(plant(url, args.instances, args.findings))
+    print(f"planted {args.instances} instances, {args.findings} findings in {time.perf_counter() - t0:.1f} s")
+    rows = [row for workers in args.workers for row in measure_workers(url, key, workers, args)]
     if args.doc:
         body = (f"{now_utc()}, {machine()}. {args.instances} instances, {args.findings} findings, "
-                f"{args.clients} concurrent clients, one `dbfleet serve` process.\n\n"
-                "| page | requests | p50 ms | p99 ms |\n|---|---|---|---|\n" + "\n".join(rows))
+                f"{args.clients} concurrent connections from wrk (each sends its next request when the last "
+                f"is answered), {args.seconds} s per page, after 3 s of warm-up. CPU per request is the "
+                "`dbfleet serve` processes' and the store's PostgreSQL backends' over the run, divided by the "
+                "requests.\n\n"
+                "| page | serve processes | requests | p50 ms | p99 ms | serve CPU ms/request | "
+                "store CPU ms/request |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows))
         update_doc("## Console", "console-pages", body, "Made by `bench/console.py`.")
 
 
@@ -152,6 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--instances", type=int, default=5000)
     parser.add_argument("--findings", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=25)
+    parser.add_argument("--seconds", type=int, default=20, help="of load per page")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="`dbfleet serve --workers` values to measure, in turn")
     parser.add_argument("--doc", action="store_true", help="write the table into docs/benchmarks.md")
-    asyncio.run(main(parser.parse_args()))
+    main(parser.parse_args())
