@@ -123,6 +123,7 @@ def test_api_probes_hit_healthz_and_readyz_on_8080(rendered):
     env = env_of(c)
     assert env["DBFLEET_API__HOST"]["value"] == "0.0.0.0"
     assert env["DBFLEET_API__PORT"]["value"] == "8080"
+    assert env["DBFLEET_API__WORKERS"]["value"] == "1"
     svc = one(docs, "Service", f"{FULLNAME}-api")
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
     assert svc["spec"]["selector"].items() <= api["spec"]["template"]["metadata"]["labels"].items()
@@ -285,7 +286,7 @@ def test_rendered_api_pod_listens_on_the_pod_network(monkeypatch):
     _apply_container_env(api, monkeypatch)
     monkeypatch.delenv("DBFLEET_CONFIG")  # the mounted file is tested with the workers above
     settings = Settings()
-    assert (settings.api.host, settings.api.port) == ("0.0.0.0", 8080)
+    assert (settings.api.host, settings.api.port, settings.api.workers) == ("0.0.0.0", 8080, 1)
 
 
 def test_created_service_account_is_not_used_by_the_pre_install_hook():
