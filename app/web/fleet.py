@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 from app import store_codec
 from app.settings import Settings
@@ -139,6 +140,7 @@ async def fleet_page(conn, flt: FleetFilter, stale_after: timedelta) -> dict[str
         cloud = store_codec.decoded(r["cloud"]) or {}
         r["cloud_name"], r["region"] = cloud.get("provider"), cloud.get("region")
         r["stale"] = r["last_ok"] is None or r["last_ok"] < since
+        r["quoted"] = quote(r["name"], safe="")  # for the path and the query string alike
         rows.append(SimpleNamespace(**r))  # attributes: Jinja's r.name on a dict goes through an AttributeError
     counts_sql, args = flt.sql(_COUNTS, "since")
     counts = dict(await conn.fetchrow(counts_sql, *args, since))
