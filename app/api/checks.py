@@ -98,7 +98,12 @@ async def create_check(body: Check, store: StoreDep, settings: SettingsDep, who:
             raise ApiError(409, f"a check named {body.name!r} exists; delete it first to define it again")
     defined = await define_checks(store, settings, [body], "api", who.name)
     if defined.refused:
-        raise ApiError(409, defined.refused[0], [{"loc": ["body", "loaded_at_field"], "msg": m, "type": "scan_refused"}
+        # The field a DBA changes to make the check cheap: the timestamp column, the assertion's
+        # query, or the check as a whole (a window, or allow_scan).
+        fields = {"freshness": ("loaded_at_field", "loaded_at_query"), "volume": ("loaded_at_field",),
+                  "assertion": ("query",)}.get(body.kind, ())
+        loc = ["body", *[f for f in fields if getattr(body, f, None)][:1]]
+        raise ApiError(409, defined.refused[0], [{"loc": loc, "msg": m, "type": "scan_refused"}
                                                  for m in defined.refused])
     async with store.raw() as conn:
         await conn.execute("insert into audit_log (actor, action, target, details, outcome) values ($1, 'check.create', $2, $3, 'ok')",

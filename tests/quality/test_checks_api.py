@@ -66,6 +66,12 @@ async def test_bad_definitions_are_refused_and_nothing_is_stored(client, keys, q
     r = await client.post(BASE, json=FRESH, headers=operator)
     assert r.status_code == 409 and 'CREATE INDEX CONCURRENTLY "ix_orders_loaded_at"' in r.json()["detail"]
     assert r.json()["errors"][0]["type"] == "scan_refused"
+    assert r.json()["errors"][0]["loc"] == ["body", "loaded_at_field"]
+    r = await client.post(BASE, json={"name": "late", "kind": "assertion", "instances": ["shop-db"],
+                                      "query": "select id from orders where loaded_at < now() - interval '1 day'"},
+                          headers=operator)
+    assert r.status_code == 409 and "orders" in r.json()["detail"]
+    assert r.json()["errors"][0]["loc"] == ["body", "query"]
     assert (await client.get(BASE, headers=operator)).json() == []
     r = await client.post(BASE, json={**FRESH, "allow_scan": True}, headers=operator)
     assert r.status_code == 201
