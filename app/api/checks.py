@@ -1,4 +1,4 @@
-"""Data quality checks: list, create, read, delete (operator to change, viewer to read), and the
+"""Data quality checks: list, create, read, replace, delete (operator to change, viewer to read), and the
 freshness of every table by source system (GET /api/v1/freshness)."""
 
 from __future__ import annotations
@@ -89,14 +89,44 @@ async def create_check(body: Check, store: StoreDep, settings: SettingsDep, who:
     """Define a check. A freshness, volume, completeness or assertion check whose statement would scan
     a large table in full is refused (409, naming the table and, where one column would fix it, the
     CREATE INDEX to add) unless allow_scan is true."""
+    _validated(body)
+    async with store.raw() as conn:
+        if await conn.fetchval("select 1 from quality_checks where name = $1", body.name):
+            raise ApiError(409, f"a check named {body.name!r} exists; PUT /api/v1/checks/{body.name} replaces it")
+    return await _define(body, store, settings, who.name, "check.create")
+
+
+@router.put("/checks/{name}", response_model=CheckOut,
+            responses=errors.OPERATOR | errors.responses(404, 409))
+async def replace_check(name: CheckName, body: Check, store: StoreDep, settings: SettingsDep,
+                        who: OperatorDep) -> dict[str, Any]:
+    """Replace a check defined through the API, through the same scan review as a new one; it starts
+    over (results and schema baseline). A check from the config file or a dbt import is changed
+    there: the next start would put that definition back."""
+    if body.name != name:
+        raise ApiError(422, f"the body names check {body.name!r}, the path {name!r}",
+                       [{"loc": ["body", "name"], "msg": "must equal the check's name in the path",
+                         "type": "value_error"}])
+    _validated(body)
+    async with store.raw() as conn:
+        origin = await conn.fetchval("select origin from quality_checks where name = $1", name)
+    if origin is None:
+        raise ApiError(404, f"no check named {name!r}; POST /api/v1/checks defines one")
+    if origin != "api":
+        raise ApiError(409, f"check {name!r} comes from the {origin} definitions; change it there")
+    return await _define(body, store, settings, who.name, "check.replace")
+
+
+def _validated(body: Check) -> None:
     try:
         validate_sql(body)
     except CheckRefused as e:
         raise ApiError(422, str(e), [{"loc": ["body"], "msg": str(e), "type": "sql_refused"}]) from None
-    async with store.raw() as conn:
-        if await conn.fetchval("select 1 from quality_checks where name = $1", body.name):
-            raise ApiError(409, f"a check named {body.name!r} exists; delete it first to define it again")
-    defined = await define_checks(store, settings, [body], "api", who.name)
+
+
+async def _define(body: Check, store, settings, actor: str, action: str) -> dict[str, Any]:
+    """Review the check's scans, store it (or refuse it whole, 409), audit, and return it."""
+    defined = await define_checks(store, settings, [body], "api", actor)
     if defined.refused:
         # The field a DBA changes to make the check cheap: the timestamp column, the assertion's
         # query, or the check as a whole (a window, or allow_scan).
@@ -106,8 +136,8 @@ async def create_check(body: Check, store: StoreDep, settings: SettingsDep, who:
         raise ApiError(409, defined.refused[0], [{"loc": loc, "msg": m, "type": "scan_refused"}
                                                  for m in defined.refused])
     async with store.raw() as conn:
-        await conn.execute("insert into audit_log (actor, action, target, details, outcome) values ($1, 'check.create', $2, $3, 'ok')",
-                           who.name, body.name, json.dumps({"kind": body.kind, "unverified": defined.unverified}))
+        await conn.execute("insert into audit_log (actor, action, target, details, outcome) values ($1, $2, $3, $4, 'ok')",
+                           actor, action, body.name, json.dumps({"kind": body.kind, "unverified": defined.unverified}))
         row = await conn.fetchrow(f"select {_COLUMNS} from quality_checks q where name = $1", body.name)
     return {**dict(row), "unverified": defined.unverified}
 

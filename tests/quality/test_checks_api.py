@@ -75,3 +75,34 @@ async def test_bad_definitions_are_refused_and_nothing_is_stored(client, keys, q
     assert (await client.get(BASE, headers=operator)).json() == []
     r = await client.post(BASE, json={**FRESH, "allow_scan": True}, headers=operator)
     assert r.status_code == 201
+
+
+async def test_put_replaces_an_api_check_through_the_same_review_and_refuses_the_rest(client, keys, qstore, pg_db):
+    db = await pg_db("create table orders (id int, loaded_at timestamptz, shipped_at timestamptz); "
+                     "create index on orders (loaded_at); "
+                     "insert into orders select g, now(), now() from generate_series(1, 120000) g; analyze orders")
+    await register(qstore, "shop-db", "postgres", db)
+    viewer, operator = bearer(keys["viewer"]), bearer(keys["operator"])
+    assert (await client.post(BASE, json=FRESH, headers=operator)).status_code == 201
+    later = {**FRESH, "error_after": {"count": 2, "period": "hour"}}
+    assert (await client.put(f"{BASE}/orders_fresh", json=later, headers=viewer)).status_code == 403
+    r = await client.put(f"{BASE}/orders_fresh", json=later, headers=operator)
+    assert r.status_code == 200, r.text
+    assert r.json()["definition"]["error_after"] == {"count": 2, "period": "hour"}
+    # The replacement is reviewed like a new check: an unindexed column is refused, the old one kept.
+    r = await client.put(f"{BASE}/orders_fresh", json={**FRESH, "loaded_at_field": "shipped_at"}, headers=operator)
+    assert r.status_code == 409 and "shipped_at" in r.json()["detail"]
+    assert r.json()["errors"][0]["loc"] == ["body", "loaded_at_field"]
+    kept = (await client.get(f"{BASE}/orders_fresh", headers=viewer)).json()["definition"]
+    assert (kept["loaded_at_field"], kept["error_after"]) == ("loaded_at", {"count": 2, "period": "hour"})
+
+    r = await client.put(f"{BASE}/orders_fresh", json={**FRESH, "name": "other"}, headers=operator)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "name"]
+    r = await client.put(f"{BASE}/nowhere", json={**FRESH, "name": "nowhere"}, headers=operator)
+    assert r.status_code == 404 and "POST" in r.json()["detail"]
+    async with qstore.raw() as conn:
+        await conn.execute("update quality_checks set origin = 'config' where name = 'orders_fresh'")
+        actions = await conn.fetch("select action, target from audit_log where action like 'check.%' order by id")
+    r = await client.put(f"{BASE}/orders_fresh", json=later, headers=operator)
+    assert r.status_code == 409 and "config" in r.json()["detail"]
+    assert [tuple(a) for a in actions] == [("check.create", "orders_fresh"), ("check.replace", "orders_fresh")]
