@@ -134,7 +134,9 @@ def wrk(base: str, cookie: str, path: str, clients: int, seconds: int) -> dict:
                          capture_output=True, text=True, check=True).stdout
     if "Non-2xx" in out:
         raise SystemExit(f"{path}: answers other than 200 under load:\n{out}")
-    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if len(pct) != 2:
+        raise SystemExit(f"{path}: no latency distribution in wrk's output:\n{out}")
     return {"p50": _ms(pct["50"]), "p99": _ms(pct["99"]),
             "requests": int(re.search(r"^\s+(\d+) requests in", out, re.M).group(1))}
 
