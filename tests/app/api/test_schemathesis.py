@@ -175,6 +175,7 @@ SEMANTIC_422 = {
     # the SQL refusal rules; and `kind` itself, which the document shows as optional (each kind's
     # model has a default) although the discriminated union requires it
     "POST /api/v1/checks": "a kind's needs; SQL refusal rules; kind is required but documented optional",
+    "PUT /api/v1/checks/{name}": "the same as POST, and the body's name is the path's",
 }
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429"]  # schemathesis' default, less its 5xx
 # Operations that talk to a monitored database now. The fuzzer registers instances of its own at
