@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -159,3 +160,19 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def wait_for_serve(base: str, server: subprocess.Popen, log: Path) -> None:
+    """Until a `dbfleet serve` started by a test answers /healthz (60 s: a loaded 2-core machine
+    takes a while to import everything); its log's tail if it exits first."""
+    for _ in range(600):
+        if server.poll() is not None:
+            raise RuntimeError(f"dbfleet serve exited: {log.read_text()[-2000:]}")
+        try:
+            async with httpx.AsyncClient() as client:
+                if (await client.get(f"{base}/healthz")).status_code == 200:
+                    return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("dbfleet serve did not answer /healthz in 60 s")

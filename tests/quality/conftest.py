@@ -3,6 +3,7 @@ MariaDB databases loaded by each test, and inventory entries pointing at them.""
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import asyncpg
 import pytest
 
 from app.db import Store
-from tests.conftest import create_database, drop_database, migrated_database, pg_url
+from tests.conftest import migrated_database, pg_url
 
 MARIA = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": "", "autocommit": True}
 
@@ -43,27 +44,12 @@ async def qstore(clean_store: Store) -> Store:
     return clean_store
 
 
-def _pg_databases(prefix: str):
-    async def factory() -> AsyncIterator:
-        made: list[str] = []
-
-        async def make(sql: str | None = None) -> str:
-            name = f"{prefix}{uuid.uuid4().hex[:10]}"
-            made.append(name)
-            await create_database(name, sql)
-            return name
-
-        yield make
-        for name in made:
-            await drop_database(name)
-
-    return factory
-
-
-# Factories: a fresh PostgreSQL database loaded with SQL, dropped afterwards (dbf_q17_...; the
-# check-cost tests' own are dbf_qc_...).
-pg_db = pytest.fixture(_pg_databases("dbf_q17_"), name="pg_db")
-pg_qc_db = pytest.fixture(_pg_databases("dbf_qc_"), name="pg_qc_db")
+@pytest.fixture
+def pg_db(target_db):
+    return functools.partial(target_db, prefix="dbf_q17")
+@pytest.fixture
+def pg_qc_db(target_db):
+    return functools.partial(target_db, prefix="dbf_qc")
 
 
 async def pg_exec(db: str, *statements: str) -> None:

@@ -23,7 +23,7 @@ from app.db import Store, migrate
 from app.findings import InstanceRef, record_run
 from app.store_partitions import maintain_store_partitions
 from collectors.spec import Finding, QueryStat, Result, Severity
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, drop_database, wait_for_serve
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -140,7 +140,7 @@ async def console():
                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        await _wait_ready(base, server)
+        await wait_for_serve(base, server, ARTIFACTS / "serve.log")
         yield {"base": base, "keys": keys, "store": store, "part_db": part_db}
     finally:
         server.terminate()
@@ -150,20 +150,6 @@ async def console():
         await store.dispose()
         await drop_database(store_db)
         await drop_database(part_db)
-
-
-async def _wait_ready(base: str, server: subprocess.Popen) -> None:
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):  # a loaded 2-core machine takes a while to import everything
-            if server.poll() is not None:
-                raise RuntimeError(f"dbfleet serve exited: {(ARTIFACTS / 'serve.log').read_text()[-2000:]}")
-            try:
-                if (await client.get(f"{base}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("dbfleet serve did not answer /healthz in 60 s")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import pytest
 
 from app.auth import Role, create_key
 from app.db import Store
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database, wait_for_serve
 
 DBFLEET = str(Path(sys.executable).parent / "dbfleet")
 
@@ -35,20 +35,6 @@ def _free_port() -> int:
 def _cpu(p: psutil.Process) -> float:
     t = p.cpu_times()
     return t.user + t.system
-
-
-async def _ready(base: str, server: subprocess.Popen, log: Path) -> None:
-    for _ in range(600):
-        if server.poll() is not None:
-            raise RuntimeError(f"dbfleet serve exited: {log.read_text()[-2000:]}")
-        try:
-            async with httpx.AsyncClient() as client:
-                if (await client.get(f"{base}/healthz")).status_code == 200:
-                    return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("dbfleet serve did not answer /healthz in 60 s")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +56,7 @@ async def two_workers(tmp_path_factory):
                                       stdout=out, stderr=subprocess.STDOUT)
             base = f"http://127.0.0.1:{port}"
             try:
-                await _ready(base, server, log)
+                await wait_for_serve(base, server, log)
                 yield {"base": base, "key": key, "server": server}
             finally:
                 server.terminate()
@@ -118,7 +104,7 @@ async def test_stopping_the_parent_stops_every_worker(tmp_path):
                                       env={**os.environ, "DBFLEET_DATABASE_URL": url}, stdout=out,
                                       stderr=subprocess.STDOUT)
             try:
-                await _ready(f"http://127.0.0.1:{port}", server, log)
+                await wait_for_serve(f"http://127.0.0.1:{port}", server, log)
                 workers = _workers(server)
                 assert len(workers) == 3
             finally:
