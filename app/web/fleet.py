@@ -5,7 +5,9 @@ paginated in SQL, with the fleet's counts over the same filter."""
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -77,21 +79,34 @@ select array(select distinct engine from instances where gone_at is null order b
              order by 1) as teams
 """
 FACETS_TTL_S = 30.0
-_shortest: dict[int, tuple[Settings, int]] = {}
-_facets: dict[str, Any] = {}
+
+
+class Reused:
+    """A filter list read from the store and reused for FACETS_TTL_S."""
+
+    def __init__(self) -> None:
+        self._value: Any = None
+        self._at = -math.inf
+
+    async def get(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        if time.monotonic() - self._at > FACETS_TTL_S:
+            self._value, self._at = await read(), time.monotonic()
+        return self._value
+
+
+_facets = Reused()
+_shortest: tuple[Settings, int] | None = None  # one process serves one settings object
 
 
 def shortest_interval_s(settings: Settings) -> int:
     """The shortest enabled collector interval: an instance with no successful run in three of
     them is stale. (Not app.scheduler's: the API process must not load the sweeper.) Worked out
     once per settings object: the fleet page asks on every request."""
-    if (known := _shortest.get(id(settings))) is not None and known[0] is settings:
-        return known[1]
-    interval = min((settings.collector(s.name).interval_s or s.interval_s for s in all_specs()
-                if settings.collector(s.name).enabled), default=60)
-    _shortest.clear()  # one process serves one settings object; a test's next one replaces it
-    _shortest[id(settings)] = (settings, interval)
-    return interval
+    global _shortest
+    if _shortest is None or _shortest[0] is not settings:
+        _shortest = (settings, min((settings.collector(s.name).interval_s or s.interval_s for s in all_specs()
+                                    if settings.collector(s.name).enabled), default=60))
+    return _shortest[1]
 
 
 @dataclass(frozen=True)
@@ -122,10 +137,10 @@ class FleetFilter:
 
 async def fleet_facets(conn) -> dict[str, list[str]]:
     """Engines, clouds, regions, envs and teams present in the inventory, for the filter lists."""
-    now = time.monotonic()
-    if not _facets or now - _facets["at"] > FACETS_TTL_S:
-        _facets.update(dict(await conn.fetchrow(_FACETS)), at=now)
-    return {k: list(v) for k, v in _facets.items() if k != "at"}
+    async def read() -> dict[str, list[str]]:
+        return {k: list(v) for k, v in (await conn.fetchrow(_FACETS)).items()}
+
+    return await _facets.get(read)
 
 
 async def fleet_page(conn, flt: FleetFilter, stale_after: timedelta) -> dict[str, Any]:

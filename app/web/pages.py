@@ -4,7 +4,6 @@ through the functions the API routes call, so the console can do nothing the API
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,7 +31,7 @@ from app.partitions import apply_for, outcome_json
 from app.topology import Topology, members_json
 from app.web import filters
 from app.web.errors import ConsoleRoute
-from app.web.fleet import FACETS_TTL_S, FleetFilter, fleet_facets, fleet_page, shortest_interval_s
+from app.web.fleet import FleetFilter, Reused, fleet_facets, fleet_page, shortest_interval_s
 from app.web.history import query_history
 from app.web.replication import diagram, lag_history
 from app.web.session import (COOKIE, CsrfField, SessionDep, UserDep, WebUser, checked, proxy_user, set_cookie,
@@ -51,15 +50,15 @@ with recursive c as (
 )
 select v from c where v is not null
 """
-_checks: dict[str, Any] = {}  # the names and when they were read, reused like the fleet's facets
+_checks = Reused()
 
 
 async def check_names(session: SessionDep) -> list[str]:
     """The checks with findings, for the filter list (a new check shows up within FACETS_TTL_S)."""
-    now = time.monotonic()
-    if not _checks or now - _checks["at"] > FACETS_TTL_S:
-        _checks.update(names=(await session.execute(text(_CHECKS))).scalars().all(), at=now)
-    return _checks["names"]
+    async def read() -> list[str]:
+        return list((await session.execute(text(_CHECKS))).scalars())
+
+    return await _checks.get(read)
 
 
 ACTIONS = {"acknowledge": "acknowledged", "silence": "silenced", "resolve": "resolved", "reopen": "open"}
