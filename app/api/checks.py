@@ -14,9 +14,11 @@ from app.api import errors
 from app.api.deps import OperatorDep, SettingsDep, StoreDep, ViewerDep
 from app.api.errors import ApiError
 from app.api.params import StrictJsonRoute
+from app.db import Store
 from app.quality.definitions import delete_check, validate_sql
 from app.quality.freshness import freshness_by_source
 from app.quality.refusals import define_checks
+from app.settings import Settings
 from collectors.quality.checks import KINDS, NAME_PATTERN, Check
 from collectors.quality.sql import CheckRefused
 
@@ -124,7 +126,7 @@ def _validated(body: Check) -> None:
         raise ApiError(422, str(e), [{"loc": ["body"], "msg": str(e), "type": "sql_refused"}]) from None
 
 
-async def _define(body: Check, store, settings, actor: str, action: str) -> dict[str, Any]:
+async def _define(body: Check, store: Store, settings: Settings, actor: str, action: str) -> dict[str, Any]:
     """Review the check's scans, store it (or refuse it whole, 409), audit, and return it."""
     defined = await define_checks(store, settings, [body], "api", actor)
     if defined.refused:

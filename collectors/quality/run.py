@@ -47,20 +47,6 @@ class RunInputs:
     history: Sequence[tuple[datetime, float]] = ()
 
 
-async def matching_tables(conn: Connection, family: str, check: Any,
-                          schemas: Sequence[str] | None = None) -> list[Table]:
-    """The tables (and views) on this session matching the check's patterns, in name order."""
-    rows = await conn.fetch(sql.tables_sql(family))
-    out = []
-    for r in rows:
-        schema, name = r["schema_name"], r["table_name"]
-        if schemas and schema not in schemas:
-            continue
-        if check.matches_table(schema, name):
-            out.append(Table(schema, name))
-    return out
-
-
 def _param_time(family: str, at: datetime) -> datetime:
     # MySQL DATETIME has no zone: windows are given in UTC, as the loads are assumed to write them.
     return at.astimezone(UTC).replace(tzinfo=None) if family == "mysql" else at
